@@ -1,0 +1,34 @@
+# Two commands for a newcomer:  make run   (execute the course, build the HTML site)
+#                               make test  (unit tests + every notebook executed; what CI runs)
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A CPU build of torch first: an unpinned torch pulls a multi-GB CUDA build. Override for a GPU box:
+#   make run TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+TORCH_SPEC ?= torch==2.13.0
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export MPLBACKEND ?= Agg
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install run test student clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml .ci/constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -c .ci/constraints.txt -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+run: install
+	PT_RANDOM_FALLBACK=$${PT_RANDOM_FALLBACK:-1} $(PY) -m pt_helpers.run all --html build/html
+
+test: install
+	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --durations=15 tests notebooks
+
+student: install
+	$(PY) -m pt_helpers.student notebooks build/student
+
+clean:
+	rm -rf build

@@ -1,0 +1,51 @@
+"""Device choice, seeds and the quick/full profile switch."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+PROFILES = ("auto", "quick", "full")
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """Return ``cuda`` when a GPU is present (or ``prefer`` names a device), else ``cpu``."""
+    if prefer is not None:
+        if str(prefer).startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {prefer!r} was asked for, but torch sees no CUDA GPU; use 'cpu'.")
+        return torch.device(prefer)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (CPU and CUDA); return a torch Generator seeded the same way.
+
+    After this call two runs of the same code on the same machine give the same numbers.
+    """
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def resolve_profile(profile: str = "auto") -> str:
+    """``"auto"`` → ``"full"`` on a CUDA machine, ``"quick"`` on CPU; other values pass through."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    if profile == "auto":
+        return "full" if torch.cuda.is_available() else "quick"
+    return profile
+
+
+def describe_device(device: torch.device | None = None) -> str:
+    """A one-line description of the device, for notebook headers and benchmark tables."""
+    device = device or get_device()
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads, torch {torch.__version__})"

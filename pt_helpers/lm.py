@@ -1,0 +1,131 @@
+"""Language-model probability by the chain rule: P(w1..wn) = Π_i P(w_i | w_<i).
+
+Every function here works on a causal LM (GPT-2 family) and returns natural-log probabilities.
+The first token of a text has no left context, so we put the model's BOS token
+(``<|endoftext|>`` for GPT-2) in front: then *every* token of the text gets a conditional probability.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .errors import ContextWindowError, EmptyTextError, LabelWordError
+from .models import context_length
+
+
+def check_fits_context(model: PreTrainedModel, n_tokens: int, what: str = "input") -> None:
+    """Raise ``ContextWindowError`` (with both lengths) if ``n_tokens`` exceed the model's window."""
+    window = context_length(model)
+    if n_tokens > window:
+        raise ContextWindowError(
+            f"{what} is {n_tokens} tokens but the model's context window is {window} tokens; "
+            f"shorten it by at least {n_tokens - window} tokens (fewer demonstrations, a shorter text, "
+            "or truncation).")
+
+
+def bos_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id that starts a text: BOS, else EOS (GPT-2 uses ``<|endoftext|>`` for both), else CLS."""
+    for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.cls_token_id):
+        if tid is not None:
+            return tid
+    raise ValueError("the tokenizer has no BOS, EOS or CLS token to start a text with")
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, text: str, *, prepend_bos: bool = True) -> list[int]:
+    """Token ids of ``text``, with the BOS token in front when ``prepend_bos``. Empty text is an error."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if not text.strip():
+        raise EmptyTextError("the text is empty: a language model needs at least one token to score.")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if prepend_bos:
+        ids = [bos_token_id(tokenizer)] + ids
+    return ids
+
+
+def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """log P(x_t | x_<t) for t = 1..T-1.
+
+    input_ids: (batch, T) → returns (batch, T-1); entry [b, t-1] scores token t. Positions where
+    ``attention_mask`` is 0 (padding) are set to 0.0 so sums over a row ignore them.
+    """
+    if input_ids.dim() == 1:
+        input_ids = input_ids.unsqueeze(0)
+    check_fits_context(model, input_ids.shape[1])
+    input_ids = input_ids.to(model.device)
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(model.device)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (batch, T, vocab)
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)                     # predicts tokens 1..T-1
+    out = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)         # (batch, T-1)
+    if attention_mask is not None:
+        out = out * attention_mask[:, 1:].to(out.dtype)
+    return out
+
+
+@torch.no_grad()
+def sequence_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str) -> float:
+    """log P(text) = Σ_i log P(w_i | BOS, w_<i): the chain rule, summed over every token of ``text``."""
+    ids = torch.tensor([encode(tokenizer, text)])
+    return token_logprobs(model, ids).sum().item()
+
+
+@torch.no_grad()
+def conditional_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str,
+                        target: str, reduction: str = "sum") -> float:
+    """log P(target | prompt): the chain rule over the target's tokens only.
+
+    ``prompt`` and ``target`` are tokenized separately and concatenated, so the boundary between them
+    is exactly where you put it. Mind GPT-2's BPE: the word after a space is a different token
+    (``" positive"``, id 3967) from the word at the start of a text (``"positive"``).
+    ``reduction``: ``"sum"`` (the log-probability) or ``"mean"`` (per target token).
+    """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    prompt_ids = encode(tokenizer, prompt) if prompt.strip() else [bos_token_id(tokenizer)]
+    target_ids = encode(tokenizer, target, prepend_bos=False)
+    ids = torch.tensor([prompt_ids + target_ids])
+    lp = token_logprobs(model, ids)[0, len(prompt_ids) - 1:]  # the target's tokens only
+    return (lp.sum() if reduction == "sum" else lp.mean()).item()
+
+
+@torch.no_grad()
+def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str) -> float:
+    """exp(-(1/n) Σ log P(w_i | w_<i)) over the n tokens of ``text`` (BOS as the first context)."""
+    lp = token_logprobs(model, torch.tensor([encode(tokenizer, text)]))
+    return math.exp(-lp.mean().item())
+
+
+def bits_per_token(logprob_sum: float, n_tokens: int) -> float:
+    """Average surprisal in bits: −log₂ P per token."""
+    return -logprob_sum / (n_tokens * math.log(2))
+
+
+def label_token_id(tokenizer: PreTrainedTokenizerBase, word: str) -> int:
+    """The single token id of ``word`` (include its leading space for GPT-2: ``" positive"``).
+
+    Raises ``LabelWordError`` showing the tokens when ``word`` is empty or is more than one token.
+    """
+    ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+    if len(ids) == 0:
+        raise LabelWordError(f"label word {word!r} tokenizes to nothing; use a non-empty word.")
+    if len(ids) > 1:
+        pieces = tokenizer.convert_ids_to_tokens(ids)
+        raise LabelWordError(
+            f"label word {word!r} is {len(ids)} tokens {pieces}, but one token is required here. "
+            "Pick a one-token word (try it with a leading space for GPT-2), or score multi-token "
+            "label words with conditional_logprob.")
+    return ids[0]
+
+
+def label_token_ids(tokenizer: PreTrainedTokenizerBase, words: Sequence[str]) -> list[int]:
+    """One token id per label word; two labels sharing a token is an error."""
+    ids = [label_token_id(tokenizer, w) for w in words]
+    if len(set(ids)) < len(ids):
+        raise LabelWordError(f"label words {list(words)} collide: two of them are the same token {ids}.")
+    return ids

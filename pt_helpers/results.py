@@ -1,0 +1,53 @@
+"""The course's shared results table: one row per method × task × model, appended by notebooks 03–06.
+
+Rows are JSON files under ``build/results/`` (``$PT_RESULTS_DIR`` overrides), one file per chapter,
+so rerunning a chapter replaces its own rows and keeps the others.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+RESULTS_ENV_VAR = "PT_RESULTS_DIR"
+COLUMNS = ["chapter", "method", "task", "model", "pretrained", "metric", "value", "std", "n_seeds",
+           "trained_params", "notes"]
+
+
+def results_dir() -> Path:
+    """``$PT_RESULTS_DIR``, else ``build/results`` in the project that holds this package."""
+    env = os.environ.get(RESULTS_ENV_VAR)
+    path = Path(env) if env else Path(__file__).resolve().parents[1] / "build" / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def make_row(chapter: str, method: str, task: str, model: str, pretrained: bool, metric: str,
+             value: float, std: float | None = None, n_seeds: int = 1, trained_params: int | None = None,
+             notes: str = "") -> dict:
+    """A results row with every column of the table (missing numbers are None)."""
+    return dict(chapter=chapter, method=method, task=task, model=model, pretrained=bool(pretrained),
+                metric=metric, value=float(value), std=None if std is None else float(std),
+                n_seeds=int(n_seeds), trained_params=trained_params, notes=notes)
+
+
+def save_rows(chapter: str, rows: list[dict]) -> Path:
+    """Write a chapter's rows (replacing that chapter's earlier rows); returns the file written."""
+    for row in rows:
+        missing = set(COLUMNS) - set(row)
+        if missing:
+            raise ValueError(f"results row lacks columns {sorted(missing)}; build rows with make_row()")
+    path = results_dir() / f"{chapter}.json"
+    path.write_text(json.dumps(rows, indent=1))
+    return path
+
+
+def load_results(pretrained_only: bool = False) -> pd.DataFrame:
+    """All chapters' rows as one DataFrame (empty, with the columns, when nothing was saved yet)."""
+    rows: list[dict] = []
+    for path in sorted(results_dir().glob("*.json")):
+        rows.extend(json.loads(path.read_text()))
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    return df[df["pretrained"]] if pretrained_only and len(df) else df
