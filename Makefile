@@ -7,7 +7,6 @@ PY := $(VENV)/bin/python
 #   make run TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
-export MPLBACKEND ?= Agg
 export PYTHONUNBUFFERED := 1
 
 .PHONY: install run test student clean

@@ -129,3 +129,23 @@ def label_token_ids(tokenizer: PreTrainedTokenizerBase, words: Sequence[str]) ->
     if len(set(ids)) < len(ids):
         raise LabelWordError(f"label words {list(words)} collide: two of them are the same token {ids}.")
     return ids
+
+
+@torch.no_grad()
+def surprisal_table(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str):
+    """One row per token of ``text``: its id, its string, log P(token | everything before), surprisal in bits.
+
+    The rows' ``logprob`` column sums to ``sequence_logprob(model, tokenizer, text)``.
+    """
+    import pandas as pd
+
+    ids = encode(tokenizer, text)
+    lp = token_logprobs(model, torch.tensor([ids]))[0].cpu()  # (n,)
+    return pd.DataFrame({
+        "position": range(1, len(ids)),
+        "token": [repr(tokenizer.convert_tokens_to_string([t])) for t in tokenizer.convert_ids_to_tokens(ids[1:])],
+        "id": ids[1:],
+        "logprob": lp.numpy(),
+        "prob": lp.exp().numpy(),
+        "surprisal_bits": (-lp / math.log(2)).numpy(),
+    })

@@ -181,6 +181,20 @@ def _random_model(name: str, kind: str, seed: int) -> tuple[PreTrainedModel, Pre
     return model, tok, where
 
 
+def random_model(name: str = "gpt2", kind: str = "causal", *, seed: int = 0,
+                 device: str | torch.device | None = None) -> LoadedModel:
+    """The small randomly initialised stand-in of ``name``'s family, directly (tests of mechanics use it).
+
+    Same seed → bit-identical weights. ``is_pretrained`` is False.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    model, tok, where = _random_model(name, kind, seed)
+    model.to(get_device(device)).eval()
+    model.is_pretrained = False
+    return LoadedModel(model, tok, name, kind, "random", where, False, ["random stand-in asked for directly"])
+
+
 def load_model(name: str = "gpt2", kind: str = "causal", *, device: str | torch.device | None = None,
                seed: int = 0, allow_random: bool | None = None, verbose: bool = True) -> LoadedModel:
     """Resolve ``name`` to real weights (see the module docstring for the order) and load it in eval mode.

@@ -1,0 +1,625 @@
+"""In-context learning (上下文学习): prompts from demonstrations, exact cached label scoring, calibration.
+
+A frozen causal LM classifies a test input x by scoring each label's verbaliser (标签词映射) after a
+prompt built from k demonstrations (Brown et al. 2020):
+
+    prompt = [instruction] demo_1 ⏎⏎ demo_2 ⏎⏎ … demo_k ⏎⏎ "Review: x⏎Sentiment:"
+    ŷ      = argmax_c  log P(label_words[c] | prompt)
+
+Every test input shares the same demonstrations, so the naive loop (one forward pass per input × label,
+as in Zhao et al.'s code) recomputes the shared *prefix* n × C times. :func:`score_label_words_cached`
+encodes the prefix once, keeps its key/value cache, and runs only the short suffixes (test input, then
+label tokens) on top of it — batched, with right padding, an explicit attention mask over
+prefix + suffix and explicit position ids. It returns the same log-probabilities as
+:func:`score_label_words_naive` (tested to ≤ 1e-4).
+
+Also here: contextual calibration (Zhao et al. 2021), demonstration choice — random, nearest
+neighbours by sentence embeddings (KATE, Liu et al. 2022), random labels (Min et al. 2022) — and the
+accuracy-vs-k experiment of notebook 03.
+
+Tokenization convention: the prefix, each input and each label word are tokenized *separately* and
+concatenated (as :func:`pt_helpers.lm.conditional_logprob` does), with the BOS token in front of the
+prefix. The course's formats put every separator at the *start* of the next piece
+(``"\\n\\nReview: …"``), so for them separate and joint tokenization give the same ids.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+from .errors import ContextWindowError, CourseError, LabelWordError
+from .lm import bos_token_id, check_fits_context
+from .models import context_length
+
+REDUCTIONS = ("sum", "mean")
+CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")  # Zhao et al. 2021, §5
+
+
+class DemonstrationLeakError(CourseError):
+    """A test example that also appears among its own demonstrations (its label would leak)."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Prompt formats and prompt building
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How one example is written in a prompt, and the verbaliser (one label word per label id).
+
+    An example reads ``input_prefix + text + input_output_sep + output_prefix [+ label word]``;
+    demonstrations are joined by ``demo_sep``, which is put at the *start* of the next example.
+    Label words carry their leading space (``" Positive"``): they follow ``output_prefix`` directly.
+    """
+
+    input_prefix: str
+    output_prefix: str
+    label_words: tuple[str, ...]
+    instruction: str = ""
+    input_output_sep: str = "\n"
+    demo_sep: str = "\n\n"
+
+    def with_label_words(self, label_words: Sequence[str]) -> "PromptFormat":
+        """The same format with another verbaliser."""
+        return replace(self, label_words=tuple(label_words))
+
+
+# Formats of Zhao et al. 2021 (Table 14), label words in our label-id order (pt_helpers.data).
+TASK_FORMATS: dict[str, PromptFormat] = {
+    "sst2": PromptFormat("Review: ", "Sentiment:", (" Negative", " Positive")),
+    "agnews": PromptFormat(
+        "Article: ", "Answer:", (" World", " Sports", " Business", " Technology"),
+        instruction="Classify the news articles into the categories of World, Sports, Business, and Technology."),
+    "trec": PromptFormat(
+        "Question: ", "Answer Type:",
+        (" Abbreviation", " Description", " Entity", " Person", " Location", " Number"),
+        instruction=("Classify the questions based on whether their answer type is a Number, Location, "
+                     "Person, Description, Entity, or Abbreviation.")),
+}
+
+
+def prompt_format(task: str) -> PromptFormat:
+    """The course's prompt format for ``task`` (``"sst2"``, ``"agnews"``, ``"trec"``)."""
+    key = str(task).lower().replace("-", "")
+    if key not in TASK_FORMATS:
+        raise CourseError(f"no prompt format for task {task!r}; formats exist for {sorted(TASK_FORMATS)}. "
+                          "Build your own with PromptFormat(input_prefix, output_prefix, label_words).")
+    return TASK_FORMATS[key]
+
+
+def _text_of(example: Any) -> str:
+    if isinstance(example, str):
+        return example
+    if isinstance(example, Mapping):
+        return example["text"]
+    return example[0]
+
+
+def _as_demos(demonstrations: Iterable[Any]) -> list[tuple[str, int]]:
+    """(text, label) pairs from pairs or from dataset rows / dicts with ``text`` and ``label``."""
+    out = []
+    for d in demonstrations:
+        if isinstance(d, Mapping):
+            out.append((d["text"], int(d["label"])))
+        else:
+            text, label = d
+            out.append((text, int(label)))
+    return out
+
+
+def format_example(text: str, fmt: PromptFormat, label: int | None = None) -> str:
+    """One example: ``"Review: <text>\\nSentiment:"``, plus its label word when ``label`` is given."""
+    body = f"{fmt.input_prefix}{text}{fmt.input_output_sep}{fmt.output_prefix}"
+    if label is None:
+        return body
+    if not 0 <= int(label) < len(fmt.label_words):
+        raise CourseError(f"label {label} is out of range for {len(fmt.label_words)} label words")
+    return body + fmt.label_words[int(label)]
+
+
+def build_prefix(demonstrations: Iterable[Any], fmt: PromptFormat) -> str:
+    """The shared part of every prompt: instruction and the k labelled demonstrations (may be ``""``)."""
+    pieces = ([fmt.instruction] if fmt.instruction else []) + [
+        format_example(t, fmt, y) for t, y in _as_demos(demonstrations)]
+    return fmt.demo_sep.join(pieces)
+
+
+def build_query(test_example: Any, fmt: PromptFormat, *, after_prefix: bool = True) -> str:
+    """The per-input part: ``demo_sep`` (if something precedes it) + the unlabelled test example.
+
+    ``test_example`` is a string or a row with ``text`` (its ``label``, if any, is never read).
+    """
+    body = format_example(_text_of(test_example), fmt)
+    return (fmt.demo_sep + body) if after_prefix else body
+
+
+def build_prompt(demonstrations: Iterable[Any], test_example: Any, fmt: PromptFormat) -> str:
+    """The full prompt for one test example, ending with ``output_prefix`` (no label): prefix + query.
+
+    Raises :class:`DemonstrationLeakError` when the test text is one of the demonstrations.
+    """
+    demos = _as_demos(demonstrations)
+    check_no_leak(demos, [test_example])
+    prefix = build_prefix(demos, fmt)
+    return prefix + build_query(test_example, fmt, after_prefix=bool(prefix))
+
+
+def build_prefix_and_queries(demonstrations: Iterable[Any], test_examples: Sequence[Any],
+                             fmt: PromptFormat) -> tuple[str, list[str]]:
+    """``(prefix, queries)`` for the cached scorer: ``prefix + queries[i]`` is the prompt of example i."""
+    demos = _as_demos(demonstrations)
+    check_no_leak(demos, test_examples)
+    prefix = build_prefix(demos, fmt)
+    return prefix, [build_query(x, fmt, after_prefix=bool(prefix)) for x in test_examples]
+
+
+def check_no_leak(demonstrations: Iterable[Any], test_examples: Iterable[Any]) -> None:
+    """Raise :class:`DemonstrationLeakError` if any test text appears among the demonstrations."""
+    demo_texts = {t for t, _ in _as_demos(demonstrations)}
+    leaked = [t for t in map(_text_of, test_examples) if t in demo_texts]
+    if leaked:
+        raise DemonstrationLeakError(
+            f"{len(leaked)} test example(s) are also demonstrations (e.g. {leaked[0][:60]!r}), so their "
+            "label is in the prompt. Sample demonstrations from the train split, or pass the test texts "
+            "as `exclude_texts` to sample_demonstrations.")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tokenization of the pieces
+# ---------------------------------------------------------------------------------------------------
+
+def label_word_ids(tokenizer: PreTrainedTokenizerBase, label_words: Sequence[str]) -> list[list[int]]:
+    """Token ids of each label word (any number of tokens ≥ 1); empty or identical words are errors."""
+    if len(label_words) < 2:
+        raise LabelWordError(f"need at least two label words to classify, got {list(label_words)}")
+    ids = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in label_words]
+    for w, t in zip(label_words, ids):
+        if len(t) == 0:
+            raise LabelWordError(f"label word {w!r} tokenizes to nothing; use a non-empty word such as ' Positive'.")
+    seen: dict[tuple[int, ...], str] = {}
+    for w, t in zip(label_words, ids):
+        if tuple(t) in seen:
+            raise LabelWordError(
+                f"label words {seen[tuple(t)]!r} and {w!r} collide: both tokenize to {t} "
+                f"{tokenizer.convert_ids_to_tokens(t)}, so no score can tell them apart. Pick distinct words.")
+        seen[tuple(t)] = w
+    return ids
+
+
+def encode_prefix(tokenizer: PreTrainedTokenizerBase, prefix: str) -> list[int]:
+    """BOS + the prefix's tokens (just ``[BOS]`` for an empty prefix)."""
+    ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+    return [bos_token_id(tokenizer)] + ids
+
+
+def encode_inputs(tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str]) -> list[list[int]]:
+    """Token ids of each input (query) string, no special tokens."""
+    if isinstance(inputs, str):
+        raise TypeError("inputs must be a list of strings, not one string")
+    return [tokenizer(x, add_special_tokens=False)["input_ids"] if x else [] for x in inputs]
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def _check_lengths(model, n_prefix: int, input_ids: list[list[int]], label_ids: list[list[int]]) -> None:
+    longest_input = max((len(q) for q in input_ids), default=0)
+    longest_label = max(len(t) for t in label_ids)
+    total = n_prefix + longest_input + longest_label
+    if total > context_length(model):
+        check_fits_context(
+            model, total,
+            what=(f"the longest prompt + label (prefix {n_prefix} + input {longest_input} + "
+                  f"label {longest_label} tokens)"))
+
+
+def _reduce(token_lp: torch.Tensor, n_tokens: torch.Tensor, reduction: str) -> torch.Tensor:
+    total = token_lp.sum(-1)
+    return total if reduction == "sum" else total / n_tokens.to(total.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The naive scorer: every (input, label) pair recomputed from scratch
+# ---------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def score_label_words_naive(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prefix: str,
+                            inputs: Sequence[str], label_words: Sequence[str], reduction: str = "sum",
+                            batch_size: int = 8, padding_side: str = "left") -> torch.Tensor:
+    """log P(label_words[c] | prefix + inputs[i]) by one full forward pass per (input, label) pair.
+
+    The reference the cached scorer must equal. Pairs are batched ``batch_size`` at a time with
+    ``padding_side`` padding (``"left"``: position ids restart after the pads; ``"right"``).
+    Returns (n_inputs, n_labels) natural-log probabilities, summed (or averaged) over label tokens.
+    """
+    _check_reduction(reduction)
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    prefix_ids = encode_prefix(tokenizer, prefix)
+    input_ids = encode_inputs(tokenizer, inputs)
+    label_ids = label_word_ids(tokenizer, label_words)
+    _check_lengths(model, len(prefix_ids), input_ids, label_ids)
+    device, pad = model.device, tokenizer.pad_token_id or 0
+    pairs = [(i, c) for i in range(len(inputs)) for c in range(len(label_words))]
+    out = torch.zeros(len(inputs), len(label_words))
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        seqs = [prefix_ids + input_ids[i] + label_ids[c] for i, c in chunk]
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            sl = slice(width - len(s), width) if padding_side == "left" else slice(0, len(s))
+            ids[r, sl], mask[r, sl] = torch.tensor(s), 1
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)                       # (b, width)
+        # the positions whose logits predict each row's label tokens (padded by repeating the last one)
+        n_keep = max(len(label_ids[c]) for _, c in chunk)
+        keep = torch.zeros((len(seqs), n_keep), dtype=torch.long)
+        for r, ((i, c), s) in enumerate(zip(chunk, seqs)):
+            end = width if padding_side == "left" else len(s)                   # one past the last token
+            pos = torch.arange(end - len(label_ids[c]) - 1, end - 1)
+            keep[r] = torch.cat([pos, pos[-1:].expand(n_keep - len(pos))])
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                       position_ids=position_ids.to(device),
+                       logits_to_keep=keep.to(device)).logits.float()            # (b, n_keep, vocab)
+        logp = F.log_softmax(logits, dim=-1).cpu()
+        for r, (i, c) in enumerate(chunk):
+            n_lab = len(label_ids[c])
+            lp = logp[r, torch.arange(n_lab), torch.tensor(label_ids[c])]
+            out[i, c] = lp.sum() if reduction == "sum" else lp.mean()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# The cached scorer: the prefix once, then only suffixes
+# ---------------------------------------------------------------------------------------------------
+
+def _cache_from_layers(layers: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> DynamicCache:
+    """A fresh DynamicCache holding the prefix keys/values repeated ``batch`` times along the batch."""
+    return DynamicCache(ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
+                                        for k, v in layers])
+
+
+@torch.no_grad()
+def encode_prefix_cache(model: PreTrainedModel, prefix_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Run the model once over ``prefix_ids`` and return each layer's (keys, values).
+
+    Each tensor is (1, heads, len(prefix_ids), head_dim). An empty ``prefix_ids`` gives ``[]``.
+    """
+    if len(prefix_ids) == 0:
+        return []
+    ids = torch.tensor([list(prefix_ids)], device=model.device)                 # (1, L)
+    cache = model(input_ids=ids, use_cache=True, cache=DynamicCache()).cache
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+@torch.no_grad()
+def score_label_words_cached(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prefix: str,
+                             inputs: Sequence[str], label_words: Sequence[str], reduction: str = "sum",
+                             batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+    """log P(label_words[c] | prefix + inputs[i]), sharing one key/value cache of the prefix.
+
+    1. The prefix (BOS + prefix tokens, all but its last token) runs once; its keys/values are kept.
+    2. For a batch of inputs, the suffixes ``[last prefix token] + input`` are right-padded and run on
+       top of the cache (repeated along the batch), with an attention mask over prefix + suffix and
+       position ids that continue the prefix. The logits at each row's last real token give the log-prob
+       of every label's *first* token — all C labels from one pass.
+    3. Labels of two or more tokens: the batch's cache (prefix + padded suffix) is repeated once per
+       such label and the label's tokens run on top, masked past the row's padding, with position ids
+       continuing from the row's real length; each position scores the next label token.
+
+    Multi-token labels are summed over their tokens (``reduction="sum"``: the log-probability of the
+    whole word) or averaged (``"mean"``). Returns (n_inputs, n_labels) natural-log probabilities,
+    equal to :func:`score_label_words_naive` up to float rounding.
+    """
+    _check_reduction(reduction)
+    prefix_ids = encode_prefix(tokenizer, prefix)
+    input_ids = encode_inputs(tokenizer, inputs)
+    label_ids = label_word_ids(tokenizer, label_words)
+    _check_lengths(model, len(prefix_ids), input_ids, label_ids)
+    device, pad = model.device, tokenizer.pad_token_id or 0
+    n_cached = len(prefix_ids) - 1                                              # the last prefix token leads each suffix
+    prefix_layers = encode_prefix_cache(model, prefix_ids[:-1])
+    first_ids = torch.tensor([t[0] for t in label_ids], device=device)         # (C,)
+    multi = [c for c, t in enumerate(label_ids) if len(t) > 1]                  # labels needing step 3
+    n_rest = max((len(label_ids[c]) - 1 for c in multi), default=0)
+    out = torch.zeros(len(inputs), len(label_words))
+
+    starts = range(0, len(inputs), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        starts = tqdm(starts, desc="scoring", leave=False)
+    for start in starts:
+        rows = list(range(start, min(start + batch_size, len(inputs))))
+        b = len(rows)
+        suffixes = [prefix_ids[-1:] + input_ids[i] for i in rows]
+        lengths = torch.tensor([len(s) for s in suffixes])                     # (b,)
+        width = int(lengths.max())
+        ids = torch.full((b, width), pad, dtype=torch.long)
+        suffix_mask = torch.zeros((b, width), dtype=torch.long)
+        for r, s in enumerate(suffixes):
+            ids[r, :len(s)], suffix_mask[r, :len(s)] = torch.tensor(s), 1
+        mask = torch.cat([torch.ones(b, n_cached, dtype=torch.long), suffix_mask], dim=1)  # (b, cached + width)
+        position_ids = n_cached + torch.arange(width).expand(b, width)        # (b, width)
+        cache = _cache_from_layers(prefix_layers, b) if prefix_layers else DynamicCache()
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                       position_ids=position_ids.to(device), cache=cache, use_cache=True,
+                       logits_to_keep=(lengths - 1).unsqueeze(1).to(device)).logits  # (b, 1, vocab): last real token
+        last = logits[:, 0].float()                                             # (b, vocab)
+        first_lp = F.log_softmax(last, dim=-1)[:, first_ids]                   # (b, C)
+        token_lp = torch.zeros(b, len(label_words), 1 + n_rest)               # (b, C, max label tokens)
+        token_lp[:, :, 0] = first_lp.cpu()
+
+        if multi:
+            m = len(multi)
+            cache.batch_repeat_interleave(m)    # the step-2 cache, once per multi-token label: row r·m + j
+            lab = torch.full((b * m, n_rest), pad, dtype=torch.long)
+            lab_mask = torch.zeros((b * m, n_rest), dtype=torch.long)
+            for r in range(b):
+                for j, c in enumerate(multi):
+                    feed = label_ids[c][:-1]                                    # tokens that predict tokens 1..
+                    lab[r * m + j, :len(feed)], lab_mask[r * m + j, :len(feed)] = torch.tensor(feed), 1
+            mask2 = torch.cat([mask.repeat_interleave(m, dim=0), lab_mask], dim=1)
+            pos2 = (n_cached + lengths.repeat_interleave(m)).unsqueeze(1) + torch.arange(n_rest)  # (b·m, n_rest)
+            logits2 = model(input_ids=lab.to(device), attention_mask=mask2.to(device),
+                            position_ids=pos2.to(device), cache=cache, use_cache=True).logits.float()
+            logp2 = F.log_softmax(logits2, dim=-1).cpu()                        # (b·m, n_rest, vocab)
+            for r in range(b):
+                for j, c in enumerate(multi):
+                    nxt = torch.tensor(label_ids[c][1:])
+                    token_lp[r, c, 1:1 + len(nxt)] = logp2[r * m + j, torch.arange(len(nxt)), nxt]
+        n_tokens = torch.tensor([len(t) for t in label_ids])
+        out[rows] = _reduce(token_lp, n_tokens, reduction)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Contextual calibration (Zhao et al. 2021)
+# ---------------------------------------------------------------------------------------------------
+
+def label_probs(label_logprobs: torch.Tensor) -> torch.Tensor:
+    """p̂: the label scores renormalised over the C labels (a softmax of the log-probs). (n, C) → (n, C)."""
+    return torch.softmax(torch.as_tensor(label_logprobs, dtype=torch.float64), dim=-1)
+
+
+def content_free_distribution(content_free_logprobs: torch.Tensor) -> torch.Tensor:
+    """p_cf: the mean of the label probabilities over content-free inputs, renormalised. (m, C) → (C,).
+
+    As in Zhao et al.'s code: average the raw probabilities P(label | prompt with "N/A"), then normalise.
+    Done in log space (logsumexp), so long multi-token labels with tiny probabilities do not underflow.
+    """
+    lp = torch.as_tensor(content_free_logprobs, dtype=torch.float64)
+    if lp.dim() == 1:
+        lp = lp.unsqueeze(0)
+    mean_lp = torch.logsumexp(lp, dim=0) - np.log(lp.shape[0])                 # log of the mean probability
+    return torch.softmax(mean_lp, dim=-1)
+
+
+def contextual_calibration(label_logprobs: torch.Tensor, content_free_logprobs: torch.Tensor) -> torch.Tensor:
+    """Contextual calibration: q ∝ W p̂ with W = diag(p_cf)⁻¹, renormalised so each row sums to 1.
+
+    label_logprobs: (n, C) log-probs of the test inputs; content_free_logprobs: (m, C) log-probs of the
+    content-free inputs under the *same* prompt (or a (C,) vector). Returns (n, C) calibrated
+    probabilities. Zhao et al. write q = softmax(W p̂ + b) with b = 0; their code takes argmax(W p̂),
+    which picks the same label as our renormalised W p̂.
+    """
+    p_hat = label_probs(label_logprobs)                                         # (n, C)
+    p_cf = content_free_distribution(content_free_logprobs)                    # (C,)
+    W = torch.diag(1.0 / p_cf)                                                  # (C, C)
+    q = p_hat @ W.T                                                             # (n, C): row i is W p̂_i
+    return q / q.sum(-1, keepdim=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Choosing demonstrations
+# ---------------------------------------------------------------------------------------------------
+
+def _pool_rows(pool: Any) -> list[dict]:
+    if hasattr(pool, "column_names"):  # a datasets.Dataset
+        return [{"text": t, "label": int(y)} for t, y in zip(pool["text"], pool["label"])]
+    return [{"text": t, "label": y} for t, y in _as_demos(pool)]
+
+
+def sample_demonstrations(pool: Any, k: int, seed: int, *, balanced: bool = False,
+                          exclude_texts: Iterable[str] = ()) -> list[dict]:
+    """k demonstrations drawn without replacement from ``pool`` (a Dataset or (text, label) pairs).
+
+    The same ``seed`` always gives the same demonstrations in the same order. ``exclude_texts``
+    (e.g. the test texts) are never drawn. ``balanced=True`` cycles through the classes
+    (k // C of each, the remainder from randomly chosen classes). Rows: ``{"text", "label", "index"}``.
+    """
+    if k < 0:
+        raise ValueError(f"k must be ≥ 0, got {k}")
+    rows = _pool_rows(pool)
+    excluded = set(exclude_texts)
+    allowed = np.array([i for i, r in enumerate(rows) if r["text"] not in excluded], dtype=int)
+    if k > len(allowed):
+        raise CourseError(f"cannot draw {k} demonstrations from a pool of {len(allowed)} allowed examples")
+    rng = np.random.default_rng(seed)
+    if not balanced:
+        chosen = rng.choice(allowed, size=k, replace=False)
+    else:
+        labels = np.array([rows[i]["label"] for i in allowed])
+        classes = np.unique(labels)
+        per_class = {c: rng.permutation(allowed[labels == c]).tolist() for c in classes}
+        order = np.concatenate([rng.permutation(classes) for _ in range(k // len(classes) + 1)])[:k]
+        chosen = [per_class[c].pop() for c in order]
+        chosen = rng.permutation(np.array(chosen, dtype=int))
+    return [dict(rows[i], index=int(i)) for i in chosen]
+
+
+def shuffle_demonstrations(demonstrations: Sequence[Any], seed: int) -> list:
+    """The same demonstrations in a seeded random order (Lu et al. 2022: order alone moves accuracy)."""
+    perm = np.random.default_rng(seed).permutation(len(demonstrations))
+    return [demonstrations[i] for i in perm]
+
+
+def randomize_labels(demonstrations: Sequence[Any], n_labels: int, seed: int) -> list[dict]:
+    """Demonstrations whose labels are replaced by labels drawn uniformly at random (Min et al. 2022)."""
+    rng = np.random.default_rng(seed)
+    return [{"text": t, "label": int(rng.integers(n_labels))} for t, _ in _as_demos(demonstrations)]
+
+
+@torch.no_grad()
+def embed_sentences(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+                    batch_size: int = 64, max_length: int = 128) -> torch.Tensor:
+    """Sentence embeddings by mean pooling an encoder's last hidden states over real tokens, L2-normalised.
+
+    This is how sentence-transformers/all-MiniLM-L6-v2 is meant to be used. Returns (n, hidden).
+    """
+    chunks = []
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                        max_length=max_length, return_tensors="pt").to(model.device)
+        hidden = model(**enc).last_hidden_state                                 # (b, T, hidden)
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)            # (b, T, 1)
+        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        chunks.append(F.normalize(mean.float(), dim=-1).cpu())
+    return torch.cat(chunks)
+
+
+def nearest_neighbour_indices(pool_embeddings: torch.Tensor, query_embeddings: torch.Tensor, k: int, *,
+                              pool_texts: Sequence[str] | None = None,
+                              query_texts: Sequence[str] | None = None) -> torch.Tensor:
+    """KATE (Liu et al. 2022): for each query, the k pool rows with the highest cosine similarity.
+
+    Embeddings: (n_pool, d) and (n_query, d), L2-normalised. A pool row whose text equals the query's
+    text is never chosen (it would leak the label). Each row of the (n_query, k) result is ordered from
+    least to most similar, so the most similar demonstration sits right before the test input
+    (Liu et al.'s "reversed" order).
+    """
+    sims = query_embeddings @ pool_embeddings.T                                  # (n_query, n_pool)
+    if pool_texts is not None and query_texts is not None:
+        where = {}
+        for j, t in enumerate(pool_texts):
+            where.setdefault(t, []).append(j)
+        for i, t in enumerate(query_texts):
+            for j in where.get(t, []):
+                sims[i, j] = -float("inf")
+    top = sims.topk(k, dim=-1).indices                                          # most similar first
+    return top.flip(-1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# In-context classification: prompt → scores → predictions
+# ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class ICLScores:
+    """Label log-probs of the test inputs and of the content-free inputs under one prompt."""
+
+    logprobs: torch.Tensor               # (n, C)
+    content_free_logprobs: torch.Tensor  # (m, C)
+    n_demonstrations: int
+    prefix: str
+
+    def predictions(self, calibrate: bool = False) -> torch.Tensor:
+        """argmax over labels, before or after contextual calibration. (n,)"""
+        scores = contextual_calibration(self.logprobs, self.content_free_logprobs) if calibrate else self.logprobs
+        return scores.argmax(-1)
+
+
+def fit_demonstrations(tokenizer: PreTrainedTokenizerBase, demonstrations: Sequence[Any], queries_texts:
+                       Sequence[Any], fmt: PromptFormat, window: int, on_overflow: str = "error") -> list:
+    """The demonstrations that fit ``window`` tokens with the longest test input and label.
+
+    ``on_overflow="error"`` raises :class:`ContextWindowError` with the lengths; ``"drop"`` removes
+    demonstrations from the front (farthest from the test input) with a warning until the prompt fits.
+    """
+    if on_overflow not in ("error", "drop"):
+        raise ValueError(f"on_overflow must be 'error' or 'drop', got {on_overflow!r}")
+    demos = list(demonstrations)
+    longest_label = max(len(t) for t in label_word_ids(tokenizer, fmt.label_words))
+
+    def total(ds):
+        prefix, queries = build_prefix_and_queries(ds, queries_texts, fmt)
+        return (len(encode_prefix(tokenizer, prefix)), max(len(q) for q in encode_inputs(tokenizer, queries)))
+
+    n_prefix, n_query = total(demos)
+    if n_prefix + n_query + longest_label <= window:
+        return demos
+    if on_overflow == "error":
+        raise ContextWindowError(
+            f"the prompt is {n_prefix + n_query + longest_label} tokens (prefix with {len(demos)} demonstrations "
+            f"{n_prefix} + longest input {n_query} + longest label {longest_label}) but the model's context "
+            f"window is {window} tokens. Use fewer demonstrations, shorter ones, or on_overflow='drop'.")
+    original = n_prefix + n_query + longest_label
+    while demos and sum(total(demos)) + longest_label > window:
+        demos = demos[1:]
+    n_prefix, n_query = total(demos)
+    if n_prefix + n_query + longest_label > window:
+        raise ContextWindowError(f"even with no demonstrations the prompt is {n_prefix + n_query + longest_label} "
+                                 f"tokens, more than the context window of {window}: shorten the test input.")
+    warnings.warn(f"dropped {len(demonstrations) - len(demos)} of {len(demonstrations)} demonstrations: the prompt "
+                  f"was {original} tokens, the context window is {window}; now {n_prefix + n_query + longest_label}.",
+                  stacklevel=2)
+    return demos
+
+
+def score_icl(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, demonstrations: Sequence[Any],
+              test_examples: Sequence[Any], fmt: PromptFormat, *, reduction: str = "sum", batch_size: int = 16,
+              content_free_inputs: Sequence[str] = CONTENT_FREE_INPUTS, on_overflow: str = "error",
+              progress: bool = False) -> ICLScores:
+    """Score every test example (and each content-free input) under one k-shot prompt, cached.
+
+    ``demonstrations``: (text, label) pairs or rows; ``test_examples``: strings or rows (labels unread).
+    """
+    demos = fit_demonstrations(tokenizer, demonstrations, list(test_examples) + list(content_free_inputs), fmt,
+                               context_length(model), on_overflow)
+    prefix, queries = build_prefix_and_queries(demos, list(test_examples), fmt)
+    cf_queries = [build_query(x, fmt, after_prefix=bool(prefix)) for x in content_free_inputs]
+    lp = score_label_words_cached(model, tokenizer, prefix, queries + cf_queries, fmt.label_words,
+                                  reduction=reduction, batch_size=batch_size, progress=progress)
+    n = len(queries)
+    return ICLScores(lp[:n], lp[n:], len(demos), prefix)
+
+
+def accuracy(scores: torch.Tensor, labels: Sequence[int]) -> float:
+    """Fraction of rows whose argmax equals the label. scores: (n, C) (log-)probs, or (n,) predictions."""
+    scores = torch.as_tensor(scores)
+    preds = scores.argmax(-1) if scores.dim() == 2 else scores
+    return float((preds == torch.as_tensor(list(labels))).float().mean())
+
+
+def majority_baseline(train_labels: Sequence[int], test_labels: Sequence[int]) -> float:
+    """Accuracy of always predicting the most frequent training label."""
+    majority = np.bincount(np.asarray(train_labels)).argmax()
+    return float(np.mean(np.asarray(test_labels) == majority))
+
+
+def accuracy_vs_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: Any, test: Any,
+                  fmt: PromptFormat, ks: Sequence[int] = (0, 1, 2, 4, 8), n_demo_sets: int = 5, seed: int = 0,
+                  n_orderings: int = 1, random_labels: bool = False, batch_size: int = 16,
+                  progress: bool = True) -> "pd.DataFrame":
+    """Accuracy (raw and calibrated) for each k, over ``n_demo_sets`` seeded demonstration sets and
+    ``n_orderings`` orderings of each set. One row per (k, demo_set, ordering); k = 0 has one row.
+
+    ``test``: a Dataset (or rows) with ``text`` and ``label``; demonstrations come from ``train`` and
+    never include a test text. ``random_labels=True`` replaces demonstration labels at random.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    test_rows = _pool_rows(test)
+    texts, labels = [r["text"] for r in test_rows], [r["label"] for r in test_rows]
+    jobs = [(k, s, o) for k in ks for s in (range(1) if k == 0 else range(n_demo_sets))
+            for o in (range(1) if k <= 1 else range(n_orderings))]
+    rows = []
+    for k, s, o in tqdm(jobs, desc="k-shot runs", disable=not progress):
+        demos = sample_demonstrations(train, k, seed=seed * 1000 + 10 * k + s, exclude_texts=texts)
+        if o:
+            demos = shuffle_demonstrations(demos, seed=o)
+        if random_labels:
+            demos = randomize_labels(demos, len(fmt.label_words), seed=seed * 1000 + 10 * k + s)
+        sc = score_icl(model, tokenizer, demos, texts, fmt, batch_size=batch_size)
+        rows.append(dict(k=k, demo_set=s, ordering=o, accuracy=accuracy(sc.predictions(), labels),
+                         calibrated_accuracy=accuracy(sc.predictions(calibrate=True), labels)))
+    return pd.DataFrame(rows)

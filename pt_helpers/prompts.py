@@ -1,0 +1,738 @@
+"""Discrete prompts: templates, verbalisers, cloze scoring, prompt search and generation prompts.
+
+A discrete prompt turns a classification task into language modelling (Schick & Schütze 2021, PET):
+
+    x = "a gripping, funny film"  ──Template──▶  "a gripping, funny film It was {mask}."
+    label "positive"  ──Verbalizer──▶  the word(s) "great" (or ["great", "good"])
+    score(label) = log P(verbaliser word | prompt)   under a frozen LM
+    prediction   = argmax over labels
+
+* :class:`Template` holds a pattern with ``{text}`` (or ``{premise}`` and ``{hypothesis}``) and an
+  optional ``{mask}`` answer slot; :class:`Verbalizer` maps each label to one or more words.
+* :func:`causal_word_scores` scores every verbaliser word after the prompt with a causal LM (GPT-2):
+  the sum (or mean) of the word's token log-probs by the chain rule — never only its first token.
+* :func:`cloze_word_scores` scores words at ``[MASK]`` with a masked LM (BERT), PET style: a word of
+  k tokens gets k ``[MASK]`` tokens, scored in parallel or left to right.
+* :func:`prompt_grid` measures accuracy for every template × verbaliser pair;
+  :func:`greedy_phrase_search` and :func:`autoprompt_search` (Shin et al. 2020) search a prompt on a
+  *training* split only; :func:`search_then_evaluate` scores the result on a held-out split afterwards.
+* :func:`generate_with_prompt` and :func:`rouge` do "TL;DR:" summarisation scored by ``rouge-score``.
+"""
+from __future__ import annotations
+
+import math
+import string
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .errors import CourseError, LabelWordError
+from .lm import bos_token_id, check_fits_context, token_logprobs
+
+INPUT_FIELDS = ("text", "premise", "hypothesis")
+MASK_FIELD = "mask"
+FIELD_SETS = (("text",), ("premise", "hypothesis"))
+REDUCTIONS = ("sum", "mean")
+WORD_POOLING = ("logsumexp", "max", "mean")
+MULTI_TOKEN_MODES = ("parallel", "left_to_right")
+
+
+class TemplateError(CourseError):
+    """A template pattern or an example that does not fit it (missing, repeated or unknown placeholder)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Templates
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Template:
+    """A prompt pattern such as ``"Review: {text}\\nSentiment: {mask}"``.
+
+    Placeholders: ``{text}`` for one-text tasks (SST-2, TREC, AG News) or ``{premise}`` and
+    ``{hypothesis}`` for pair tasks (CB, RTE), each exactly once; ``{mask}`` (optional, at most once)
+    marks where the answer goes. Without ``{mask}`` the answer goes at the end. Write literal braces
+    as ``{{`` and ``}}``.
+    """
+
+    pattern: str
+    name: str = ""
+    fields: tuple[str, ...] = field(init=False, default=())
+    has_mask: bool = field(init=False, default=False)
+
+    def __post_init__(self):
+        if not isinstance(self.pattern, str):
+            raise TemplateError(f"a template pattern must be a str, got {type(self.pattern).__name__}")
+        try:
+            parsed = list(string.Formatter().parse(self.pattern))
+        except ValueError as exc:
+            raise TemplateError(f"template {self.pattern!r} is not a valid pattern ({exc}); write literal "
+                                "braces as '{{' and '}}'.") from None
+        names = [name for _, name, _, _ in parsed if name is not None]
+        for name in names:
+            if name == "":
+                raise TemplateError(f"template {self.pattern!r} has an empty placeholder '{{}}'; name it: "
+                                    "{text}, {premise}, {hypothesis} or {mask}.")
+            if name not in INPUT_FIELDS + (MASK_FIELD,):
+                raise TemplateError(
+                    f"template {self.pattern!r} has an unknown placeholder {{{name}}}; valid placeholders: "
+                    "{text}, {premise}, {hypothesis}, {mask}.")
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise TemplateError(f"template {self.pattern!r} repeats placeholder(s) "
+                                f"{', '.join('{' + n + '}' for n in repeated)}; use each exactly once.")
+        inputs = tuple(n for n in INPUT_FIELDS if n in names)
+        if inputs not in FIELD_SETS:
+            raise TemplateError(
+                f"template {self.pattern!r} has input placeholder(s) {list(inputs) or 'none'}; it needs "
+                "{text} (one-text tasks) or both {premise} and {hypothesis} (CB, RTE).")
+        object.__setattr__(self, "fields", inputs)
+        object.__setattr__(self, "has_mask", MASK_FIELD in names)
+        if not self.name:
+            object.__setattr__(self, "name", self.pattern.replace("\n", "⏎"))
+
+    def _values(self, example: Mapping[str, str]) -> dict[str, str]:
+        missing = [f for f in self.fields if f not in example]
+        if missing:
+            raise TemplateError(f"the example has no {missing} field(s) that template {self.name!r} needs; it "
+                                f"has {sorted(example)}. Use a template with the task's fields {list(example)}.")
+        return {f: str(example[f]).strip() for f in self.fields}
+
+    def split(self, example: Mapping[str, str]) -> tuple[str, str]:
+        """(text before the answer slot, text after it) for one example (dict with the template's fields)."""
+        values = self._values(example)
+        sentinel = "\x00MASK\x00"
+        full = self.pattern.format(**values, **({MASK_FIELD: sentinel} if self.has_mask else {}))
+        if not self.has_mask:
+            return full, ""
+        before, after = full.split(sentinel)
+        return before, after
+
+    def format(self, example: Mapping[str, str], answer: str = "") -> str:
+        """The prompt as a string, with ``answer`` (e.g. ``"[MASK]"`` or a word) in the answer slot."""
+        before, after = self.split(example)
+        if not answer:
+            return before + after
+        sep = "" if (not before or before[-1].isspace()) else " "
+        return before + sep + answer + after
+
+    def check_task(self, task: str) -> "Template":
+        """Raise ``TemplateError`` unless the template's fields are the task's text columns; return self."""
+        from .data import task_info
+
+        cols = task_info(task).text_columns
+        if tuple(cols) != self.fields:
+            raise TemplateError(f"task {task!r} has fields {list(cols)} but template {self.name!r} uses "
+                                f"{list(self.fields)}; write the template with "
+                                + " and ".join("{" + c + "}" for c in cols) + ".")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Verbalisers
+# --------------------------------------------------------------------------------------------------
+class Verbalizer:
+    """Label → one or more words (标签词映射). ``Verbalizer({"negative": "terrible", "positive": ["great", "good"]})``.
+
+    ``label_names`` (e.g. ``ds.features["label"].names``) fixes the label order and catches unknown or
+    missing labels; without it the order is the order of ``words``. Every label needs ≥1 non-empty
+    word and no word may belong to two labels.
+    """
+
+    def __init__(self, words: Mapping[str, str | Sequence[str]], label_names: Sequence[str] | None = None,
+                 name: str = ""):
+        if not isinstance(words, Mapping) or not words:
+            raise LabelWordError("a verbaliser needs a non-empty dict label → word(s), e.g. "
+                                 "{'negative': 'terrible', 'positive': 'great'}.")
+        if label_names is not None:
+            label_names = [str(n) for n in label_names]
+            unknown = [k for k in words if k not in label_names]
+            if unknown:
+                raise LabelWordError(f"unknown label(s) {unknown}; the task's labels are {label_names}.")
+            missing = [n for n in label_names if n not in words]
+            if missing:
+                raise LabelWordError(f"label(s) {missing} have no words; give every label of {label_names} "
+                                     "at least one word.")
+        self.labels: list[str] = list(label_names) if label_names is not None else [str(k) for k in words]
+        self.words: dict[str, list[str]] = {}
+        owner: dict[str, str] = {}
+        for label in self.labels:
+            ws = words[label]
+            ws = [ws] if isinstance(ws, str) else list(ws)
+            if not ws:
+                raise LabelWordError(f"label {label!r} has an empty word list; give it at least one word.")
+            for w in ws:
+                if not isinstance(w, str) or not w.strip():
+                    raise LabelWordError(f"label {label!r} has an empty word {w!r}; use a real word.")
+                key = w.strip().casefold()
+                if key in owner and owner[key] != label:
+                    raise LabelWordError(f"labels {owner[key]!r} and {label!r} both use the word {w.strip()!r}; "
+                                         "each word may verbalise one label only.")
+                owner[key] = label
+            self.words[label] = [w.strip() for w in ws]
+        self.name = name or " / ".join("|".join(self.words[lab]) for lab in self.labels)
+
+    @classmethod
+    def for_task(cls, task: str, words: Mapping[str, str | Sequence[str]], name: str = "") -> "Verbalizer":
+        """A verbaliser whose labels are checked against ``task``'s label names."""
+        from .data import label_names
+
+        return cls(words, label_names(task), name)
+
+    def __repr__(self) -> str:
+        return f"Verbalizer({self.words!r})"
+
+    @property
+    def all_words(self) -> list[str]:
+        """Every word, label by label (the column order of ``word_scores``)."""
+        return [w for lab in self.labels for w in self.words[lab]]
+
+    @property
+    def word_label_index(self) -> list[int]:
+        """For each word of ``all_words``, the index of its label."""
+        return [i for i, lab in enumerate(self.labels) for _ in self.words[lab]]
+
+    def token_ids(self, tokenizer: PreTrainedTokenizerBase, leading_space: bool = True) -> list[list[int]]:
+        """Token ids of every word (``all_words`` order); ``leading_space`` tokenizes ``" word"`` (GPT-2).
+
+        Raises ``LabelWordError`` when a word tokenizes to nothing or to the unknown token only, or when
+        two labels' words tokenize to the same ids (e.g. ``"Good"``/``"good"`` in an uncased tokenizer).
+        """
+        out, seen = [], {}
+        for w, li in zip(self.all_words, self.word_label_index):
+            ids = word_token_ids(tokenizer, w, leading_space)
+            key = tuple(ids)
+            if key in seen and seen[key] != li:
+                raise LabelWordError(
+                    f"labels {self.labels[seen[key]]!r} and {self.labels[li]!r} have words that tokenize to the "
+                    f"same tokens {tokenizer.convert_ids_to_tokens(ids)}; the model cannot tell them apart — "
+                    "choose different words.")
+            seen[key] = li
+            out.append(ids)
+        return out
+
+    def aggregate(self, word_scores: torch.Tensor, pooling: str = "logsumexp") -> torch.Tensor:
+        """Label scores from word scores: (n, n_words) → (n, n_labels).
+
+        ``"logsumexp"``: log Σ_w P(w) — the label's probability is that of any of its words;
+        ``"max"``: its best word; ``"mean"``: the mean log-prob of its words (PET averages).
+        """
+        if pooling not in WORD_POOLING:
+            raise ValueError(f"pooling must be one of {WORD_POOLING}, got {pooling!r}")
+        if word_scores.shape[-1] != len(self.all_words):
+            raise ValueError(f"word_scores has {word_scores.shape[-1]} columns, the verbaliser has "
+                             f"{len(self.all_words)} words")
+        idx = torch.tensor(self.word_label_index)
+        cols = []
+        for li in range(len(self.labels)):
+            s = word_scores[:, idx == li]                                   # (n, words of this label)
+            cols.append(s.logsumexp(-1) if pooling == "logsumexp" else
+                        s.max(-1).values if pooling == "max" else s.mean(-1))
+        return torch.stack(cols, dim=-1)                                    # (n, n_labels)
+
+
+def word_token_ids(tokenizer: PreTrainedTokenizerBase, word: str, leading_space: bool = True) -> list[int]:
+    """Token ids of ``word`` (``" " + word`` when ``leading_space``); errors for empty or unknown-only words."""
+    ids = tokenizer((" " if leading_space else "") + word, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise LabelWordError(f"label word {word!r} tokenizes to nothing with {type(tokenizer).__name__} "
+                             "(it is made of characters the tokenizer drops); use a real word.")
+    if tokenizer.unk_token_id is not None and all(i == tokenizer.unk_token_id for i in ids):
+        raise LabelWordError(f"label word {word!r} tokenizes to the unknown token {tokenizer.unk_token!r} only; "
+                             "the model cannot score it — choose a word in the tokenizer's vocabulary.")
+    return ids
+
+
+def examples_of(dataset, fields: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a ``datasets.Dataset`` (or a list of dicts) as dicts holding just ``fields``."""
+    if hasattr(dataset, "column_names"):
+        cols = {f: dataset[f] for f in fields}
+        return [{f: cols[f][i] for f in fields} for i in range(len(dataset))]
+    return [{f: row[f] for f in fields} for row in dataset]
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring with a causal LM
+# --------------------------------------------------------------------------------------------------
+def _reduce(values: torch.Tensor, n_tokens: int, reduction: str) -> torch.Tensor:
+    return values.sum(-1) if reduction == "sum" else values.sum(-1) / n_tokens
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+@torch.no_grad()
+def continuation_logprobs(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
+                          word_ids: Sequence[Sequence[int]], reduction: str = "sum",
+                          batch_size: int = 64, pad_id: int = 0) -> torch.Tensor:
+    """log P(word | prompt) for every prompt × word with a causal LM: Σ (or mean) over the word's tokens.
+
+    prompt_ids: n lists (each already starting with BOS); word_ids: m lists → returns (n, m).
+    Sequences are right-padded and masked, so padding never changes a score.
+    """
+    _check_reduction(reduction)
+    pairs = [(i, j) for i in range(len(prompt_ids)) for j in range(len(word_ids))]
+    out = torch.zeros(len(prompt_ids), len(word_ids))
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        seqs = [list(prompt_ids[i]) + list(word_ids[j]) for i, j in chunk]
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, s in enumerate(seqs):
+            ids[r, :len(s)] = torch.tensor(s)
+            mask[r, :len(s)] = 1
+        lp = token_logprobs(model, ids, mask).cpu()                        # (chunk, width-1)
+        for r, (i, j) in enumerate(chunk):
+            p, k = len(prompt_ids[i]), len(word_ids[j])
+            out[i, j] = _reduce(lp[r, p - 1:p - 1 + k], k, reduction)     # the word's tokens only
+    return out                                                             # (n, m)
+
+
+def causal_prompt_ids(tokenizer: PreTrainedTokenizerBase, template: Template,
+                      examples: Sequence[Mapping[str, str]]) -> tuple[list[list[int]], bool]:
+    """BOS + tokens of the text before the answer slot, per example; and whether words need a leading space.
+
+    Trailing spaces of the prompt are dropped (the word carries its own leading space, as GPT-2's BPE
+    expects); after a newline the word has no leading space. A causal LM reads left to right, so
+    the answer slot must be at the end of the template.
+    """
+    prompts, newline_end = [], []
+    for ex in examples:
+        before, after = template.split(ex)
+        if after.strip():
+            raise TemplateError(f"template {template.name!r} has text after {{mask}} ({after!r}); a causal LM "
+                                "predicts the answer from its left context only — put {mask} at the end, or "
+                                "score this template with a masked LM (cloze_word_scores).")
+        before = before.rstrip(" ")
+        newline_end.append(before.endswith("\n"))
+        prompts.append([bos_token_id(tokenizer)] + tokenizer(before, add_special_tokens=False)["input_ids"])
+    if len(set(newline_end)) > 1:
+        raise TemplateError("some prompts end with a newline and some do not; fix the template.")
+    return prompts, not (newline_end and newline_end[0])
+
+
+def causal_word_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: Template,
+                       words: Sequence[str], examples: Sequence[Mapping[str, str]], reduction: str = "sum",
+                       batch_size: int = 64) -> torch.Tensor:
+    """log P(word | template(example)) for every example × word under a causal LM → (n, n_words)."""
+    prompts, space = causal_prompt_ids(tokenizer, template, examples)
+    ids = [word_token_ids(tokenizer, w, leading_space=space) for w in words]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return continuation_logprobs(model, prompts, ids, reduction, batch_size, pad)
+
+
+# --------------------------------------------------------------------------------------------------
+# Cloze scoring with a masked LM (PET)
+# --------------------------------------------------------------------------------------------------
+def cloze_input_ids(tokenizer: PreTrainedTokenizerBase, before: str, after: str, n_masks: int
+                    ) -> tuple[list[int], list[int]]:
+    """``[CLS] before [MASK]×n_masks after [SEP]`` as ids, and the positions of the masks."""
+    if tokenizer.mask_token_id is None:
+        raise TemplateError(f"{type(tokenizer).__name__} has no mask token: cloze prompts need a masked LM "
+                            "tokenizer (BERT family).")
+    b = tokenizer(before, add_special_tokens=False)["input_ids"]
+    a = tokenizer(after, add_special_tokens=False)["input_ids"]
+    ids = [tokenizer.cls_token_id] + b + [tokenizer.mask_token_id] * n_masks + a + [tokenizer.sep_token_id]
+    return ids, list(range(1 + len(b), 1 + len(b) + n_masks))
+
+
+@torch.no_grad()
+def _mlm_logprobs(model: PreTrainedModel, seqs: list[list[int]], pad_id: int, batch_size: int) -> list[torch.Tensor]:
+    """log-softmax of the MLM logits for each sequence: a list of (len_i, vocab) tensors."""
+    out = []
+    for start in range(0, len(seqs), batch_size):
+        chunk = seqs[start:start + batch_size]
+        width = max(map(len, chunk))
+        check_fits_context(model, width)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for r, s in enumerate(chunk):
+            ids[r, :len(s)] = torch.tensor(s)
+            mask[r, :len(s)] = 1
+        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+        lp = F.log_softmax(logits.float(), dim=-1).cpu()                   # (chunk, width, vocab)
+        out.extend(lp[r, :len(s)] for r, s in enumerate(chunk))
+    return out
+
+
+def cloze_word_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: Template,
+                      words: Sequence[str], examples: Sequence[Mapping[str, str]], reduction: str = "sum",
+                      multi_token: str = "parallel", batch_size: int = 32) -> torch.Tensor:
+    """PET-style cloze scores: a word of k tokens fills k ``[MASK]`` tokens at ``{mask}`` → (n, n_words).
+
+    ``"parallel"``: Σ_j log P(t_j at mask j | all k masks) — one forward pass per k.
+    ``"left_to_right"``: Σ_j log P(t_j at mask j | t_<j already filled in, masks after) — k passes,
+    a chain-rule-like factorisation (PET's inference fills masks one at a time).
+    ``reduction="mean"`` divides by k. A template without ``{mask}`` gets the mask at the end.
+    """
+    _check_reduction(reduction)
+    if multi_token not in MULTI_TOKEN_MODES:
+        raise ValueError(f"multi_token must be one of {MULTI_TOKEN_MODES}, got {multi_token!r}")
+    word_ids = [word_token_ids(tokenizer, w, leading_space=False) for w in words]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    splits = [template.split(ex) for ex in examples]
+    scores = torch.zeros(len(examples), len(words))
+    if multi_token == "parallel":
+        lengths = sorted({len(w) for w in word_ids})
+        jobs = [(i, k) for i in range(len(examples)) for k in lengths]
+        built = [cloze_input_ids(tokenizer, *splits[i], k) for i, k in jobs]
+        lps = _mlm_logprobs(model, [b[0] for b in built], pad, batch_size)
+        table = {job: (lp, b[1]) for job, lp, b in zip(jobs, lps, built)}
+        for i in range(len(examples)):
+            for j, w in enumerate(word_ids):
+                lp, pos = table[(i, len(w))]
+                scores[i, j] = _reduce(lp[pos, w], len(w), reduction)
+        return scores
+    jobs, built = [], []  # left to right: one input per (example, word, step)
+    for i in range(len(examples)):
+        for j, w in enumerate(word_ids):
+            ids, pos = cloze_input_ids(tokenizer, *splits[i], len(w))
+            for step in range(len(w)):
+                filled = list(ids)
+                for s in range(step):
+                    filled[pos[s]] = w[s]
+                jobs.append((i, j, pos[step], w[step]))
+                built.append(filled)
+    lps = _mlm_logprobs(model, built, pad, batch_size)
+    for (i, j, p, t), lp in zip(jobs, lps):
+        scores[i, j] += lp[p, t]
+    if reduction == "mean":
+        scores /= torch.tensor([len(w) for w in word_ids], dtype=scores.dtype)
+    return scores
+
+
+# --------------------------------------------------------------------------------------------------
+# Accuracy, grids
+# --------------------------------------------------------------------------------------------------
+def word_scores(model, tokenizer, template: Template, words: Sequence[str], examples, method: str = "causal",
+                **kwargs) -> torch.Tensor:
+    """Dispatch to :func:`causal_word_scores` (``method="causal"``) or :func:`cloze_word_scores` (``"cloze"``)."""
+    if method == "causal":
+        return causal_word_scores(model, tokenizer, template, words, examples, **kwargs)
+    if method == "cloze":
+        return cloze_word_scores(model, tokenizer, template, words, examples, **kwargs)
+    raise ValueError(f"method must be 'causal' or 'cloze', got {method!r}")
+
+
+def label_scores(model, tokenizer, template: Template, verbalizer: Verbalizer, examples, method: str = "causal",
+                 pooling: str = "logsumexp", **kwargs) -> torch.Tensor:
+    """Score every label of ``verbalizer`` for every example → (n, n_labels) log-scores."""
+    verbalizer.token_ids(tokenizer, leading_space=(method == "causal"))  # raises on bad words
+    ws = word_scores(model, tokenizer, template, verbalizer.all_words, examples, method, **kwargs)
+    return verbalizer.aggregate(ws, pooling)
+
+
+def accuracy(scores: torch.Tensor, labels: Sequence[int]) -> float:
+    """Fraction of rows whose arg-max column is the gold label. scores: (n, n_labels)."""
+    labels = torch.as_tensor(list(labels))
+    if scores.shape[0] != len(labels):
+        raise ValueError(f"{scores.shape[0]} score rows but {len(labels)} labels")
+    return (scores.argmax(-1) == labels).float().mean().item()
+
+
+def prompt_grid(model, tokenizer, templates: Sequence[Template], verbalizers: Sequence[Verbalizer], examples,
+                labels: Sequence[int], method: str = "causal", pooling: str = "logsumexp",
+                progress: bool = True, **kwargs) -> pd.DataFrame:
+    """Accuracy of every template × verbaliser → DataFrame (rows: template names, columns: verbaliser names).
+
+    Each template is run once for the union of all verbalisers' words, then each verbaliser pools its
+    own columns, so the grid costs one scoring pass per template.
+    """
+    from tqdm.auto import tqdm
+
+    for v in verbalizers:
+        v.token_ids(tokenizer, leading_space=(method == "causal"))
+    union = list(dict.fromkeys(w for v in verbalizers for w in v.all_words))
+    acc = np.zeros((len(templates), len(verbalizers)))
+    for ti, t in enumerate(tqdm(templates, desc="templates", disable=not progress)):
+        ws = word_scores(model, tokenizer, t, union, examples, method, **kwargs)  # (n, n_union)
+        for vi, v in enumerate(verbalizers):
+            cols = ws[:, [union.index(w) for w in v.all_words]]
+            acc[ti, vi] = accuracy(v.aggregate(cols, pooling), labels)
+    return pd.DataFrame(acc, index=[t.name for t in templates], columns=[v.name for v in verbalizers])
+
+
+def spread(grid: pd.DataFrame) -> float:
+    """Best minus worst accuracy over all cells of a prompt grid."""
+    values = np.asarray(grid, dtype=float)
+    return float(np.nanmax(values) - np.nanmin(values))
+
+
+# --------------------------------------------------------------------------------------------------
+# Prompt search on a training split
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class SearchResult:
+    """What a search found: the template, its training accuracy, and the history of accepted steps."""
+
+    template: Template
+    train_accuracy: float
+    history: list[dict] = field(default_factory=list)
+    trigger_ids: list[int] | None = None
+
+
+def objective(scores: torch.Tensor, labels: Sequence[int]) -> tuple[float, float]:
+    """(accuracy, mean log P(gold label) after a softmax over labels) — the search's sort key."""
+    labels = torch.as_tensor(list(labels))
+    ll = scores.log_softmax(-1).gather(-1, labels[:, None]).mean().item()
+    return accuracy(scores, labels), ll
+
+
+def greedy_phrase_search(model, tokenizer, verbalizer: Verbalizer, train_examples, train_labels: Sequence[int],
+                         phrases: Sequence[str], n_steps: int = 2, base: str = "{text}",
+                         method: str = "causal", pooling: str = "logsumexp", progress: bool = True,
+                         **kwargs) -> SearchResult:
+    """Grow a template ``base + phrase_1 + … + {mask}`` one phrase at a time, on the training split only.
+
+    Each step tries every unused phrase and keeps the one with the best (accuracy, mean gold-label
+    log-prob) on ``train_examples``; it stops early when no phrase improves. Returns the template and
+    the history of its training scores.
+    """
+    from tqdm.auto import tqdm
+
+    chosen: list[str] = []
+
+    def build(parts):
+        return Template(" ".join([base, *parts, "{mask}"]))
+
+    def evaluate(t):
+        return objective(label_scores(model, tokenizer, t, verbalizer, train_examples, method, pooling,
+                                      **kwargs), train_labels)
+
+    best = evaluate(build(chosen))
+    history = [dict(step=0, phrase=None, template=build(chosen).pattern, train_accuracy=best[0],
+                    train_loglik=best[1])]
+    for step in tqdm(range(1, n_steps + 1), desc="greedy search", disable=not progress):
+        trials = [(evaluate(build(chosen + [p])), p) for p in phrases if p not in chosen]
+        if not trials:
+            break
+        score, phrase = max(trials, key=lambda sp: sp[0])
+        if score <= best:
+            break
+        best, chosen = score, chosen + [phrase]
+        history.append(dict(step=step, phrase=phrase, template=build(chosen).pattern, train_accuracy=score[0],
+                            train_loglik=score[1]))
+    return SearchResult(build(chosen), best[0], history)
+
+
+def candidate_token_mask(tokenizer: PreTrainedTokenizerBase, exclude_ids: Iterable[int] = (),
+                         vocab_size: int | None = None) -> torch.Tensor:
+    """(vocab,) bool: tokens allowed as triggers — whole alphabetic words, not special, not excluded.
+
+    For a byte-level BPE (GPT-2) a word token starts with a space (``"Ġthe"``); word pieces such as
+    ``"ing"`` or BERT's ``"##ing"`` are left out, so the trigger re-tokenizes to the same ids.
+    AutoPrompt also excludes the label words themselves, so the trigger cannot just say the answer.
+    """
+    vocab = vocab_size or len(tokenizer)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(min(vocab, len(tokenizer)))))
+    byte_level = any(p is not None and p.startswith("\u0120") for p in pieces[:5000])
+    special = set(tokenizer.all_special_ids)
+    allowed = torch.zeros(vocab, dtype=torch.bool)
+    for tid, piece in enumerate(pieces):
+        if piece is None or tid in special:
+            continue
+        if byte_level:
+            ok = piece.startswith("\u0120") and piece[1:].isascii() and piece[1:].isalpha() and len(piece) > 2
+        else:
+            ok = piece.isascii() and piece.isalpha() and len(piece) > 1
+        allowed[tid] = ok
+    excluded = [i for i in set(exclude_ids) if i < vocab]
+    if excluded:
+        allowed[excluded] = False
+    return allowed
+
+
+def _trigger_batch(tokenizer, train_examples, word_ids, n_trigger, before_fn):
+    """Right-padded ids for BOS + text + trigger slots + word, for every example × word."""
+    rows = []  # (example, word, ids, trigger_start, word_start)
+    for i, ex in enumerate(train_examples):
+        pre = [bos_token_id(tokenizer)] + tokenizer(before_fn(ex), add_special_tokens=False)["input_ids"]
+        for j, w in enumerate(word_ids):
+            ids = pre + [0] * n_trigger + list(w)
+            rows.append((i, j, ids, len(pre), len(pre) + n_trigger))
+    width = max(len(r[2]) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, row in enumerate(rows):
+        ids[r, :len(row[2])] = torch.tensor(row[2])
+        mask[r, :len(row[2])] = 1
+    return rows, ids, mask
+
+
+def _trigger_word_logprobs(model, rows, ids, mask, trigger_embeds, n_examples, n_words):
+    """Σ log P(word tokens | text + trigger) for every example × word → (n_examples, n_words)."""
+    emb = model.get_input_embeddings()
+    x = emb(ids).clone()                                                    # (rows, T, d)
+    for r, row in enumerate(rows):
+        x[r, row[3]:row[4]] = trigger_embeds
+    logits = model(inputs_embeds=x, attention_mask=mask).logits            # (rows, T, vocab)
+    lp = F.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # (rows, T-1)
+    # rows are ordered example by example, word by word, so the flat vector reshapes to (n, n_words)
+    vals = [lp[r, ws - 1:len(seq) - 1].sum() for r, (_, _, seq, _, ws) in enumerate(rows)]
+    return torch.stack(vals).view(n_examples, n_words)
+
+
+def autoprompt_search(model, tokenizer, verbalizer: Verbalizer, train_examples, train_labels: Sequence[int],
+                      n_trigger: int = 3, n_iterations: int = 6, n_candidates: int = 10, base: str = "{text}",
+                      init_token: str = " the", seed: int = 0, progress: bool = True) -> SearchResult:
+    """AutoPrompt (Shin et al. 2020) on a causal LM: template ``base [T]…[T] {mask}``, triggers searched on train.
+
+    Each iteration picks a trigger position, computes the gradient of the loss
+    L = −mean log softmax_labels(score)[gold] with respect to the one-hot vector of the token there,
+    takes the ``n_candidates`` tokens with the largest first-order decrease −(e_v·∇), re-scores each
+    candidate *exactly* on the training batch, and keeps the best one if it lowers the loss.
+    Label words are pooled with log-sum-exp; only the training examples are ever read.
+    """
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(seed)
+    base_t = Template(base + " {mask}")
+    word_ids = verbalizer.token_ids(tokenizer, leading_space=True)
+    label_of_word = torch.tensor(verbalizer.word_label_index)
+    W = model.get_input_embeddings().weight                                # (vocab, d)
+    allowed = candidate_token_mask(tokenizer, [t for w in word_ids for t in w], W.shape[0])
+    init = word_token_ids(tokenizer, init_token.strip(), leading_space=init_token.startswith(" "))[0]
+    triggers = [init] * n_trigger
+    labels = torch.as_tensor(list(train_labels))
+    rows, ids, mask = _trigger_batch(tokenizer, train_examples, word_ids, n_trigger,
+                                     lambda ex: base_t.split(ex)[0].rstrip(" "))
+    ids, mask = ids.to(model.device), mask.to(model.device)
+
+    def loss_of(scores_words):                                             # (n, n_words) → scalar
+        lab = torch.stack([scores_words[:, label_of_word == li].logsumexp(-1)
+                           for li in range(len(verbalizer.labels))], -1)  # (n, n_labels)
+        return -lab.log_softmax(-1).gather(-1, labels[:, None]).mean(), lab
+
+    def exact(trig):
+        with torch.no_grad():
+            return loss_of(_trigger_word_logprobs(model, rows, ids, mask, W[trig], len(train_examples),
+                                                  len(word_ids)))
+
+    loss, lab = exact(triggers)
+    history = [dict(iteration=0, triggers=tokenizer.decode(triggers), train_loss=loss.item(),
+                    train_accuracy=accuracy(lab, labels))]
+    requires = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        for it in tqdm(range(1, n_iterations + 1), desc="AutoPrompt", disable=not progress):
+            pos = int(torch.randint(n_trigger, (1,), generator=gen))
+            one_hot = F.one_hot(torch.tensor(triggers), W.shape[0]).to(W.dtype).requires_grad_(True)  # (n_trig, vocab)
+            sw = _trigger_word_logprobs(model, rows, ids, mask, one_hot @ W, len(train_examples), len(word_ids))
+            loss_of(sw)[0].backward()
+            grad = one_hot.grad[pos]                                       # (vocab,) = W @ ∂L/∂e_pos
+            first_order = -grad.masked_fill(~allowed, float("-inf"))       # predicted decrease of L
+            cands = first_order.topk(n_candidates).indices.tolist()
+            trials = []
+            for c in cands:
+                trial = list(triggers)
+                trial[pos] = c
+                trials.append((exact(trial), trial))
+            (c_loss, c_lab), c_trig = min(trials, key=lambda t: t[0][0].item())
+            if c_loss.item() < loss.item():
+                triggers, loss, lab = c_trig, c_loss, c_lab
+            history.append(dict(iteration=it, position=pos, triggers=tokenizer.decode(triggers),
+                                train_loss=loss.item(), train_accuracy=accuracy(lab, labels)))
+    finally:
+        for p, r in zip(model.parameters(), requires):
+            p.requires_grad_(r)
+    pattern = base + tokenizer.decode(triggers).replace("{", "{{").replace("}", "}}") + " {mask}"
+    return SearchResult(Template(pattern, name=f"AutoPrompt: {pattern!r}"), accuracy(lab, labels), history,
+                        triggers)
+
+
+def search_then_evaluate(search: Callable[[list, list], SearchResult], train_examples, train_labels,
+                         heldout_examples, heldout_labels, score: Callable[[Template, list], torch.Tensor]
+                         ) -> dict:
+    """Run ``search(train_examples, train_labels)`` first, then score its template on the held-out split.
+
+    The search function only receives the training split, so it cannot peek at the evaluation split;
+    the held-out split is read only after the search has returned.
+    """
+    result = search(list(train_examples), list(train_labels))
+    train_acc = accuracy(score(result.template, list(train_examples)), train_labels)
+    heldout_acc = accuracy(score(result.template, list(heldout_examples)), list(heldout_labels))
+    return dict(template=result.template, train_accuracy=train_acc, heldout_accuracy=heldout_acc,
+                gap=train_acc - heldout_acc, result=result)
+
+
+# --------------------------------------------------------------------------------------------------
+# Real weights without an LM head: an embedding-similarity verbaliser (MiniLM)
+# --------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def mean_pooled_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+    """Sentence embeddings by masked mean pooling + L2 normalisation (sentence-transformers' recipe) → (n, d)."""
+    out = []
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
+                        return_tensors="pt").to(model.device)
+        h = model(**enc).last_hidden_state                                 # (b, T, d)
+        m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+        out.append(F.normalize((h * m).sum(1) / m.sum(1), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def embedding_label_scores(model, tokenizer, template: Template, verbalizer: Verbalizer, examples,
+                           batch_size: int = 32) -> torch.Tensor:
+    """Cosine similarity between the embedding of ``template(example)`` and each label word → (n, n_labels).
+
+    A verbaliser for encoders without an LM head: a label's score is its best word's similarity.
+    The template changes the text that is embedded, so template sensitivity can be measured on real weights.
+    """
+    prompts = [template.format(ex) for ex in examples]
+    e = mean_pooled_embeddings(model, tokenizer, prompts, batch_size)      # (n, d)
+    w = mean_pooled_embeddings(model, tokenizer, verbalizer.all_words, batch_size)  # (n_words, d)
+    return verbalizer.aggregate(e @ w.T, pooling="max")
+
+
+# --------------------------------------------------------------------------------------------------
+# Generation prompts
+# --------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def generate_with_prompt(model, tokenizer, template: Template, examples, max_new_tokens: int = 20,
+                         do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+                         seed: int = 0, stop_at_newline: bool = True) -> list[str]:
+    """Continue ``template(example)`` (e.g. ``"{text}\\nTL;DR:"``) with greedy decoding or sampling.
+
+    One example at a time (no padding questions); ``seed`` makes sampling reproducible. The output is
+    the generated text only, cut at the first newline when ``stop_at_newline``.
+    """
+    outs = []
+    for i, ex in enumerate(examples):
+        prompt = template.format(ex).rstrip(" ")
+        ids = torch.tensor([[bos_token_id(tokenizer)] + tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+        check_fits_context(model, ids.shape[1] + max_new_tokens, "prompt + generated tokens")
+        torch.manual_seed(seed + i)
+        gen_kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens,
+                          pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        if do_sample:
+            gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        new = model.generate(ids.to(model.device), attention_mask=torch.ones_like(ids).to(model.device),
+                             **gen_kwargs)[0, ids.shape[1]:]
+        text = tokenizer.decode(new, skip_special_tokens=True)
+        outs.append(text.split("\n")[0].strip() if stop_at_newline else text.strip())
+    return outs
+
+
+def rouge(predictions: Sequence[str], references: Sequence[str],
+          types: Sequence[str] = ("rouge1", "rouge2", "rougeL")) -> dict[str, float]:
+    """Mean ROUGE F1 (Lin 2004) with Google's ``rouge-score`` package (stemming on)."""
+    from rouge_score import rouge_scorer
+
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
+    scorer = rouge_scorer.RougeScorer(list(types), use_stemmer=True)
+    scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references)]
+    return {t: float(np.mean([s[t].fmeasure for s in scores])) for t in types}
+
+
+def lead_words(text: str, n_words: int = 8) -> str:
+    """The first ``n_words`` words: the 'lead' baseline every summariser must beat."""
+    return " ".join(text.split()[:n_words])

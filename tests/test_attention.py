@@ -1,0 +1,236 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pt_helpers.attention import (AttentionShapeError, attention_scores, attention_without_softmax,
+                                  attention_without_values, causal_mask, eager_attention, merge_heads,
+                                  padding_mask, recompute_bert_self_attention, recompute_gpt2_attention,
+                                  scaled_dot_product_attention, scaling_experiment, softmax_entropy,
+                                  softmax_jacobian_norm, split_heads, to_additive_mask)
+from pt_helpers.errors import CourseError
+
+SENTENCES = ["one long string of cliches .", "a gorgeous , witty , seductive movie that leaves you wanting more ."]
+
+
+def qkv(*batch, T_q=5, T_k=5, d_k=8, d_v=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*batch, T_q, d_k, generator=g), torch.randn(*batch, T_k, d_k, generator=g),
+            torch.randn(*batch, T_k, d_v, generator=g))
+
+
+# --- attention from scratch --------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch", [(), (3,), (2, 4)])
+def test_equals_torch_sdpa_without_mask(batch):
+    q, k, v = qkv(*batch, T_q=4, T_k=7)
+    out, w = scaled_dot_product_attention(q, k, v)
+    assert out.shape == (*batch, 4, 6) and w.shape == (*batch, 4, 7)
+    assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v), atol=1e-6)
+    assert torch.allclose(w.sum(-1), torch.ones(*batch, 4), atol=1e-6)
+
+
+def test_equals_torch_sdpa_with_causal_and_padding_masks():
+    q, k, v = qkv(2, 3, T_q=6, T_k=6)
+    att = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    mask = causal_mask(6) & padding_mask(att)                             # (2, 1, 6, 6)
+    out, w = scaled_dot_product_attention(q, k, v, mask)
+    assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=1e-6)
+    assert (w.masked_select(~mask.expand_as(w)) == 0).all()               # hidden keys get exactly 0
+    out_add, w_add = scaled_dot_product_attention(q, k, v, to_additive_mask(mask))
+    assert torch.allclose(out_add, out, atol=1e-6) and torch.allclose(w_add, w, atol=1e-6)
+
+
+def test_causal_equals_torch_is_causal():
+    q, k, v = qkv(2, T_q=5, T_k=5)
+    out, w = scaled_dot_product_attention(q, k, v, causal_mask(5))
+    assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-6)
+    assert torch.equal(w.triu(1), torch.zeros_like(w))                    # no look-ahead
+
+
+def test_scale_argument_and_scores():
+    q, k, v = qkv(T_q=3, T_k=4, d_k=16)
+    assert torch.allclose(attention_scores(q, k), q @ k.T / 4.0)
+    _, w1 = scaled_dot_product_attention(q, k, v, scale=1.0)
+    assert torch.allclose(w1, torch.softmax(q @ k.T, -1))
+
+
+def test_fully_masked_row_is_uniform_not_nan():
+    q, k, v = qkv(T_q=2, T_k=3)
+    mask = torch.tensor([[True, True, False], [False, False, False]])
+    out, w = scaled_dot_product_attention(q, k, v, mask)
+    assert not torch.isnan(out).any()
+    assert torch.allclose(w[1], torch.full((3,), 1 / 3))
+
+
+def test_gradients_flow_to_q_k_v():
+    q, k, v = (t.requires_grad_() for t in qkv(2, T_q=3, T_k=4))
+    out, _ = scaled_dot_product_attention(q, k, v, causal_mask(4)[:3])
+    out.sum().backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in (q, k, v))
+
+
+# --- masks, heads -------------------------------------------------------------------------------
+
+def test_mask_shapes_and_values():
+    cm = causal_mask(4)
+    assert cm.shape == (4, 4) and cm.dtype == torch.bool and cm.sum() == 10 and cm[0, 1].item() is False
+    pm = padding_mask(torch.tensor([[1, 1, 0], [1, 1, 1]]))
+    assert pm.shape == (2, 1, 1, 3) and pm[0, 0, 0].tolist() == [True, True, False]
+    add = to_additive_mask(pm)
+    assert add.dtype == torch.float32 and add[0, 0, 0, 2] == torch.finfo(torch.float32).min and add[1].eq(0).all()
+    assert (causal_mask(3) & padding_mask(torch.tensor([[1, 1, 0]]))).shape == (1, 1, 3, 3)
+
+
+def test_split_merge_round_trip_and_layout():
+    x = torch.arange(2 * 3 * 12, dtype=torch.float32).view(2, 3, 12)
+    h = split_heads(x, 4)
+    assert h.shape == (2, 4, 3, 3)
+    assert torch.equal(h[1, 2, 0], x[1, 0, 6:9])                          # head 2 owns features 6..8
+    assert torch.equal(merge_heads(h), x)
+
+
+def test_attention_errors_are_clear():
+    q, k, v = qkv(T_q=3, T_k=4, d_k=8)
+    with pytest.raises(AttentionShapeError, match="d_k"):
+        scaled_dot_product_attention(q, k[:, :6], v)                      # mismatched head dims
+    with pytest.raises(AttentionShapeError, match="one vector per key"):
+        scaled_dot_product_attention(q, k, v[:3])
+    with pytest.raises(AttentionShapeError, match="does not broadcast"):
+        scaled_dot_product_attention(q, k, v, causal_mask(5))
+    with pytest.raises(AttentionShapeError, match="at least 2 dims"):
+        scaled_dot_product_attention(q[0], k, v)
+    with pytest.raises(AttentionShapeError, match="do not broadcast"):
+        scaled_dot_product_attention(*qkv(2, T_q=3, T_k=4)[:1], *qkv(3, T_q=3, T_k=4)[1:])
+    with pytest.raises(TypeError):
+        scaled_dot_product_attention(q.tolist(), k, v)
+    assert issubclass(AttentionShapeError, CourseError)
+
+
+def test_mask_and_head_errors_are_clear():
+    with pytest.raises(AttentionShapeError, match="divisor"):
+        split_heads(torch.zeros(1, 3, 10), 4)
+    with pytest.raises(AttentionShapeError, match=r"\(batch, T, d_model\)"):
+        split_heads(torch.zeros(3, 10), 2)
+    with pytest.raises(AttentionShapeError, match="merge_heads"):
+        merge_heads(torch.zeros(3, 10, 2))
+    with pytest.raises(AttentionShapeError, match=r"\(batch, T\)"):
+        padding_mask(torch.ones(5))
+    with pytest.raises(AttentionShapeError, match="only 0"):
+        padding_mask(torch.tensor([[1, 2]]))
+    with pytest.raises(AttentionShapeError, match="T >= 1"):
+        causal_mask(0)
+
+
+# --- the two broken formulas --------------------------------------------------------------------
+
+def test_without_softmax_is_not_an_average_and_without_v_has_the_wrong_shape():
+    q, k, v = qkv(T_q=4, T_k=6, d_k=8, d_v=5)
+    out, scores = attention_without_softmax(q, k, v)
+    assert out.shape == (4, 5)
+    assert not torch.allclose(scores.sum(-1), torch.ones(4)) and (scores < 0).any()
+    # doubling the context (same keys twice) doubles the output — an average would not change
+    out2, _ = attention_without_softmax(q, torch.cat([k, k]), torch.cat([v, v]))
+    assert torch.allclose(out2, 2 * out, atol=1e-5)
+    right, _ = scaled_dot_product_attention(q, torch.cat([k, k]), torch.cat([v, v]))
+    assert torch.allclose(right, scaled_dot_product_attention(q, k, v)[0], atol=1e-6)
+    w = attention_without_values(q, k)
+    assert w.shape == (4, 6) and torch.allclose(w.sum(-1), torch.ones(4))
+    with pytest.raises(AttentionShapeError):
+        attention_without_values(q, k[:, :3])
+
+
+# --- √d_k -------------------------------------------------------------------------------------
+
+def test_entropy_and_jacobian_limits():
+    uniform, onehot = torch.full((8,), 1 / 8), torch.eye(8)[0]
+    assert softmax_entropy(uniform).item() == pytest.approx(math.log(8), abs=1e-6)
+    assert softmax_entropy(onehot).item() == pytest.approx(0.0, abs=1e-6)
+    assert softmax_jacobian_norm(onehot).item() == pytest.approx(0.0, abs=1e-6)
+    p = torch.softmax(torch.randn(7), -1).requires_grad_()
+    jac = torch.diag(p) - torch.outer(p, p)
+    assert softmax_jacobian_norm(p).item() == pytest.approx(jac.norm().item(), abs=1e-6)
+
+
+def test_scaling_experiment_shows_saturation_without_scaling():
+    df = scaling_experiment((4, 64, 1024), n_queries=64, n_keys=32, seed=0)
+    assert len(df) == 6
+    scaled, raw = df[df.scaled].set_index("d_k"), df[~df.scaled].set_index("d_k")
+    assert scaled.score_std.between(0.8, 1.2).all()                       # theory: 1
+    assert raw.loc[1024, "score_std"] == pytest.approx(32, rel=0.15)       # theory: √1024
+    assert raw.loc[1024, "max_weight"] > 0.9 > scaled.loc[1024, "max_weight"]
+    assert raw.entropy.is_monotonic_decreasing and raw.loc[1024, "entropy"] < 0.3
+    assert scaled.entropy.max() - scaled.entropy.min() < 0.3               # stays put
+    assert raw.loc[1024, "saturated"] > 0.5 and (scaled.saturated == 0).all()
+    assert raw.loc[1024, "jacobian_norm"] < 0.5 * scaled.loc[1024, "jacobian_norm"]  # gradients vanish
+    assert scaling_experiment((8,), seed=1).equals(scaling_experiment((8,), seed=1))
+    with pytest.raises(ValueError):
+        scaling_experiment((0,))
+
+
+# --- real layers ----------------------------------------------------------------------------------
+
+def test_recompute_real_minilm_layer0(minilm):
+    model, tok = minilm
+    enc = tok(SENTENCES, return_tensors="pt", padding=True)
+    before = model.config._attn_implementation
+    rec = recompute_bert_self_attention(model, 0, enc["input_ids"], enc["attention_mask"])
+    assert model.config._attn_implementation == before                    # restored
+    T = enc["input_ids"].shape[1]
+    assert rec.ours["probs"].shape == (2, 12, T, T) and rec.ours["attention_output"].shape == (2, T, 384)
+    rec.assert_close(1e-4)
+    assert set(rec.table().tensor) == {"probs", "context", "attention_output", "layer_output"}
+    with torch.no_grad():                                                 # layer output = hidden_states[1]
+        hs = model(**enc, output_hidden_states=True).hidden_states
+    assert torch.allclose(rec.ours["layer_output"], hs[1], atol=1e-4)
+    # padding gets no attention from any real token
+    assert enc["attention_mask"][0].min() == 0
+    assert rec.ours["probs"][0, :, :, enc["attention_mask"][0] == 0].abs().max() == 0
+
+
+def test_recompute_detects_a_wrong_scale(minilm):
+    model, tok = minilm
+    enc = tok(SENTENCES[:1], return_tensors="pt")
+    rec = recompute_bert_self_attention(model, 3, enc["input_ids"])
+    rec.assert_close(1e-4)
+    _, unscaled = scaled_dot_product_attention(rec.q, rec.k, rec.v, rec.mask, scale=1.0)
+    rec.ours["probs"] = unscaled
+    with pytest.raises(AssertionError, match="probs"):
+        rec.assert_close(1e-4)
+
+
+def test_recompute_gpt2_random_all_layers_and_padding(gpt2_random):
+    model, tok = gpt2_random
+    enc = tok(["Hello world, this is a test", "Short"], return_tensors="pt", padding=True)
+    for layer in range(model.config.n_layer):
+        rec = recompute_gpt2_attention(model, layer, enc["input_ids"], enc["attention_mask"])
+        rec.assert_close(1e-4)
+    probs = rec.ours["probs"]
+    assert probs.shape == (2, model.config.n_head, 7, 7)
+    assert torch.equal(probs[0].triu(1), torch.zeros_like(probs[0]))     # causal: nothing from the future
+
+
+def test_recompute_gpt2_single_sequence_1d(gpt2_random):
+    model, tok = gpt2_random
+    ids = torch.tensor(tok("The movie was good.")["input_ids"])
+    recompute_gpt2_attention(model, 0, ids).assert_close(1e-4)
+
+
+def test_recompute_bad_layer_and_mask(gpt2_random, minilm):
+    model, tok = gpt2_random
+    ids = torch.tensor([tok("a b c")["input_ids"]])
+    with pytest.raises(IndexError, match="0..3"):
+        recompute_gpt2_attention(model, 9, ids)
+    with pytest.raises(AttentionShapeError, match="shape of input_ids"):
+        recompute_gpt2_attention(model, 0, ids, torch.ones(1, 2, dtype=torch.long))
+    with pytest.raises(IndexError):
+        recompute_bert_self_attention(minilm.model, 6, ids)
+
+
+def test_eager_attention_restores_implementation(gpt2_random):
+    model, _ = gpt2_random
+    before = model.config._attn_implementation
+    with eager_attention(model):
+        assert model.config._attn_implementation == "eager"
+    assert model.config._attn_implementation == before

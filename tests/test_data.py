@@ -1,0 +1,67 @@
+import pytest
+
+from pt_helpers.data import (AGNEWS_TRAIN_SIZE, TASKS, label_names, load_task, subsample, task_info)
+from pt_helpers.errors import DataFileMissingError, UnknownTaskError
+
+OFFICIAL_SIZES = {("sst2", "train"): 6920, ("sst2", "dev"): 872, ("sst2", "test"): 1821,
+                  ("trec", "train"): 5452, ("trec", "test"): 500,
+                  ("agnews", "train"): AGNEWS_TRAIN_SIZE, ("agnews", "test"): 7600 - AGNEWS_TRAIN_SIZE,
+                  ("cb", "train"): 250, ("cb", "dev"): 56, ("rte", "train"): 2490, ("rte", "dev"): 277}
+
+
+@pytest.mark.parametrize("task,split", sorted(OFFICIAL_SIZES))
+def test_every_split_has_its_official_size_and_columns(task, split):
+    ds = load_task(task, split)
+    assert len(ds) == OFFICIAL_SIZES[(task, split)]
+    info = task_info(task)
+    assert ds.features["label"].names == list(info.label_names)
+    for col in info.text_columns:
+        assert all(isinstance(t, str) and t.strip() for t in ds[:50][col])
+    labels = set(ds["label"])
+    assert labels <= set(range(len(info.label_names))) and len(labels) >= 2
+
+
+def test_sst2_parsing_keeps_text_and_label():
+    ds = load_task("sst2", "dev")
+    assert ds[0] == {"text": "one long string of cliches .", "label": 0}
+    assert label_names("sst2") == ["negative", "positive"]
+
+
+def test_split_aliases():
+    assert len(load_task("rte", "validation")) == len(load_task("rte", "val")) == 277
+
+
+def test_agnews_split_is_fixed_and_disjoint():
+    train, test = load_task("agnews", "train"), load_task("agnews", "test")
+    assert set(train["text"]).isdisjoint(test["text"]) or len(set(train["text"]) & set(test["text"])) < 5
+    assert load_task("agnews", "train")["text"][:20] == train["text"][:20]
+    assert train[0]["text"] == f"{train[0]['title']}. {train[0]['description']}"
+
+
+def test_unknown_task_lists_valid_ones():
+    with pytest.raises(UnknownTaskError, match="valid tasks: agnews, cb, rte, sst2, trec"):
+        load_task("imdb")
+
+
+def test_unknown_split_lists_valid_ones():
+    with pytest.raises(UnknownTaskError, match="valid splits: train, test"):
+        load_task("trec", "dev")
+
+
+def test_missing_file_names_file_and_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("PT_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataFileMissingError, match=r"stsa\.binary\.dev.*PT_DATA_DIR"):
+        load_task("sst2", "dev")
+
+
+def test_subsample_is_seeded():
+    ds = load_task("sst2", "dev")
+    a, b, c = subsample(ds, 10, seed=1), subsample(ds, 10, seed=1), subsample(ds, 10, seed=2)
+    assert a["text"] == b["text"] and a["text"] != c["text"] and len(a) == 10
+    assert subsample(ds, None) is ds
+    with pytest.raises(ValueError):
+        subsample(ds, 0)
+
+
+def test_task_table_names_hub_equivalents():
+    assert all(info.hub_name and info.citation for info in TASKS.values())

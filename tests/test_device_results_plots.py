@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+import torch
+
+from pt_helpers.device import get_device, resolve_profile, seed_everything
+from pt_helpers.plots import heatmap
+from pt_helpers.results import load_results, make_row, save_rows
+
+
+def test_same_seed_same_numbers():
+    seed_everything(7)
+    a = (torch.randn(3), np.random.rand(3))
+    seed_everything(7)
+    b = (torch.randn(3), np.random.rand(3))
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_profile_and_device():
+    expected = "full" if torch.cuda.is_available() else "quick"
+    assert resolve_profile("auto") == expected and resolve_profile("full") == "full"
+    with pytest.raises(ValueError, match="profile must be one of"):
+        resolve_profile("fast")
+    assert get_device("cpu").type == "cpu"
+
+
+def test_results_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("PT_RESULTS_DIR", str(tmp_path))
+    assert load_results().empty
+    save_rows("03", [make_row("03", "zero-shot", "sst2", "gpt2", False, "accuracy", 0.5)])
+    save_rows("05", [make_row("05", "soft prompt", "sst2", "minilm", True, "accuracy", 0.8, 0.01, 3, 7680)])
+    df = load_results()
+    assert list(df["chapter"]) == ["03", "05"]
+    assert list(load_results(pretrained_only=True)["method"]) == ["soft prompt"]
+    with pytest.raises(ValueError, match="make_row"):
+        save_rows("06", [{"method": "x"}])
+
+
+def test_heatmap_checks_shape():
+    ax = heatmap(np.ones((2, 3)), ["a", "b", "c"], ["x", "y"])
+    assert ax.get_title() == ""
+    with pytest.raises(ValueError, match="does not match"):
+        heatmap(np.ones((2, 3)), ["a", "b"], ["x", "y"])
