@@ -21,6 +21,9 @@ DATA_ENV_VAR = "PT_DATA_DIR"
 AGNEWS_TRAIN_SIZE = 1600  # rows of AG News test.csv set aside (seeded) as our "train" split
 AGNEWS_SPLIT_SEED = 0
 
+# Local files of a few MB: datasets' per-operation progress bars would only clutter notebook output.
+datasets.disable_progress_bars()
+
 _SPLIT_ALIASES = {"validation": "dev", "val": "dev", "dev": "dev", "train": "train", "test": "test"}
 
 
@@ -160,15 +163,11 @@ def load_task(name: str, split: str = "train") -> Dataset:
     info = task_info(name)
     split = _canonical_split(info, split)
     path = _file(info, split)
-    datasets.disable_progress_bars()
-    try:
-        if info.name in ("sst2", "trec"):
-            return _read_prefixed_lines(info, path)
-        if info.name == "agnews":
-            return _read_agnews(info, path, split)
-        return _read_jsonl(info, path)
-    finally:
-        datasets.enable_progress_bars()
+    if info.name in ("sst2", "trec"):
+        return _read_prefixed_lines(info, path)
+    if info.name == "agnews":
+        return _read_agnews(info, path, split)
+    return _read_jsonl(info, path)
 
 
 def label_names(name: str) -> list[str]:

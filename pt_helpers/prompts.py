@@ -20,7 +20,6 @@ A discrete prompt turns a classification task into language modelling (Schick & 
 """
 from __future__ import annotations
 
-import math
 import string
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Sequence
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import CourseError, LabelWordError
-from .lm import bos_token_id, check_fits_context, token_logprobs
+from .lm import bos_token_id, check_fits_context
 
 INPUT_FIELDS = ("text", "premise", "hypothesis")
 MASK_FIELD = "mask"
@@ -267,6 +266,41 @@ def _check_reduction(reduction: str) -> None:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
+def _pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and the attention mask: (batch, width) each."""
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for r, s in enumerate(seqs):
+        ids[r, :len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[r, :len(s)] = 1
+    return ids, mask
+
+
+def selected_token_logprobs(model: PreTrainedModel, attention_mask: torch.Tensor, rows: torch.Tensor,
+                            positions: torch.Tensor, targets: torch.Tensor, *, input_ids: torch.Tensor | None = None,
+                            inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """log P(x_pos = target | x_<pos) under a causal LM, only at the (row, position) pairs asked for → (k,).
+
+    Same numbers as ``pt_helpers.lm.token_logprobs`` at those entries, but the LM head (a
+    d × vocab matrix) and the softmax over ~50k words run only where a label word is scored, not at
+    every position of every sequence — most of the cost of scoring short words after long prompts.
+    """
+    body, head = model.base_model, model.get_output_embeddings()
+    kwargs = dict(attention_mask=attention_mask.to(model.device))
+    if inputs_embeds is not None:
+        kwargs["inputs_embeds"] = inputs_embeds
+    else:
+        kwargs["input_ids"] = input_ids.to(model.device)
+    check_fits_context(model, attention_mask.shape[1])
+    if body is model or head is None:  # no separate head to call: take the full logits
+        logits = model(**kwargs).logits[rows, positions - 1]                 # (k, vocab)
+    else:
+        hidden = body(**kwargs).last_hidden_state                           # (batch, T, d)
+        logits = head(hidden[rows, positions - 1])                          # (k, vocab): predicts x_pos
+    return F.log_softmax(logits.float(), dim=-1).gather(-1, targets.to(logits.device)[:, None]).squeeze(-1)
+
+
 @torch.no_grad()
 def continuation_logprobs(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
                           word_ids: Sequence[Sequence[int]], reduction: str = "sum",
@@ -281,17 +315,18 @@ def continuation_logprobs(model: PreTrainedModel, prompt_ids: Sequence[Sequence[
     out = torch.zeros(len(prompt_ids), len(word_ids))
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        seqs = [list(prompt_ids[i]) + list(word_ids[j]) for i, j in chunk]
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, s in enumerate(seqs):
-            ids[r, :len(s)] = torch.tensor(s)
-            mask[r, :len(s)] = 1
-        lp = token_logprobs(model, ids, mask).cpu()                        # (chunk, width-1)
+        ids, mask = _pad_right([list(prompt_ids[i]) + list(word_ids[j]) for i, j in chunk], pad_id)
+        rows, pos, tgt, owner = [], [], [], []
         for r, (i, j) in enumerate(chunk):
-            p, k = len(prompt_ids[i]), len(word_ids[j])
-            out[i, j] = _reduce(lp[r, p - 1:p - 1 + k], k, reduction)     # the word's tokens only
+            p = len(prompt_ids[i])
+            for k, t in enumerate(word_ids[j]):                            # every token of the word
+                rows.append(r), pos.append(p + k), tgt.append(t), owner.append((i, j))
+        lp = selected_token_logprobs(model, mask, torch.tensor(rows), torch.tensor(pos), torch.tensor(tgt),
+                                     input_ids=ids).cpu()                  # (tokens in chunk,)
+        for (i, j), v in zip(owner, lp):
+            out[i, j] += v
+    if reduction == "mean":
+        out /= torch.tensor([len(w) for w in word_ids], dtype=out.dtype)
     return out                                                             # (n, m)
 
 
@@ -318,14 +353,51 @@ def causal_prompt_ids(tokenizer: PreTrainedTokenizerBase, template: Template,
     return prompts, not (newline_end and newline_end[0])
 
 
+@torch.no_grad()
+def next_token_logprobs(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]], pad_id: int = 0,
+                        batch_size: int = 64) -> torch.Tensor:
+    """log P(next token | prompt) over the whole vocabulary, for each prompt → (n, vocab).
+
+    One forward pass per batch of prompts scores *every* one-token word at once.
+    """
+    out = []
+    body, head = model.base_model, model.get_output_embeddings()
+    for start in range(0, len(prompt_ids), batch_size):
+        chunk = prompt_ids[start:start + batch_size]
+        ids, mask = _pad_right(chunk, pad_id)
+        check_fits_context(model, ids.shape[1])
+        last = torch.tensor([len(p) - 1 for p in chunk])
+        kwargs = dict(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
+        if body is model or head is None:
+            logits = model(**kwargs).logits[torch.arange(len(chunk)), last]   # (b, vocab)
+        else:
+            logits = head(body(**kwargs).last_hidden_state[torch.arange(len(chunk)), last])
+        out.append(F.log_softmax(logits.float(), dim=-1).cpu())
+    return torch.cat(out)                                                   # (n, vocab)
+
+
 def causal_word_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: Template,
                        words: Sequence[str], examples: Sequence[Mapping[str, str]], reduction: str = "sum",
                        batch_size: int = 64) -> torch.Tensor:
-    """log P(word | template(example)) for every example × word under a causal LM → (n, n_words)."""
+    """log P(word | template(example)) for every example × word under a causal LM → (n, n_words).
+
+    One-token words are read from one next-token distribution per prompt; words of several tokens
+    are scored by the chain rule over all their tokens (:func:`continuation_logprobs`), summed
+    (``reduction="sum"``) or averaged (``"mean"``) — never by their first token only.
+    """
+    _check_reduction(reduction)
     prompts, space = causal_prompt_ids(tokenizer, template, examples)
     ids = [word_token_ids(tokenizer, w, leading_space=space) for w in words]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return continuation_logprobs(model, prompts, ids, reduction, batch_size, pad)
+    out = torch.zeros(len(prompts), len(words))
+    single = [j for j, w in enumerate(ids) if len(w) == 1]
+    multi = [j for j, w in enumerate(ids) if len(w) > 1]
+    if single:
+        nxt = next_token_logprobs(model, prompts, pad, batch_size)          # (n, vocab)
+        out[:, single] = nxt[:, [ids[j][0] for j in single]]
+    if multi:
+        out[:, multi] = continuation_logprobs(model, prompts, [ids[j] for j in multi], reduction, batch_size, pad)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -343,22 +415,34 @@ def cloze_input_ids(tokenizer: PreTrainedTokenizerBase, before: str, after: str,
     return ids, list(range(1 + len(b), 1 + len(b) + n_masks))
 
 
+def _mlm_head(model: PreTrainedModel):
+    """The masked-LM head that maps hidden states to vocabulary logits (BERT: ``cls``; RoBERTa: ``lm_head``)."""
+    for name in ("cls", "lm_head", "vocab_projector"):
+        head = getattr(model, name, None)
+        if head is not None:
+            return head
+    return None
+
+
 @torch.no_grad()
-def _mlm_logprobs(model: PreTrainedModel, seqs: list[list[int]], pad_id: int, batch_size: int) -> list[torch.Tensor]:
-    """log-softmax of the MLM logits for each sequence: a list of (len_i, vocab) tensors."""
+def mlm_logprobs_at(model: PreTrainedModel, seqs: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],
+                    pad_id: int = 0, batch_size: int = 32) -> list[torch.Tensor]:
+    """log-softmax of a masked LM's logits at the given positions: one (len(positions[i]), vocab) per sequence."""
     out = []
+    head = _mlm_head(model)
     for start in range(0, len(seqs), batch_size):
-        chunk = seqs[start:start + batch_size]
-        width = max(map(len, chunk))
-        check_fits_context(model, width)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, s in enumerate(chunk):
-            ids[r, :len(s)] = torch.tensor(s)
-            mask[r, :len(s)] = 1
-        logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
-        lp = F.log_softmax(logits.float(), dim=-1).cpu()                   # (chunk, width, vocab)
-        out.extend(lp[r, :len(s)] for r, s in enumerate(chunk))
+        chunk, where = seqs[start:start + batch_size], positions[start:start + batch_size]
+        ids, mask = _pad_right(chunk, pad_id)
+        check_fits_context(model, ids.shape[1])
+        rows = torch.tensor([r for r, ps in enumerate(where) for _ in ps])
+        pos = torch.tensor([p for ps in where for p in ps])
+        kwargs = dict(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
+        if head is None or model.base_model is model:
+            logits = model(**kwargs).logits[rows, pos]                      # (k, vocab)
+        else:
+            logits = head(model.base_model(**kwargs).last_hidden_state[rows, pos])  # (k, vocab)
+        lp = F.log_softmax(logits.float(), dim=-1).cpu()
+        out.extend(lp.split([len(ps) for ps in where]))
     return out
 
 
@@ -383,12 +467,12 @@ def cloze_word_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         lengths = sorted({len(w) for w in word_ids})
         jobs = [(i, k) for i in range(len(examples)) for k in lengths]
         built = [cloze_input_ids(tokenizer, *splits[i], k) for i, k in jobs]
-        lps = _mlm_logprobs(model, [b[0] for b in built], pad, batch_size)
-        table = {job: (lp, b[1]) for job, lp, b in zip(jobs, lps, built)}
+        lps = mlm_logprobs_at(model, [b[0] for b in built], [b[1] for b in built], pad, batch_size)
+        table = dict(zip(jobs, lps))                                        # (i, k) → (k, vocab)
         for i in range(len(examples)):
             for j, w in enumerate(word_ids):
-                lp, pos = table[(i, len(w))]
-                scores[i, j] = _reduce(lp[pos, w], len(w), reduction)
+                lp = table[(i, len(w))]
+                scores[i, j] = _reduce(lp[torch.arange(len(w)), w], len(w), reduction)
         return scores
     jobs, built = [], []  # left to right: one input per (example, word, step)
     for i in range(len(examples)):
@@ -400,9 +484,9 @@ def cloze_word_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
                     filled[pos[s]] = w[s]
                 jobs.append((i, j, pos[step], w[step]))
                 built.append(filled)
-    lps = _mlm_logprobs(model, built, pad, batch_size)
+    lps = mlm_logprobs_at(model, built, [[job[2]] for job in jobs], pad, batch_size)
     for (i, j, p, t), lp in zip(jobs, lps):
-        scores[i, j] += lp[p, t]
+        scores[i, j] += lp[0, t]
     if reduction == "mean":
         scores /= torch.tensor([len(w) for w in word_ids], dtype=scores.dtype)
     return scores
@@ -549,34 +633,35 @@ def candidate_token_mask(tokenizer: PreTrainedTokenizerBase, exclude_ids: Iterab
     return allowed
 
 
-def _trigger_batch(tokenizer, train_examples, word_ids, n_trigger, before_fn):
-    """Right-padded ids for BOS + text + trigger slots + word, for every example × word."""
-    rows = []  # (example, word, ids, trigger_start, word_start)
-    for i, ex in enumerate(train_examples):
+def _trigger_batch(tokenizer, train_examples, word_ids, n_trigger, before_fn, pad_id):
+    """Right-padded ids for BOS + text + trigger slots + word, for every example × word (example-major)."""
+    seqs, trig_rows, trig_pos, rows, pos, tgt = [], [], [], [], [], []
+    for ex in train_examples:
         pre = [bos_token_id(tokenizer)] + tokenizer(before_fn(ex), add_special_tokens=False)["input_ids"]
-        for j, w in enumerate(word_ids):
-            ids = pre + [0] * n_trigger + list(w)
-            rows.append((i, j, ids, len(pre), len(pre) + n_trigger))
-    width = max(len(r[2]) for r in rows)
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for r, row in enumerate(rows):
-        ids[r, :len(row[2])] = torch.tensor(row[2])
-        mask[r, :len(row[2])] = 1
-    return rows, ids, mask
+        for w in word_ids:
+            r = len(seqs)
+            seqs.append(pre + [pad_id] * n_trigger + list(w))
+            trig_rows += [r] * n_trigger
+            trig_pos += list(range(len(pre), len(pre) + n_trigger))
+            for k, t in enumerate(w):
+                rows.append(r), pos.append(len(pre) + n_trigger + k), tgt.append(t)
+    ids, mask = _pad_right(seqs, pad_id)
+    t = torch.tensor
+    return dict(ids=ids, mask=mask, trig_rows=t(trig_rows), trig_pos=t(trig_pos), rows=t(rows), pos=t(pos),
+                tgt=t(tgt), n_rows=len(seqs), n_tokens=t([len(w) for w in word_ids] * len(train_examples)))
 
 
-def _trigger_word_logprobs(model, rows, ids, mask, trigger_embeds, n_examples, n_words):
+def _trigger_word_logprobs(model, batch, trigger_embeds, n_examples, n_words):
     """Σ log P(word tokens | text + trigger) for every example × word → (n_examples, n_words)."""
     emb = model.get_input_embeddings()
-    x = emb(ids).clone()                                                    # (rows, T, d)
-    for r, row in enumerate(rows):
-        x[r, row[3]:row[4]] = trigger_embeds
-    logits = model(inputs_embeds=x, attention_mask=mask).logits            # (rows, T, vocab)
-    lp = F.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # (rows, T-1)
-    # rows are ordered example by example, word by word, so the flat vector reshapes to (n, n_words)
-    vals = [lp[r, ws - 1:len(seq) - 1].sum() for r, (_, _, seq, _, ws) in enumerate(rows)]
-    return torch.stack(vals).view(n_examples, n_words)
+    x = emb(batch["ids"].to(model.device))                                 # (rows, T, d)
+    where = (batch["trig_rows"].to(x.device), batch["trig_pos"].to(x.device))
+    x = x.index_put(where, trigger_embeds.repeat(batch["n_rows"], 1))
+    lp = selected_token_logprobs(model, batch["mask"], batch["rows"], batch["pos"], batch["tgt"],
+                                 inputs_embeds=x)                          # (word tokens,)
+    owner = torch.repeat_interleave(torch.arange(batch["n_rows"]), batch["n_tokens"])
+    per_row = torch.zeros(batch["n_rows"], dtype=lp.dtype).index_add(0, owner, lp.cpu())
+    return per_row.view(n_examples, n_words)
 
 
 def autoprompt_search(model, tokenizer, verbalizer: Verbalizer, train_examples, train_labels: Sequence[int],
@@ -601,9 +686,9 @@ def autoprompt_search(model, tokenizer, verbalizer: Verbalizer, train_examples, 
     init = word_token_ids(tokenizer, init_token.strip(), leading_space=init_token.startswith(" "))[0]
     triggers = [init] * n_trigger
     labels = torch.as_tensor(list(train_labels))
-    rows, ids, mask = _trigger_batch(tokenizer, train_examples, word_ids, n_trigger,
-                                     lambda ex: base_t.split(ex)[0].rstrip(" "))
-    ids, mask = ids.to(model.device), mask.to(model.device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batch = _trigger_batch(tokenizer, train_examples, word_ids, n_trigger,
+                           lambda ex: base_t.split(ex)[0].rstrip(" "), pad)
 
     def loss_of(scores_words):                                             # (n, n_words) → scalar
         lab = torch.stack([scores_words[:, label_of_word == li].logsumexp(-1)
@@ -612,8 +697,7 @@ def autoprompt_search(model, tokenizer, verbalizer: Verbalizer, train_examples, 
 
     def exact(trig):
         with torch.no_grad():
-            return loss_of(_trigger_word_logprobs(model, rows, ids, mask, W[trig], len(train_examples),
-                                                  len(word_ids)))
+            return loss_of(_trigger_word_logprobs(model, batch, W[trig], len(train_examples), len(word_ids)))
 
     loss, lab = exact(triggers)
     history = [dict(iteration=0, triggers=tokenizer.decode(triggers), train_loss=loss.item(),
@@ -624,11 +708,11 @@ def autoprompt_search(model, tokenizer, verbalizer: Verbalizer, train_examples, 
     try:
         for it in tqdm(range(1, n_iterations + 1), desc="AutoPrompt", disable=not progress):
             pos = int(torch.randint(n_trigger, (1,), generator=gen))
-            one_hot = F.one_hot(torch.tensor(triggers), W.shape[0]).to(W.dtype).requires_grad_(True)  # (n_trig, vocab)
-            sw = _trigger_word_logprobs(model, rows, ids, mask, one_hot @ W, len(train_examples), len(word_ids))
+            one_hot = F.one_hot(torch.tensor(triggers), W.shape[0]).to(W.device, W.dtype).requires_grad_(True)
+            sw = _trigger_word_logprobs(model, batch, one_hot @ W, len(train_examples), len(word_ids))
             loss_of(sw)[0].backward()
-            grad = one_hot.grad[pos]                                       # (vocab,) = W @ ∂L/∂e_pos
-            first_order = -grad.masked_fill(~allowed, float("-inf"))       # predicted decrease of L
+            grad = one_hot.grad[pos].cpu()                                 # (vocab,) = W @ ∂L/∂e_pos
+            first_order = (-grad).masked_fill(~allowed, float("-inf"))       # predicted decrease of L
             cands = first_order.topk(n_candidates).indices.tolist()
             trials = []
             for c in cands:
@@ -680,16 +764,32 @@ def mean_pooled_embeddings(model, tokenizer, texts: Sequence[str], batch_size: i
 
 
 def embedding_label_scores(model, tokenizer, template: Template, verbalizer: Verbalizer, examples,
-                           batch_size: int = 32) -> torch.Tensor:
+                           batch_size: int = 32, prompt_embeddings: torch.Tensor | None = None) -> torch.Tensor:
     """Cosine similarity between the embedding of ``template(example)`` and each label word → (n, n_labels).
 
     A verbaliser for encoders without an LM head: a label's score is its best word's similarity.
-    The template changes the text that is embedded, so template sensitivity can be measured on real weights.
+    The template changes the text that is embedded, so template sensitivity can be measured on real
+    weights. Pass ``prompt_embeddings`` (n, d) to reuse the embedded prompts across verbalisers.
     """
-    prompts = [template.format(ex) for ex in examples]
-    e = mean_pooled_embeddings(model, tokenizer, prompts, batch_size)      # (n, d)
+    if prompt_embeddings is None:
+        prompt_embeddings = mean_pooled_embeddings(model, tokenizer, [template.format(ex) for ex in examples],
+                                                   batch_size)             # (n, d)
     w = mean_pooled_embeddings(model, tokenizer, verbalizer.all_words, batch_size)  # (n_words, d)
-    return verbalizer.aggregate(e @ w.T, pooling="max")
+    return verbalizer.aggregate(prompt_embeddings @ w.T, pooling="max")
+
+
+def embedding_grid(model, tokenizer, templates: Sequence[Template], verbalizers: Sequence[Verbalizer], examples,
+                   labels: Sequence[int], progress: bool = True) -> pd.DataFrame:
+    """Accuracy of the embedding-similarity verbaliser for every template × verbaliser (prompts embedded once)."""
+    from tqdm.auto import tqdm
+
+    acc = np.zeros((len(templates), len(verbalizers)))
+    for ti, t in enumerate(tqdm(templates, desc="templates", disable=not progress)):
+        e = mean_pooled_embeddings(model, tokenizer, [t.format(ex) for ex in examples])  # (n, d)
+        for vi, v in enumerate(verbalizers):
+            acc[ti, vi] = accuracy(embedding_label_scores(model, tokenizer, t, v, examples, prompt_embeddings=e),
+                                   labels)
+    return pd.DataFrame(acc, index=[t.name for t in templates], columns=[v.name for v in verbalizers])
 
 
 # --------------------------------------------------------------------------------------------------

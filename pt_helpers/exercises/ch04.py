@@ -1,0 +1,79 @@
+"""Checkers for the exercises of notebook 04 (discrete prompts: templates, verbalisers, cloze, search)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..prompts import Template, TemplateError, cloze_word_scores
+from . import Feedback, close, correct, wrong
+
+
+def check_1(template) -> Feedback:
+    """Exercise 1: a causal-LM template for RTE with {premise}, {hypothesis} and the answer slot at the end."""
+    if isinstance(template, str):
+        try:
+            template = Template(template)
+        except TemplateError as exc:
+            return wrong(f"that pattern is not a valid template: {exc}")
+    if not isinstance(template, Template):
+        return wrong("give a Template (or its pattern string), e.g. Template('{premise} … {hypothesis} … {mask}').")
+    try:
+        template.check_task("rte")
+    except TemplateError as exc:
+        return wrong(str(exc))
+    before, after = template.split({"premise": "\x01", "hypothesis": "\x02"})
+    if not template.has_mask:
+        return correct("valid; the answer goes at the end. Adding an explicit {mask} makes the slot visible.")
+    if after.strip():
+        return wrong(f"there is text after {{mask}} ({after!r}): a causal LM reads left to right and cannot use it "
+                     "to predict the answer — move {mask} to the end.")
+    if before.index("\x01") > before.index("\x02"):
+        return correct("valid — note that you put the hypothesis before the premise; try both orders in the grid.")
+    return correct("a valid RTE template: both fields once, the answer slot last.")
+
+
+def check_2(answer, model, tokenizer, template: Template, example: dict, word: str) -> Feedback:
+    """Exercise 2: the PET cloze score of a multi-token word, computed by hand (one [MASK] per token, parallel)."""
+    try:
+        value = float(answer)
+    except (TypeError, ValueError):
+        return wrong("give one number: the sum over the word's tokens of log P(token_j at mask j).")
+    if value > 0:
+        return wrong("a log-probability is never positive.")
+    expected = cloze_word_scores(model, tokenizer, template, [word], [example])[0, 0].item()
+    first_only = _first_token_only(model, tokenizer, template, example, word)
+    if abs(value - first_only) < 1e-3 and abs(expected - first_only) > 1e-3:
+        return wrong("that is the first token's log-prob only: a word of k tokens needs k [MASK] tokens, "
+                     "and its score sums over all of them.")
+    n_tokens = len(tokenizer(word, add_special_tokens=False)["input_ids"])
+    if abs(value * n_tokens - expected) < 1e-3 and n_tokens > 1:
+        return wrong("that is the mean over tokens; the exercise asks for the sum (reduction='sum').")
+    return close(value, expected, atol=1e-3, what="your cloze score")
+
+
+def _first_token_only(model, tokenizer, template, example, word) -> float:
+    import torch
+
+    first = tokenizer(word, add_special_tokens=False)["input_ids"][0]
+    enc = tokenizer(template.format(example, tokenizer.mask_token), return_tensors="pt").to(model.device)
+    with torch.no_grad():
+        lp = model(**enc).logits.log_softmax(-1)[0].cpu()
+    pos = (enc["input_ids"][0] == tokenizer.mask_token_id).nonzero().flatten()[0].item()
+    return lp[pos, first].item()
+
+
+def check_3(answer, grid) -> Feedback:
+    """Exercise 3: (best template, best verbaliser, spread) from a prompt-grid DataFrame."""
+    if not isinstance(answer, (tuple, list)) or len(answer) != 3:
+        return wrong("give a tuple (best_template_name, best_verbaliser_name, spread).")
+    t, v, s = answer
+    values = np.asarray(grid, dtype=float)
+    best = float(np.nanmax(values))
+    if t not in grid.index or v not in grid.columns:
+        return wrong("the names must be a row label (template) and a column label (verbaliser) of the grid.")
+    if float(grid.loc[t, v]) != best:
+        return wrong(f"the cell ({t!r}, {v!r}) has accuracy {float(grid.loc[t, v]):.3f}, but the best cell has "
+                     f"{best:.3f}: use the arg-max over the whole grid (grid.stack().idxmax()).")
+    fb = close(s, best - float(np.nanmin(values)), atol=1e-9, what="your spread")
+    if not fb:
+        return wrong(fb.message + " The spread is the best minus the worst cell of the grid.")
+    return correct("the best cell and the best–worst spread: the wording of a prompt is a hyper-parameter.")

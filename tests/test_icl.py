@@ -1,0 +1,241 @@
+"""Tests for pt_helpers.icl: exact cached scoring, prompt building, calibration, demonstration choice."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from pt_helpers import icl
+from pt_helpers.errors import ContextWindowError, LabelWordError
+from pt_helpers.lm import conditional_logprob
+from pt_helpers.models import GPT2_TOKENIZER_DIR, _tokenizer
+
+DEMOS = [("what is the capital of peru ?", 4), ("who wrote hamlet ?", 3), ("how many feet in a mile ?", 5),
+         ("what does nasa stand for ?", 0)]
+TESTS = ["what is a galaxy ?", "who invented the telephone ?", "x", "how far is it from denver to aspen ?"]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return _tokenizer(GPT2_TOKENIZER_DIR)
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2():
+    """A GPT-2-shaped model (real architecture, random weights), small enough for a CPU test."""
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=512, vocab_size=50257)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+# ------------------------------------------------------------------ the engine: cached == naive
+@pytest.mark.parametrize("k, reduction, side", [(0, "sum", "left"), (1, "mean", "right"), (4, "sum", "right"),
+                                                 (4, "mean", "left")])
+def test_cached_equals_naive(tiny_gpt2, tok, k, reduction, side):
+    fmt = icl.prompt_format("trec")  # " Abbreviation" is 3 tokens: multi-token labels are exercised
+    assert max(len(t) for t in icl.label_word_ids(tok, fmt.label_words)) > 1
+    prefix, queries = icl.build_prefix_and_queries(DEMOS[:k], TESTS, fmt)
+    cached = icl.score_label_words_cached(tiny_gpt2, tok, prefix, queries, fmt.label_words,
+                                          reduction=reduction, batch_size=3)  # 3 then 1: padding differs
+    naive = icl.score_label_words_naive(tiny_gpt2, tok, prefix, queries, fmt.label_words,
+                                        reduction=reduction, batch_size=7, padding_side=side)
+    assert cached.shape == (len(TESTS), len(fmt.label_words))
+    assert (cached - naive).abs().max().item() <= 1e-4
+
+
+def test_cached_equals_naive_with_eager_attention(tok):
+    """The packed block mask is additive, so it also works with the eager (non-SDPA) attention code."""
+    torch.manual_seed(1)
+    cfg = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=256, vocab_size=50257)
+    cfg._attn_implementation = "eager"
+    model = GPT2LMHeadModel(cfg).eval()
+    fmt = icl.prompt_format("trec")
+    prefix, queries = icl.build_prefix_and_queries(DEMOS[:2], TESTS, fmt)
+    cached = icl.score_label_words_cached(model, tok, prefix, queries, fmt.label_words, batch_size=3)
+    naive = icl.score_label_words_naive(model, tok, prefix, queries, fmt.label_words)
+    assert (cached - naive).abs().max().item() <= 1e-4
+
+
+def test_cached_handles_empty_inputs_and_large_batches(tiny_gpt2, tok):
+    """An input with no tokens is scored from the prefix's last position; one batch bigger than n is fine."""
+    words = [" yes", " no thanks"]
+    cached = icl.score_label_words_cached(tiny_gpt2, tok, "Question: ok?\nAnswer:", ["", " maybe"], words,
+                                          batch_size=64)
+    naive = icl.score_label_words_naive(tiny_gpt2, tok, "Question: ok?\nAnswer:", ["", " maybe"], words)
+    assert (cached - naive).abs().max().item() <= 1e-4
+
+
+def test_cached_equals_unbatched_conditional_logprob(tiny_gpt2, tok):
+    fmt = icl.prompt_format("sst2")
+    prefix, queries = icl.build_prefix_and_queries([("a gem .", 1), ("dull .", 0)], ["pretty good", "bad"], fmt)
+    cached = icl.score_label_words_cached(tiny_gpt2, tok, prefix, queries, [" Negative", " great movie"])
+    for i, q in enumerate(queries):
+        for c, word in enumerate([" Negative", " great movie"]):
+            assert abs(cached[i, c].item() - conditional_logprob(tiny_gpt2, tok, prefix + q, word)) <= 1e-4
+
+
+def test_mean_reduction_divides_by_label_length(tiny_gpt2, tok):
+    words = [" Positive", " not at all good"]
+    s = icl.score_label_words_cached(tiny_gpt2, tok, "", ["Review: ok\nSentiment:"], words, reduction="sum")
+    m = icl.score_label_words_cached(tiny_gpt2, tok, "", ["Review: ok\nSentiment:"], words, reduction="mean")
+    n = torch.tensor([len(t) for t in icl.label_word_ids(tok, words)], dtype=s.dtype)
+    assert torch.allclose(m, s / n, atol=1e-5)
+    with pytest.raises(ValueError, match="reduction"):
+        icl.score_label_words_cached(tiny_gpt2, tok, "", ["x"], words, reduction="first")
+
+
+def test_separate_tokenization_equals_joint_for_course_formats(tok):
+    for task in icl.TASK_FORMATS:
+        fmt = icl.prompt_format(task)
+        for k in (0, 2):
+            demos = [(t, y % len(fmt.label_words)) for t, y in DEMOS[:k]]
+            prefix, (query,) = icl.build_prefix_and_queries(demos, [TESTS[1]], fmt)
+            joint = icl.encode_prefix(tok, prefix + query)
+            assert joint == icl.encode_prefix(tok, prefix) + icl.encode_inputs(tok, [query])[0]
+
+
+# ------------------------------------------------------------------ prompt building
+def test_build_prompt_separators():
+    fmt = icl.prompt_format("sst2")
+    prompt = icl.build_prompt([("a gem .", 1), ("dull .", 0)], "pretty good", fmt)
+    assert prompt == ("Review: a gem .\nSentiment: Positive\n\nReview: dull .\nSentiment: Negative"
+                      "\n\nReview: pretty good\nSentiment:")
+    assert icl.build_prompt([], "pretty good", fmt) == "Review: pretty good\nSentiment:"
+    fmt_i = icl.prompt_format("agnews")
+    assert icl.build_prompt([], "x", fmt_i).startswith(fmt_i.instruction + "\n\nArticle: x\nAnswer:")
+
+
+def test_prompt_never_contains_test_label():
+    fmt = icl.prompt_format("sst2")
+    demos = [("a gem .", 1)]
+    as_neg = icl.build_prompt(demos, {"text": "pretty good", "label": 0}, fmt)
+    as_pos = icl.build_prompt(demos, {"text": "pretty good", "label": 1}, fmt)
+    assert as_neg == as_pos and as_neg.endswith("Review: pretty good\nSentiment:")
+
+
+def test_demonstrations_never_include_the_test_example():
+    fmt = icl.prompt_format("sst2")
+    with pytest.raises(icl.DemonstrationLeakError, match="also demonstrations"):
+        icl.build_prompt([("a gem .", 1), ("pretty good", 1)], "pretty good", fmt)
+    pool = [(f"sentence {i}", i % 2) for i in range(20)]
+    test = [f"sentence {i}" for i in range(15)]
+    for seed in range(10):
+        demos = icl.sample_demonstrations(pool, 5, seed, exclude_texts=test)
+        assert {d["text"] for d in demos} == {f"sentence {i}" for i in range(15, 20)}
+    with pytest.raises(Exception, match="cannot draw 6"):
+        icl.sample_demonstrations(pool, 6, 0, exclude_texts=test)
+
+
+def test_seeds_give_identical_demonstration_sets():
+    pool = [(f"s{i}", i % 3) for i in range(100)]
+    a, b = icl.sample_demonstrations(pool, 8, seed=7), icl.sample_demonstrations(pool, 8, seed=7)
+    assert a == b
+    assert a != icl.sample_demonstrations(pool, 8, seed=8)
+    bal = icl.sample_demonstrations(pool, 6, seed=3, balanced=True)
+    assert sorted(d["label"] for d in bal) == [0, 0, 1, 1, 2, 2]
+    assert icl.shuffle_demonstrations(a, 1) == icl.shuffle_demonstrations(a, 1)
+    assert sorted(map(str, icl.shuffle_demonstrations(a, 1))) == sorted(map(str, a))
+
+
+def test_randomize_labels_keeps_texts_and_is_seeded():
+    demos = [(f"s{i}", 0) for i in range(40)]
+    r = icl.randomize_labels(demos, 4, seed=0)
+    assert [d["text"] for d in r] == [t for t, _ in demos]
+    assert {d["label"] for d in r} == {0, 1, 2, 3}
+    assert r == icl.randomize_labels(demos, 4, seed=0)
+
+
+# ------------------------------------------------------------------ errors
+def test_prompt_longer_than_context_window(tok):
+    torch.manual_seed(0)
+    small = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=40, vocab_size=50257)).eval()
+    fmt = icl.prompt_format("sst2")
+    demos = [(f"this is demonstration number {i} , fairly long .", i % 2) for i in range(4)]
+    with pytest.raises(ContextWindowError, match=r"context window is 40 tokens") as err:
+        icl.score_icl(small, tok, demos, ["short"], fmt, content_free_inputs=())
+    assert "prefix" in str(err.value) and "4 demonstrations" in str(err.value)
+    prefix, queries = icl.build_prefix_and_queries(demos, ["short"], fmt)
+    with pytest.raises(ContextWindowError, match=r"tokens but the model's context window is 40"):
+        icl.score_label_words_cached(small, tok, prefix, queries, fmt.label_words)
+    with pytest.warns(UserWarning, match=r"dropped \d of 4 demonstrations"):
+        sc = icl.score_icl(small, tok, demos, ["short"], fmt, content_free_inputs=(), on_overflow="drop")
+    assert 0 < sc.n_demonstrations < 4 and sc.prefix.endswith(icl.format_example(demos[-1][0], fmt, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fits: no warning, nothing dropped
+        assert icl.score_icl(small, tok, demos[:1], ["short"], fmt, content_free_inputs=(),
+                             on_overflow="drop").n_demonstrations == 1
+
+
+def test_label_words_empty_or_colliding(tok, tiny_gpt2):
+    with pytest.raises(LabelWordError, match="tokenizes to nothing"):
+        icl.label_word_ids(tok, [" Positive", ""])
+    with pytest.raises(LabelWordError, match="collide"):
+        icl.label_word_ids(tok, [" Positive", " Positive"])
+    with pytest.raises(LabelWordError, match="at least two"):
+        icl.label_word_ids(tok, [" Positive"])
+    with pytest.raises(LabelWordError, match="collide"):
+        icl.score_label_words_cached(tiny_gpt2, tok, "", ["x"], [" good", " good"])
+
+
+# ------------------------------------------------------------------ calibration
+def test_contextual_calibration_hand_example():
+    # p̂ = [0.7, 0.3], p_cf = [0.8, 0.2]:  W p̂ = [0.7/0.8, 0.3/0.2] = [0.875, 1.5] → [0.368.., 0.631..]
+    lp = torch.log(torch.tensor([[0.7, 0.3]])) + 5.0          # any shift: p̂ is renormalised first
+    cf = torch.log(torch.tensor([[0.8, 0.2]]))
+    q = icl.contextual_calibration(lp, cf)
+    assert torch.allclose(q, torch.tensor([[0.875 / 2.375, 1.5 / 2.375]], dtype=q.dtype), atol=1e-9)
+    assert q.argmax().item() == 1  # the label bias toward class 0 is undone
+
+
+def test_content_free_distribution_averages_raw_probabilities():
+    cf = torch.log(torch.tensor([[0.6, 0.2], [0.2, 0.2]]))   # raw (unnormalised) probs, as in Zhao et al.
+    p = icl.content_free_distribution(cf)
+    assert torch.allclose(p, torch.tensor([0.4 / 0.6, 0.2 / 0.6], dtype=p.dtype))
+    tiny = torch.tensor([[-2000.0, -2001.0]])                 # would underflow as exp(); log space does not
+    assert torch.isfinite(icl.content_free_distribution(tiny)).all()
+
+
+def test_calibration_with_uniform_content_free_changes_nothing():
+    lp = torch.randn(5, 3)
+    q = icl.contextual_calibration(lp, torch.zeros(3))
+    assert torch.allclose(q, torch.softmax(lp.double(), -1))
+
+
+# ------------------------------------------------------------------ demonstration choice and metrics
+def test_nearest_neighbours_order_and_exclusion():
+    pool = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.7, 0.7]]), dim=-1)
+    query = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05]]), dim=-1)
+    idx = icl.nearest_neighbour_indices(pool, query, 2)
+    assert idx.tolist() == [[0, 1]] or idx.tolist() == [[1, 0]]
+    assert idx[0, -1].item() in (0, 1) and idx[0, -1].item() == (query @ pool.T).argmax().item()
+    ex = icl.nearest_neighbour_indices(pool, query, 2, pool_texts=["q", "b", "c", "d"], query_texts=["q"])
+    assert 0 not in ex[0].tolist() and ex[0, -1].item() == 1
+
+
+def test_accuracy_and_majority_baseline():
+    assert icl.accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), [1, 0, 0]) == pytest.approx(2 / 3)
+    assert icl.majority_baseline([0, 1, 1, 1], [1, 0, 1, 1, 0]) == pytest.approx(0.6)
+
+
+def test_score_icl_shapes(tiny_gpt2, tok):
+    fmt = icl.prompt_format("sst2")
+    sc = icl.score_icl(tiny_gpt2, tok, [("a gem .", 1)], ["good", "bad", "meh"], fmt)
+    assert sc.logprobs.shape == (3, 2) and sc.content_free_logprobs.shape == (3, 2)
+    assert sc.predictions().shape == (3,) and sc.predictions(calibrate=True).shape == (3,)
+
+
+def test_minilm_nearest_neighbour_is_the_paraphrase():
+    """Behaviour on a real pretrained encoder: KATE picks the semantically closest demonstration."""
+    from pt_helpers.models import load_model
+
+    enc = load_model("sentence-transformers/all-MiniLM-L6-v2", "encoder", verbose=False)
+    assert enc.is_pretrained
+    pool = ["the film was a delight from start to finish", "interest rates rose again this quarter",
+            "the team won the championship game", "how many moons does jupiter have ?"]
+    queries = ["an utterly delightful movie", "the central bank raised rates", "how many moons orbit saturn ?"]
+    e_pool = icl.embed_sentences(enc.model, enc.tokenizer, pool)
+    e_q = icl.embed_sentences(enc.model, enc.tokenizer, queries)
+    assert torch.allclose(e_pool.norm(dim=-1), torch.ones(len(pool)), atol=1e-5)
+    assert icl.nearest_neighbour_indices(e_pool, e_q, 1)[:, 0].tolist() == [0, 1, 3]
