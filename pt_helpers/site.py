@@ -46,8 +46,12 @@ _LABEL_KEYWORDS = {
     "runtime": re.compile(r"run ?time|running time|how long|运行时间|耗时|时长", re.I),
 }
 _HEADING_RE = re.compile(r"^\s{0,3}#{1,6}\s+(?P<label>.*)$")
-_BOLD_LABEL_RE = re.compile(r"^\s*(?P<bullet>[-*+]\s+)?\*\*(?P<label>[^*]{1,60})\*\*")
-_COLON_LABEL_RE = re.compile(r"^\s*(?P<label>[^\s:：#*\-][^:：]{0,40})[:：]")
+# a bold label: "**Goals.**", "**Prerequisites:**", "**Run time**:" or a line that is only "**Goals · 目标**"
+_BOLD_LABEL_RE = re.compile(r"^\s*(?P<bullet>[-*+]\s+)?\*\*(?P<label>[^*]{1,60}?[.:：]\s*)\*\*"
+                            r"|^\s*(?P<bullet2>[-*+]\s+)?\*\*(?P<label2>[^*]{1,60})\*\*\s*[.:：]?\s*$"
+                            r"|^\s*(?P<bullet3>[-*+]\s+)?\*\*(?P<label3>[^*]{1,60})\*\*\s*[.:：]")
+_COLON_LABEL_RE = re.compile(r"^\s*(?P<label>[A-Za-z\u4e00-\u9fff][\w \u4e00-\u9fff·/()\-]{0,30})[:：](\s|$)")
+_INLINE_LABEL_RE = re.compile(r"(?<=\S)[ \t]+(\*\*[^*\n]{1,60}?[.:：]\s*\*\*|\*\*[^*\n]{1,60}\*\*[.:：])")
 
 
 class SiteError(CourseError):
@@ -133,12 +137,13 @@ def _label_type(line: str) -> tuple[bool, str | None]:
     for regex in (_HEADING_RE, _BOLD_LABEL_RE, _COLON_LABEL_RE):
         m = regex.match(line)
         if m:
-            label = m["label"]
+            groups = m.groupdict()
+            label = next(groups[g] for g in ("label", "label2", "label3") if groups.get(g) is not None)
+            bullet = any(groups.get(g) for g in ("bullet", "bullet2", "bullet3"))
             for kind, kw in _LABEL_KEYWORDS.items():
                 if kw.search(label):
                     return True, kind
-            is_bullet = regex is _BOLD_LABEL_RE and m["bullet"]
-            return (regex is _HEADING_RE or (regex is _BOLD_LABEL_RE and not is_bullet)), None
+            return (regex is _HEADING_RE or (regex is _BOLD_LABEL_RE and not bullet)), None
     return False, None
 
 
@@ -149,9 +154,8 @@ def parse_intro(markdown: str) -> tuple[str, str, str]:
     bold label or a ``Label:`` whose text names them (Goals/You will learn/目标, Prerequisites/先修…).
     """
     # a label in the middle of a line ("… logarithms. **Run time.** About a minute") starts a new line
-    markdown = re.sub(r"(?<=\S)[ \t]+(\*\*[^*\n]{1,60}\*\*)",
-                      lambda m: ("\n" + m[1]) if any(kw.search(m[1]) for kw in _LABEL_KEYWORDS.values()) else m[0],
-                      markdown)
+    markdown = _INLINE_LABEL_RE.sub(
+        lambda m: ("\n" + m[1]) if any(kw.search(m[1]) for kw in _LABEL_KEYWORDS.values()) else m[0], markdown)
     lines = markdown.splitlines()
     title = ""
     for i, line in enumerate(lines):
@@ -271,7 +275,9 @@ def build_index(chapters: list[tuple[ChapterInfo, WeightsInfo | None, bool]], ti
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Prompt Tuning from First Principles · 大语言模型原理与工程实践：提示微调 — course map</title>
-<style>{_CSS}</style></head><body>
+<style>{_CSS}</style>
+<script>window.MathJax = {{tex: {{inlineMath: [["$", "$"], ["\\(", "\\)"]]}}}};</script>
+<script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script></head><body>
 <h1>Prompt Tuning from First Principles<br><span class="zh">大语言模型原理与工程实践：提示微调</span></h1>
 <h2>Course map · 课程地图</h2>
 {glossary}
