@@ -29,7 +29,8 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import CourseError
 from .models import context_length
-from .soft_prompt import LabelSentenceClassifier, LabelWordCausalClassifier, mean_pool, real_position_ids
+from .soft_prompt import (LabelSentenceClassifier, LabelWordCausalClassifier, mean_pool, model_fingerprint,
+                          real_position_ids)
 
 PREFIX_FILE = "prefix.safetensors"
 PREFIX_CONFIG_FILE = "prefix_config.json"
@@ -147,12 +148,15 @@ class PrefixEncoder(nn.Module):
         return PrefixEncoder(self.geometry, self.n_virtual_tokens, init_prefix=self().detach())
 
 
-def prefix_cache(encoder: PrefixEncoder, batch_size: int) -> DynamicCache:
+def prefix_cache(encoder: PrefixEncoder, batch_size: int, dtype: torch.dtype | None = None) -> DynamicCache:
     """A fresh ``DynamicCache`` whose layer ℓ holds the prefix keys/values, expanded to the batch.
 
-    A new cache per forward pass: the model appends the input's keys/values to it in place.
+    Keys/values per layer: (batch_size, n_heads, n_virtual_tokens, head_dim), cast to ``dtype`` (the base
+    model's, e.g. bf16) when given. A new cache per forward pass: the model appends the input's
+    keys/values to it in place.
     """
-    return DynamicCache([(k.expand(batch_size, -1, -1, -1), v.expand(batch_size, -1, -1, -1))
+    return DynamicCache([(k.expand(batch_size, -1, -1, -1).to(dtype or k.dtype),
+                          v.expand(batch_size, -1, -1, -1).to(dtype or v.dtype))
                          for k, v in encoder.key_values()])
 
 
@@ -210,7 +214,7 @@ class PrefixTunedModel(nn.Module):
         if position_ids is None and self.keep_input_positions:
             position_ids = torch.arange(length, device=input_ids.device).unsqueeze(0).expand(batch, -1)
         return self.base_model(input_ids=input_ids, attention_mask=full_mask, position_ids=position_ids,
-                               cache=prefix_cache(self.prefix_encoder, batch), **kwargs)
+                               cache=prefix_cache(self.prefix_encoder, batch, self.base_model.dtype), **kwargs)
 
     def to_direct(self) -> "PrefixTunedModel":
         """Replace an MLP-reparameterised prefix by the P it computes (in place); returns self."""
@@ -254,6 +258,7 @@ def save_prefix(model: PrefixTunedModel, folder: str | Path, base_model_name: st
         flat = model.prefix_encoder().detach().float().cpu().contiguous()
     save_file({"prefix": flat}, str(folder / PREFIX_FILE))
     config = dict(kind="deep_prompt", base_model=base_model_name, model_type=model.base_model.config.model_type,
+                  model_fingerprint=model_fingerprint(model.base_model),
                   n_virtual_tokens=model.n_virtual_tokens, geometry=asdict(model.geometry),
                   trained_with_reparameterization=model.prefix_encoder.reparameterize,
                   keep_input_positions=model.keep_input_positions, layout="peft: (n, [K_0, V_0, K_1, V_1, ...])",
@@ -262,14 +267,19 @@ def save_prefix(model: PrefixTunedModel, folder: str | Path, base_model_name: st
     return folder
 
 
-def load_prefix(base_model: PreTrainedModel, folder: str | Path, base_model_name: str | None = None) -> PrefixTunedModel:
-    """Rebuild a ``PrefixTunedModel`` from ``save_prefix``'s files; a prefix for another model is an error."""
+def load_prefix(base_model: PreTrainedModel, folder: str | Path, base_model_name: str | None = None,
+                check_identity: bool = True) -> PrefixTunedModel:
+    """Rebuild a ``PrefixTunedModel`` from ``save_prefix``'s files; a prefix for another model is an error
+    (another family, geometry, name, or — with ``check_identity`` — other weights)."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
     if not (folder / PREFIX_FILE).is_file() or not (folder / PREFIX_CONFIG_FILE).is_file():
         raise PrefixError(f"{folder} lacks {PREFIX_FILE} or {PREFIX_CONFIG_FILE}: save with save_prefix()")
     config = json.loads((folder / PREFIX_CONFIG_FILE).read_text())
+    if base_model.config.model_type != config["model_type"]:
+        raise PrefixError(f"this prefix was trained for {config['base_model']!r} ({config['model_type']}), but the "
+                          f"model given is a {base_model.config.model_type}: load it onto the model it was trained for")
     geometry = attention_geometry(base_model)
     saved = PrefixGeometry(**config["geometry"])
     if saved != geometry:
@@ -277,6 +287,11 @@ def load_prefix(base_model: PreTrainedModel, folder: str | Path, base_model_name
                           f"model given has {geometry}: load it onto the model it was trained for")
     if base_model_name is not None and base_model_name != config["base_model"]:
         raise PrefixError(f"this prefix was trained for {config['base_model']!r}, not {base_model_name!r}")
+    if check_identity and config.get("model_fingerprint") != model_fingerprint(base_model):
+        raise PrefixError(f"this prefix was trained for {config['base_model']!r} with other weights (fingerprint "
+                          f"{config.get('model_fingerprint')} ≠ {model_fingerprint(base_model)}): a deep prompt only "
+                          "means something to the exact frozen model it was trained with (check_identity=False "
+                          "skips this check)")
     flat = load_file(str(folder / PREFIX_FILE))["prefix"]
     return PrefixTunedModel(base_model, config["n_virtual_tokens"], init_prefix=flat,
                             keep_input_positions=config["keep_input_positions"])
@@ -313,10 +328,6 @@ class PrefixSentenceClassifier(LabelSentenceClassifier):
         super().__init__(encoder, tokenizer, label_sentences, temperature=temperature, prompt=None,
                          max_length=max_length)
         self.prefixed = make_prefix_model(self.encoder, tokenizer, n_virtual_tokens, **prefix_kwargs)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.encoder.parameters()).device
 
     def _embed(self, input_ids, attention_mask, use_prompt: bool = True) -> torch.Tensor:
         """(B, T), (B, T) → unit sentence embeddings (B, d), mean-pooled over the real tokens."""

@@ -1,0 +1,68 @@
+"""Checkers for the exercises of notebook 06 (deep prompts and the method comparison)."""
+from __future__ import annotations
+
+import torch
+
+from . import Feedback, close, correct, wrong
+
+
+def deep_prompt_parameters(n_virtual_tokens: int, n_layers: int, d_model: int) -> int:
+    """Reference: a deep prompt holds a key and a value vector (d_model each) per virtual token per layer."""
+    return 2 * n_layers * d_model * n_virtual_tokens
+
+
+def check_1(answer, n_virtual_tokens: int = 10, n_layers: int = 6, d_model: int = 384) -> Feedback:
+    """Exercise 1: the number of trained parameters of a deep prompt (no MLP) on all-MiniLM-L6-v2."""
+    expected = deep_prompt_parameters(n_virtual_tokens, n_layers, d_model)
+    try:
+        value = int(answer)
+    except (TypeError, ValueError):
+        return wrong(f"give a whole number of parameters, got {answer!r}.")
+    if value == expected:
+        return correct(f"{expected:,} = 2 (key and value) × {n_layers} layers × {d_model} × {n_virtual_tokens} "
+                       f"virtual tokens — {2 * n_layers}× a shallow prompt of the same length.")
+    if value == n_virtual_tokens * d_model:
+        return wrong("that is a shallow prompt (input layer only): a deep prompt has keys AND values at EVERY layer.")
+    if value == n_layers * d_model * n_virtual_tokens:
+        return wrong("every layer needs keys and values: two vectors per virtual token per layer.")
+    return wrong(f"{value:,} is not it: count vectors per virtual token per layer, times their width.")
+
+
+def check_2(layer_values_fn) -> Feedback:
+    """Exercise 2: ``layer_values_fn(flat, n_layers, n_heads, layer) -> (n_heads, n, head_dim)`` reads the
+    values of one layer out of PEFT's flat layout (n, [K_0, V_0, K_1, V_1, …])."""
+    from ..prefix import PrefixEncoder, PrefixGeometry
+
+    geometry = PrefixGeometry(n_layers=3, n_heads=2, head_dim=4)
+    torch.manual_seed(0)
+    encoder = PrefixEncoder(geometry, 5)
+    flat = encoder().detach()
+    try:
+        for layer in range(geometry.n_layers):
+            got = torch.as_tensor(layer_values_fn(flat, geometry.n_layers, geometry.n_heads, layer))
+            expected = encoder.key_values()[layer][1][0].detach()   # (heads, n, head_dim)
+            if tuple(got.shape) != tuple(expected.shape):
+                return wrong(f"layer {layer}: shape {tuple(got.shape)}, expected (n_heads, n, head_dim) = "
+                             f"{tuple(expected.shape)}.")
+            if torch.allclose(got, encoder.key_values()[layer][0][0].detach()):
+                return wrong(f"layer {layer}: those are the KEYS; the values come right after them.")
+            if not torch.allclose(got, expected):
+                return wrong(f"layer {layer}: wrong numbers — layer ℓ's values are columns "
+                             "[(2ℓ+1)·d, (2ℓ+2)·d) of each row, then split into heads.")
+    except Exception as exc:  # a learner's function may fail in any way; say how
+        return wrong(f"your function raised {type(exc).__name__}: {exc}")
+    return correct("you can read a prefix in PEFT's layout, layer by layer and head by head.")
+
+
+def check_3(answer_mib, n_parameters: int) -> Feedback:
+    """Exercise 3: MiB of gradients + AdamW state (fp32) when every one of ``n_parameters`` is trained."""
+    expected = n_parameters * 4 * 3 / 2**20
+    try:
+        value = float(answer_mib)
+    except (TypeError, ValueError):
+        return wrong(f"give a number of MiB, got {answer_mib!r}.")
+    if abs(value - n_parameters * 4 * 2 / 2**20) < 0.5:
+        return wrong("AdamW keeps TWO numbers per parameter (first and second moment) — plus the gradient.")
+    if abs(value - n_parameters * 3 / 2**20) < 0.5:
+        return wrong("each fp32 number is 4 bytes.")
+    return close(value, expected, atol=0.5, what="your memory estimate (MiB)")

@@ -1,0 +1,37 @@
+"""The checkers of notebook 06 accept the reference solutions and reject wrong answers."""
+import torch
+
+from pt_helpers.exercises import ch06
+
+
+def reference_layer_values(flat, n_layers, n_heads, layer):
+    n, width = flat.shape
+    d = width // (2 * n_layers)
+    return flat[:, (2 * layer + 1) * d:(2 * layer + 2) * d].reshape(n, n_heads, d // n_heads).transpose(0, 1)
+
+
+def test_check_1():
+    assert ch06.check_1(46080)
+    assert not ch06.check_1(3840)           # a shallow prompt
+    assert not ch06.check_1(23040)          # keys only
+    assert not ch06.check_1("many")
+
+
+def test_check_2():
+    assert ch06.check_2(reference_layer_values)
+    def layer_keys(flat, n_layers, n_heads, layer):  # a typical slip: the keys instead of the values
+        d = flat.shape[1] // (2 * n_layers)
+        return flat[:, 2 * layer * d:(2 * layer + 1) * d].reshape(flat.shape[0], n_heads, -1).transpose(0, 1)
+
+    feedback = ch06.check_2(layer_keys)
+    assert not feedback and "KEYS" in feedback.message
+    assert not ch06.check_2(lambda flat, L, H, layer: torch.zeros(1))
+    assert not ch06.check_2(lambda flat, L, H, layer: 1 / 0)
+
+
+def test_check_3():
+    n = 22_713_216
+    assert ch06.check_3(n * 12 / 2**20, n)
+    assert not ch06.check_3(n * 8 / 2**20, n)
+    assert not ch06.check_3(n * 3 / 2**20, n)
+    assert not ch06.check_3(1.0, n)
