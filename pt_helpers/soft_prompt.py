@@ -295,10 +295,17 @@ class SoftPromptCausalLM(_FrozenBaseMixin, nn.Module):
         if labels is not None:
             # the logits that predict token t: those of the previous real token, or of the last virtual
             # token when t is the first real token (whatever padding sits between them)
-            prev = torch.cat([last_virtual_logits.unsqueeze(1).expand(B, 1, -1), logits[:, :-1]], 1)
-            prev_is_real = torch.cat([attention_mask.new_zeros(B, 1), attention_mask[:, :-1]], 1).bool()
-            prev = torch.where(prev_is_real.unsqueeze(-1), prev, last_virtual_logits.unsqueeze(1))
-            loss = F.cross_entropy(prev.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+            prev_is_real = attention_mask[:, :-1].bool()  # (B, T-1): is token t-1 a real token?
+            next_labels = labels[:, 1:].masked_fill(~prev_is_real, -100)
+            loss_sum = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), next_labels.flatten(),
+                                       ignore_index=-100, reduction="sum")
+            first = labels.clone()  # tokens without a real token before them: predicted by the prompt
+            first[:, 1:] = first[:, 1:].masked_fill(prev_is_real, -100)
+            targets = first[first != -100]
+            if targets.numel():
+                loss_sum = loss_sum + F.cross_entropy(
+                    last_virtual_logits.float().expand(targets.numel(), -1), targets, reduction="sum")
+            loss = loss_sum / (labels != -100).sum().clamp(min=1)
         return SoftPromptOutput(logits=logits, loss=loss, attention_mask=attention_mask)
 
     @torch.no_grad()
@@ -656,14 +663,14 @@ def _paths(path) -> tuple[Path, Path]:
 
 def save_soft_prompt(prompt: SoftPrompt, path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                      **extra) -> tuple[Path, Path]:
-    """Write ``<path>.safetensors`` (tensor ``prompt``, (n, d)) and ``<path>.json`` (base model name and
-    fingerprints, n_virtual_tokens, hidden_size, init, and ``extra``). Returns both paths."""
+    """Write ``<path>.safetensors`` (tensor ``prompt``, (n, d)) and ``<path>.json`` (base model name — pass
+    ``base_model="gpt2"`` to name it — and fingerprints, n_virtual_tokens, hidden_size, init, and ``extra``). Returns both paths."""
     from safetensors.torch import save_file
     st_path, json_path = _paths(path)
     st_path.parent.mkdir(parents=True, exist_ok=True)
     save_file({"prompt": prompt.weight.detach().float().cpu().contiguous()}, str(st_path))
-    config = dict(format_version=FORMAT_VERSION, base_model=getattr(model, "name_or_path", "") or
-                  model.config.name_or_path, model_type=model.config.model_type,
+    base_model = extra.pop("base_model", None) or getattr(model, "name_or_path", "") or model.config.model_type
+    config = dict(format_version=FORMAT_VERSION, base_model=base_model, model_type=model.config.model_type,
                   model_fingerprint=model_fingerprint(model), tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
                   n_virtual_tokens=prompt.n_virtual_tokens, hidden_size=prompt.hidden_size,
                   init=getattr(prompt, "init", "custom"), **extra)

@@ -210,7 +210,7 @@ def test_save_load_round_trip_and_identity_checks(gpt2, tmp_path):
     model, tok = gpt2
     sp = add_soft_prompt(model, tok, 5, "vocab")
     ids, mask, _ = _batch(tok, TEXTS)
-    st, js = save_soft_prompt(sp.prompt, tmp_path / "p", model, tok, task="sst2")
+    st, js = save_soft_prompt(sp.prompt, tmp_path / "p", model, tok, base_model="gpt2", task="sst2")
     assert st.suffix == ".safetensors" and js.suffix == ".json"
     loaded = load_soft_prompt(tmp_path / "p", model, tok)
     assert torch.equal(loaded.weight, sp.prompt.weight)
@@ -219,7 +219,7 @@ def test_save_load_round_trip_and_identity_checks(gpt2, tmp_path):
     with pytest.raises(BaseModelMismatchError, match="base model"):
         load_soft_prompt(tmp_path / "p", other, tok)
     bert, bert_tok = load_model("bert-base-uncased", "encoder", allow_random=True, verbose=False)
-    with pytest.raises(PromptShapeError, match="hidden size"):
+    with pytest.raises(BaseModelMismatchError, match="'gpt2'"):  # same hidden size (256), other model
         load_soft_prompt(tmp_path / "p", bert, bert_tok)
     with pytest.raises(SoftPromptError, match="not found"):
         load_soft_prompt(tmp_path / "missing", model, tok)
