@@ -241,6 +241,12 @@ class _FrozenBaseMixin:
                 f"{window - self.prompt.n_virtual_tokens} tokens.")
 
 
+def _check_prompt_width(model: PreTrainedModel, prompt: SoftPrompt) -> None:
+    d = _input_embedding_matrix(model).shape[1]
+    if prompt.hidden_size != d:
+        raise PromptShapeError(f"prompt hidden size {prompt.hidden_size} ≠ model hidden size {d}")
+
+
 class SoftPromptCausalLM(_FrozenBaseMixin, nn.Module):
     """A frozen causal LM (GPT-2 family) reading ``[P; x]``.
 
@@ -252,9 +258,7 @@ class SoftPromptCausalLM(_FrozenBaseMixin, nn.Module):
 
     def __init__(self, model: PreTrainedModel, prompt: SoftPrompt, share_prompt_cache: bool = True):
         super().__init__()
-        d = _input_embedding_matrix(model).shape[1]
-        if prompt.hidden_size != d:
-            raise PromptShapeError(f"prompt hidden size {prompt.hidden_size} ≠ model hidden size {d}")
+        _check_prompt_width(model, prompt)
         self.model = freeze(model)
         self.prompt = prompt
         self.share_prompt_cache = share_prompt_cache
@@ -338,9 +342,7 @@ class SoftPromptEncoder(_FrozenBaseMixin, nn.Module):
 
     def __init__(self, model: PreTrainedModel, prompt: SoftPrompt):
         super().__init__()
-        d = _input_embedding_matrix(model).shape[1]
-        if prompt.hidden_size != d:
-            raise PromptShapeError(f"prompt hidden size {prompt.hidden_size} ≠ model hidden size {d}")
+        _check_prompt_width(model, prompt)
         self.model = freeze(model)
         self.prompt = prompt
 

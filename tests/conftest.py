@@ -22,3 +22,19 @@ def minilm():
     from pt_helpers.models import MINILM_NAME, load_model
 
     return load_model(MINILM_NAME, "encoder", allow_random=False, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    """A fresh random GPT-2 stand-in per test module (modules freeze and wrap it)."""
+    from pt_helpers.models import random_model
+
+    return random_model("gpt2", "causal", seed=0)
+
+
+@pytest.fixture(scope="module")
+def bert():
+    """A fresh random BERT-family encoder per test module."""
+    from pt_helpers.models import random_model
+
+    return random_model("bert-base-uncased", "encoder", seed=0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pt_helpers.models import load_model
+from pt_helpers.models import random_model
 from pt_helpers.prefix import (PrefixEncoder, PrefixError, PrefixGeometry, PrefixLabelWordClassifier,
                                PrefixSentenceClassifier, PrefixTunedModel, attention_geometry, load_prefix,
                                make_prefix_model, peft_twin, prefix_cache, save_prefix, text_key_values)
@@ -16,16 +16,6 @@ from pt_helpers.soft_prompt import SST2_LABEL_SENTENCES, count_trainable
 
 TEXTS = ["a gripping, beautifully acted film", "dull", "the plot goes nowhere and the jokes fall flat"]
 warnings.filterwarnings("ignore", message=".*[Tt]oken type ids.*")
-
-
-@pytest.fixture(scope="module")
-def gpt2():
-    return load_model("gpt2", "causal", allow_random=True, verbose=False)
-
-
-@pytest.fixture(scope="module")
-def bert():
-    return load_model("bert-base-uncased", "encoder", allow_random=True, verbose=False)
 
 
 def _batch(tok, texts=TEXTS):
@@ -161,7 +151,7 @@ def test_save_load_round_trip_and_wrong_model(tmp_path, bert, gpt2):
         load_prefix(gpt2.model, tmp_path)
     with pytest.raises(PrefixError, match="not 'gpt2'"):
         load_prefix(copy.deepcopy(model), tmp_path, "gpt2")
-    other_weights = load_model("bert-base-uncased", "encoder", allow_random=True, verbose=False, seed=1).model
+    other_weights = random_model("bert-base-uncased", "encoder", seed=1).model
     with pytest.raises(PrefixError, match="other weights"):
         load_prefix(other_weights, tmp_path)
     with pytest.raises(PrefixError, match="save_prefix"):

@@ -8,7 +8,7 @@ import torch
 
 from pt_helpers.data import load_task, subsample
 from pt_helpers.errors import ContextWindowError, CourseError
-from pt_helpers.models import load_model
+from pt_helpers.models import load_model, random_model
 from pt_helpers.soft_prompt import (INITS, BaseModelMismatchError, LabelSentenceClassifier,
                                     LabelWordCausalClassifier, PromptShapeError, SoftPrompt,
                                     SoftPromptCausalLM, SoftPromptEncoder, SoftPromptError, add_soft_prompt,
@@ -17,16 +17,6 @@ from pt_helpers.soft_prompt import (INITS, BaseModelMismatchError, LabelSentence
                                     prompt_drift, save_soft_prompt, train_classifier)
 
 TEXTS = ["a gripping, beautifully acted film", "dull", "the plot goes nowhere and the jokes fall flat"]
-
-
-@pytest.fixture(scope="module")
-def gpt2():
-    return load_model("gpt2", "causal", allow_random=True, verbose=False)
-
-
-@pytest.fixture(scope="module")
-def bert():
-    return load_model("bert-base-uncased", "encoder", allow_random=True, verbose=False)
 
 
 def _batch(tok, texts, side="right"):
@@ -215,10 +205,10 @@ def test_save_load_round_trip_and_identity_checks(gpt2, tmp_path):
     loaded = load_soft_prompt(tmp_path / "p", model, tok)
     assert torch.equal(loaded.weight, sp.prompt.weight)
     assert torch.equal(SoftPromptCausalLM(model, loaded)(ids, mask).logits, sp(ids, mask).logits)
-    other = load_model("gpt2", "causal", allow_random=True, verbose=False, seed=1).model  # same shape, other weights
+    other = random_model("gpt2", "causal", seed=1).model  # same shape, other weights
     with pytest.raises(BaseModelMismatchError, match="base model"):
         load_soft_prompt(tmp_path / "p", other, tok)
-    bert, bert_tok = load_model("bert-base-uncased", "encoder", allow_random=True, verbose=False)
+    bert, bert_tok = random_model("bert-base-uncased", "encoder")
     with pytest.raises(BaseModelMismatchError, match="'gpt2'"):  # same hidden size (256), other model
         load_soft_prompt(tmp_path / "p", bert, bert_tok)
     with pytest.raises(SoftPromptError, match="not found"):
