@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from pt_helpers import icl  # noqa: E402
 from pt_helpers.data import load_task, subsample  # noqa: E402
 from pt_helpers.device import describe_device, get_device  # noqa: E402
-from pt_helpers.models import GPT2_TOKENIZER_DIR, _tokenizer  # noqa: E402
+from pt_helpers.models import load_tokenizer  # noqa: E402
 
 
 def run(n_inputs: int = 40, k: int = 8, n_layer: int = 12, n_embd: int = 768, n_head: int = 12,
@@ -45,7 +45,7 @@ def run(n_inputs: int = 40, k: int = 8, n_layer: int = 12, n_embd: int = 768, n_
     """Time both scorers on the same prompts; returns a record (dict) with times, ratio and agreement."""
     dev = get_device(device)
     torch.manual_seed(seed)
-    tokenizer = _tokenizer(GPT2_TOKENIZER_DIR)
+    tokenizer = load_tokenizer()
     cfg = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=1024, vocab_size=50257)
     model = GPT2LMHeadModel(cfg).to(dev).eval()
     fmt = icl.prompt_format("sst2")

@@ -119,7 +119,7 @@ def label_token_id(tokenizer: PreTrainedTokenizerBase, word: str) -> int:
         raise LabelWordError(
             f"label word {word!r} is {len(ids)} tokens {pieces}, but one token is required here. "
             "Pick a one-token word (try it with a leading space for GPT-2), or score multi-token "
-            "label words with conditional_logprob.")
+            "label words with conditional_logprob (one text) or icl.score_label_words_cached (many).")
     return ids[0]
 
 

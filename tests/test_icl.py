@@ -10,7 +10,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from pt_helpers import icl
 from pt_helpers.errors import ContextWindowError, LabelWordError
 from pt_helpers.lm import conditional_logprob
-from pt_helpers.models import GPT2_TOKENIZER_DIR, _tokenizer
+from pt_helpers.models import load_tokenizer
 
 DEMOS = [("what is the capital of peru ?", 4), ("who wrote hamlet ?", 3), ("how many feet in a mile ?", 5),
          ("what does nasa stand for ?", 0)]
@@ -19,7 +19,7 @@ TESTS = ["what is a galaxy ?", "who invented the telephone ?", "x", "how far is 
 
 @pytest.fixture(scope="module")
 def tok():
-    return _tokenizer(GPT2_TOKENIZER_DIR)
+    return load_tokenizer()
 
 
 @pytest.fixture(scope="module")
