@@ -16,6 +16,14 @@ COLUMNS = ["chapter", "method", "task", "model", "pretrained", "metric", "value"
            "trained_params", "notes"]
 
 
+def build_dir(*parts: str) -> Path:
+    """A folder under ``build/`` of the project that holds this package (created if missing), whatever the
+    working directory: notebooks run from ``notebooks/`` but write beside ``build/results`` and ``build/html``."""
+    path = Path(__file__).resolve().parents[1].joinpath("build", *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def results_dir() -> Path:
     """``$PT_RESULTS_DIR``, else ``build/results`` in the project that holds this package."""
     env = os.environ.get(RESULTS_ENV_VAR)

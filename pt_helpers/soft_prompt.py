@@ -27,9 +27,12 @@ Classifiers (the chapter's experiments; any of them trains with ``train_classifi
 Training
     ``make_optimizer(params, name="adamw"|"adafactor", lr, weight_decay=0.0)``
     ``train_classifier(classifier, tokenizer, train_texts, train_labels, dev_texts, dev_labels, *,
-        epochs, batch_size, lr, optimizer, max_steps, eval_every, patience, seed, device, amp, progress)``
+        epochs, batch_size, lr, optimizer, max_steps, eval_every, patience, seed, amp, warmup_steps,
+        lr_schedule, progress)``
         → ``TrainResult(history, dev_accuracy, best_dev_accuracy, best_step, steps, seconds, n_trainable)``;
-        restores the best dev checkpoint (early stopping 提前停止 on dev).
+        restores the best checkpoint on the held-out split it is given (optional early stopping 提前停止).
+    ``lr_at(step, total, lr, warmup_steps, schedule)``  linear warm-up, then ``LR_SCHEDULES`` =
+        ("constant", "linear", "cosine") decay to 0 at ``total``
     ``evaluate_classifier(classifier, tokenizer, texts, labels, batch_size)`` → accuracy
     ``count_trainable(module)``
 Saving and reading a prompt
@@ -548,6 +551,22 @@ def evaluate_classifier(classifier, tokenizer, texts: Sequence[str], labels: Seq
     return float((predict_classes(classifier, tokenizer, list(texts), batch_size) == np.asarray(labels)).mean())
 
 
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def lr_at(step: int, total: int, lr: float, warmup_steps: int = 0, schedule: str = "constant") -> float:
+    """Learning rate of step ``step`` (0-based) out of ``total``: linear warm-up to ``lr`` over
+    ``warmup_steps``, then constant, or decaying to 0 at ``total`` (``"linear"`` or ``"cosine"``)."""
+    if warmup_steps and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    progress = min(1.0, (step - warmup_steps) / max(1, total - warmup_steps))
+    if schedule == "linear":
+        return lr * (1.0 - progress)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 @dataclass
 class TrainResult:
     """What ``train_classifier`` returns. ``history``: lists ``step``, ``loss`` (per step), ``eval_step``,
@@ -568,16 +587,19 @@ def train_classifier(classifier: nn.Module, tokenizer: PreTrainedTokenizerBase, 
                      epochs: float = 1.0, batch_size: int = 32, lr: float = 1e-2, optimizer: str = "adamw",
                      weight_decay: float = 0.0, max_steps: int | None = None, eval_every: int = 50,
                      patience: int | None = None, seed: int = 0, amp: bool = True, warmup_steps: int = 0,
-                     progress: bool = True, desc: str = "training") -> TrainResult:
+                     lr_schedule: str = "constant", progress: bool = True, desc: str = "training") -> TrainResult:
     """Train the parameters of ``classifier`` that require grad with cross-entropy on (B, C) logits.
 
     ``classifier(input_ids, attention_mask) -> logits (B, C)`` is any of this module's classifiers (or
     one with the same call). Shuffles with ``seed``; evaluates on dev every ``eval_every`` steps and at the
     end; keeps the best dev parameters (restored at the end) and stops after ``patience`` evaluations
-    without improvement. bf16 autocast on CUDA when ``amp``. Linear warm-up then constant lr.
+    without improvement. bf16 autocast on CUDA when ``amp``. The lr warms up linearly over ``warmup_steps``,
+    then follows ``lr_schedule`` (see ``lr_at``) over the planned number of steps.
     """
     from tqdm.auto import tqdm
 
+    if lr_schedule not in LR_SCHEDULES:
+        raise SoftPromptError(f"unknown lr_schedule {lr_schedule!r}; choose one of {LR_SCHEDULES}")
     seed_everything(seed)
     params = [p for p in classifier.parameters() if p.requires_grad]
     opt = make_optimizer(params, optimizer, lr, weight_decay)
@@ -602,7 +624,7 @@ def train_classifier(classifier: nn.Module, tokenizer: PreTrainedTokenizerBase, 
         ids, mask = _tokenize_for(classifier, tokenizer, [train_texts[i] for i in idx])
         y = train_labels[idx].to(device)
         for g in opt.param_groups:
-            g["lr"] = lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else lr
+            g["lr"] = lr_at(step, total, lr, warmup_steps, lr_schedule)
         with _autocast(device, amp):
             logits = classifier(ids, mask)
         loss = F.cross_entropy(logits.float(), y)

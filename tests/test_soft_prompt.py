@@ -13,7 +13,7 @@ from pt_helpers.soft_prompt import (INITS, BaseModelMismatchError, LabelSentence
                                     LabelWordCausalClassifier, PromptShapeError, SoftPrompt,
                                     SoftPromptCausalLM, SoftPromptEncoder, SoftPromptError, add_soft_prompt,
                                     count_trainable, evaluate_classifier, init_prompt_embedding,
-                                    load_soft_prompt, make_optimizer, make_prompt, nearest_tokens,
+                                    load_soft_prompt, lr_at, make_optimizer, make_prompt, nearest_tokens,
                                     prompt_drift, save_soft_prompt, train_classifier)
 
 TEXTS = ["a gripping, beautifully acted film", "dull", "the plot goes nowhere and the jokes fall flat"]
@@ -252,6 +252,25 @@ def test_wrong_prompt_size_and_optimizer(gpt2):
     with pytest.raises(SoftPromptError, match="unknown optimizer"):
         make_optimizer(SoftPrompt(2, 4).parameters(), "sgd")
     assert issubclass(SoftPromptError, CourseError)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_lr_schedule_warms_up_then_decays(schedule):
+    lrs = [lr_at(step, 100, 0.1, warmup_steps=10, schedule=schedule) for step in range(100)]
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1)
+    assert all(a <= b + 1e-12 for a, b in zip(lrs[:10], lrs[1:10]))       # warm-up rises
+    if schedule == "constant":
+        assert lrs[-1] == pytest.approx(0.1)
+    else:
+        assert all(a >= b - 1e-12 for a, b in zip(lrs[10:], lrs[11:]))   # then never rises
+        assert lrs[-1] < 0.01 and lrs[55] == pytest.approx(0.05, abs=1e-9)
+
+
+def test_unknown_lr_schedule_is_a_clear_error(bert):
+    model, tok = bert
+    clf = LabelSentenceClassifier(model, tok, ["bad", "good"], prompt=make_prompt(model, tok, 2, "vocab"))
+    with pytest.raises(SoftPromptError, match="lr_schedule"):
+        train_classifier(clf, tok, ["x"], [0], ["x"], [0], max_steps=1, lr_schedule="step", progress=False)
 
 
 # --- behaviour on the real pretrained encoder --------------------------------------------------
