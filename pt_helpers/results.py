@@ -27,7 +27,9 @@ def build_dir(*parts: str) -> Path:
 def results_dir() -> Path:
     """``$PT_RESULTS_DIR``, else ``build/results`` in the project that holds this package."""
     env = os.environ.get(RESULTS_ENV_VAR)
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / "build" / "results"
+    if not env:
+        return build_dir("results")
+    path = Path(env)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

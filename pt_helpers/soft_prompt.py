@@ -591,9 +591,9 @@ def train_classifier(classifier: nn.Module, tokenizer: PreTrainedTokenizerBase, 
     """Train the parameters of ``classifier`` that require grad with cross-entropy on (B, C) logits.
 
     ``classifier(input_ids, attention_mask) -> logits (B, C)`` is any of this module's classifiers (or
-    one with the same call). Shuffles with ``seed``; evaluates on dev every ``eval_every`` steps and at the
-    end; keeps the best dev parameters (restored at the end) and stops after ``patience`` evaluations
-    without improvement. bf16 autocast on CUDA when ``amp``. The lr warms up linearly over ``warmup_steps``,
+    one with the same call). Shuffles with ``seed``; evaluates on ``dev_texts`` (a held-out split: the
+    notebooks pass sentences held out from train) every ``eval_every`` steps and at the end; keeps the best
+    parameters (restored at the end) and stops after ``patience`` evaluations without improvement. bf16 autocast on CUDA when ``amp``. The lr warms up linearly over ``warmup_steps``,
     then follows ``lr_schedule`` (see ``lr_at``) over the planned number of steps.
     """
     from tqdm.auto import tqdm
