@@ -1,5 +1,5 @@
 # Two commands for a newcomer:  make run   (execute the course, build the HTML site)
-#                               make test  (unit tests + every notebook executed; what CI runs)
+#                               make test  (ruff, unit tests + every notebook executed; what CI runs)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test student clean
+.PHONY: install run lint test student clean
 
 install: $(VENV)/.installed
 
@@ -23,7 +23,11 @@ $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 run: install
 	PT_RANDOM_FALLBACK=$${PT_RANDOM_FALLBACK:-1} $(PY) -m pt_helpers.run all --html build/html
 
-test: install
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: install lint
 	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --durations=15 tests notebooks
 
 student: install

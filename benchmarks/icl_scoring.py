@@ -17,6 +17,7 @@ Prints wall and process-CPU times, the speed ratio and whether the predictions a
 shared machine the CPU-time ratio is the steadier figure), and writes a JSON
 record to build/benchmarks/icl_scoring.json (``--out``), which notebook 03 shows if it exists.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,10 +39,23 @@ from pt_helpers import icl  # noqa: E402
 from pt_helpers.data import load_task, subsample  # noqa: E402
 from pt_helpers.device import describe_device, get_device  # noqa: E402
 from pt_helpers.models import load_tokenizer  # noqa: E402
+from pt_helpers.project import atomic_write_json, build_dir  # noqa: E402
+
+# A seconds-long setting that tests/test_benchmarks.py runs, so a rename in the package can never break this script.
+SMOKE_ARGS = ["--n-inputs", "3", "--k", "1", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--threads", "1"]
 
 
-def run(n_inputs: int = 40, k: int = 8, n_layer: int = 12, n_embd: int = 768, n_head: int = 12,
-        batch_size: int = 16, seed: int = 0, device: str | None = None, repeats: int = 1) -> dict:
+def run(
+    n_inputs: int = 40,
+    k: int = 8,
+    n_layer: int = 12,
+    n_embd: int = 768,
+    n_head: int = 12,
+    batch_size: int = 16,
+    seed: int = 0,
+    device: str | None = None,
+    repeats: int = 1,
+) -> dict:
     """Time both scorers on the same prompts; returns a record (dict) with times, ratio and agreement."""
     dev = get_device(device)
     torch.manual_seed(seed)
@@ -76,17 +90,31 @@ def run(n_inputs: int = 40, k: int = 8, n_layer: int = 12, n_embd: int = 768, n_
     (t_cached, c_cached), cached = timed(lambda: icl.score_label_words_cached(*args, batch_size=batch_size))
     (t_naive, c_naive), naive = timed(lambda: icl.score_label_words_naive(*args, batch_size=batch_size))
     return dict(
-        script="benchmarks/icl_scoring.py", date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        device=describe_device(dev), host_cpus=os.cpu_count(), python=platform.python_version(),
-        torch=torch.__version__, model=f"GPT-2 config, random weights, {n_layer} layers × {n_embd}",
-        n_parameters=sum(p.numel() for p in model.parameters()), task="sst2", k=k, n_inputs=n_inputs,
-        n_labels=len(fmt.label_words), batch_size=batch_size, prefix_tokens=n_prefix,
-        mean_input_tokens=round(n_query, 1), naive_s=round(t_naive, 3), cached_s=round(t_cached, 3),
-        speedup=round(t_naive / t_cached, 2), naive_cpu_s=round(c_naive, 3), cached_cpu_s=round(c_cached, 3),
+        script="benchmarks/icl_scoring.py",
+        date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        device=describe_device(dev),
+        host_cpus=os.cpu_count(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        model=f"GPT-2 config, random weights, {n_layer} layers × {n_embd}",
+        n_parameters=sum(p.numel() for p in model.parameters()),
+        task="sst2",
+        k=k,
+        n_inputs=n_inputs,
+        n_labels=len(fmt.label_words),
+        batch_size=batch_size,
+        prefix_tokens=n_prefix,
+        mean_input_tokens=round(n_query, 1),
+        naive_s=round(t_naive, 3),
+        cached_s=round(t_cached, 3),
+        speedup=round(t_naive / t_cached, 2),
+        naive_cpu_s=round(c_naive, 3),
+        cached_cpu_s=round(c_cached, 3),
         cpu_time_ratio=round(c_naive / c_cached, 2),
         load_average=[round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         max_abs_diff=float((naive - cached).abs().max()),
-        predictions_identical=bool(torch.equal(naive.argmax(-1), cached.argmax(-1))))
+        predictions_identical=bool(torch.equal(naive.argmax(-1), cached.argmax(-1))),
+    )
 
 
 def main(argv=None) -> dict:
@@ -96,30 +124,38 @@ def main(argv=None) -> dict:
     p.add_argument("--n-layer", type=int, default=12)
     p.add_argument("--n-embd", type=int, default=768)
     p.add_argument("--n-head", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=16, help="inputs per cached pass; (input, label) pairs per naive pass")
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="inputs per cached pass; (input, label) pairs per naive pass"
+    )
     p.add_argument("--repeats", type=int, default=1, help="time each scorer this many times, keep the best")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--out", default=str(ROOT / "build" / "benchmarks" / "icl_scoring.json"))
+    p.add_argument("--out", default=None, help="JSON file (default: build/benchmarks/icl_scoring.json)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(f"setting: k={a.k}, {a.n_inputs} SST-2 inputs × 2 labels, GPT-2 {a.n_layer}×{a.n_embd} random weights, "
-          f"batch {a.batch_size}, device {describe_device(get_device(a.device))}", flush=True)
+    print(
+        f"setting: k={a.k}, {a.n_inputs} SST-2 inputs × 2 labels, GPT-2 {a.n_layer}×{a.n_embd} random weights, "
+        f"batch {a.batch_size}, device {describe_device(get_device(a.device))}",
+        flush=True,
+    )
     rec = run(a.n_inputs, a.k, a.n_layer, a.n_embd, a.n_head, a.batch_size, a.seed, a.device, a.repeats)
     print(f"prefix {rec['prefix_tokens']} tokens, inputs {rec['mean_input_tokens']} tokens on average")
     print(f"naive  (prefix recomputed for each of {a.n_inputs}×2 pairs): {rec['naive_s']:.2f} s")
     print(f"cached (prefix once, suffixes on its KV cache):            {rec['cached_s']:.2f} s")
-    print(f"process CPU time: naive {rec['naive_cpu_s']:.2f} s, cached {rec['cached_cpu_s']:.2f} s "
-          f"(ratio {rec['cpu_time_ratio']:.1f}×); load average {rec['load_average']}")
-    print(f"speed ratio naive/cached (wall): {rec['speedup']:.1f}×   predictions identical: "
-          f"{rec['predictions_identical']}   max |Δ log-prob|: {rec['max_abs_diff']:.2e}")
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    print(
+        f"process CPU time: naive {rec['naive_cpu_s']:.2f} s, cached {rec['cached_cpu_s']:.2f} s "
+        f"(ratio {rec['cpu_time_ratio']:.1f}×); load average {rec['load_average']}"
+    )
+    print(
+        f"speed ratio naive/cached (wall): {rec['speedup']:.1f}×   predictions identical: "
+        f"{rec['predictions_identical']}   max |Δ log-prob|: {rec['max_abs_diff']:.2e}"
+    )
+    out = Path(a.out) if a.out else build_dir("benchmarks") / "icl_scoring.json"
     records = json.loads(out.read_text()) if out.is_file() else []
     records = [r for r in records if r.get("device") != rec["device"]] + [rec]  # latest run per device
-    out.write_text(json.dumps(records, indent=1))
+    atomic_write_json(out, records)
     print(f"wrote {out}")
     return rec
 

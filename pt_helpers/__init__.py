@@ -1,10 +1,28 @@
 """pt_helpers — the helper package of *Prompt Tuning from First Principles*.
 
-One idea per module, imported by the notebooks in the order the course teaches them:
+One home per idea; a module imports only modules above it in this list (no import cycles):
 
-    device → data → models → lm → attention → icl → prompts → soft_prompt → prefix → results
-
-No module imports a later one.
+    errors      every error class of the course (CourseError and its subclasses)
+    project     project root, build paths, timings, atomic file writes
+    device      device choice, seeds, the quick/full profile switch
+    data        the data sets, and TaskInfo: everything the code knows about a task
+    frozen      freezing, attention geometry, positions and masks, the one cache expander and context check
+    models      the model resolver (real weights, or bannered random stand-ins of many families)
+    lm          chain-rule probabilities (chapter 01)
+    scoring     label-word continuations, reductions, accuracy, mean-pooled sentence embeddings
+    stats       intervals and paired tests for every ranked comparison (on scipy.stats)
+    attention   scaled dot-product attention recomputed from a model's own weights (chapter 02)
+    icl         in-context learning: prompts, the cached scorer, calibration, demonstrations (chapter 03)
+    prompts     discrete prompts: templates, verbalisers, prompt search (chapter 04)
+    adapters    the prompt-adapter protocol and the one engine that runs any adapter (chapters 05–06)
+    soft_prompt the soft-prompt adapter (chapter 05)
+    prefix      the deep-prompt adapter: prefix tuning / P-Tuning v2 (chapter 06)
+    classifiers frozen model + adapter + head (label words or label sentences)
+    checkpoint  one saved-prompt format for every adapter
+    training    TrainSettings and the one training loop, fit (chapters 05–07 and the CLI)
+    train       the command line: python -m pt_helpers.train
+    comparison  the method comparison of chapter 06
+    results     the shared results table; plots, source (show package code by markers), site, run, student
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,4 +1,4 @@
-"""The course's data sets: real SST-2, TREC, AG News, CB and RTE, read offline with `datasets`.
+"""The course's data sets (used from chapter 01 on): real SST-2, TREC, AG News, CB and RTE, read offline.
 
 The files are the exact splits used by Zhao et al. (2021), "Calibrate Before Use", shipped in the
 project's ``data/`` folder (see ``data/README.md``). ``PT_DATA_DIR`` points at another copy.
@@ -6,6 +6,7 @@ project's ``data/`` folder (see ``data/README.md``). ``PT_DATA_DIR`` points at a
     >>> ds = load_task("sst2", "dev")
     >>> ds[0]["text"], ds.features["label"].names[ds[0]["label"]]
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 import datasets
 from datasets import ClassLabel, Dataset, Features, Value
 
-from .errors import DataFileMissingError, UnknownTaskError
+from .errors import DataFileMissingError, DataFormatError, UnknownTaskError
 
 DATA_ENV_VAR = "PT_DATA_DIR"
 AGNEWS_TRAIN_SIZE = 1600  # rows of AG News test.csv set aside (seeded) as our "train" split
@@ -29,7 +30,14 @@ _SPLIT_ALIASES = {"validation": "dev", "val": "dev", "dev": "dev", "train": "tra
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """What the course knows about one task: its files, splits, columns and label names."""
+    """Everything the code knows about one task; a new task is one entry of ``TASKS``.
+
+    Label words are stored *bare* (``"positive"``); ``scoring.as_continuation`` adds the leading space
+    where a word follows a prompt. ``label_words`` / ``template``: the causal-LM classifier (chapters
+    05–06); ``label_sentences``: the sentence-encoder classifier; ``init_text``: a prompt initialisation;
+    ``eval_split``: where accuracy is reported; ``icl_*``: the in-context-learning format (chapter 03),
+    as Zhao et al. 2021 (Table 14) wrote it for SST-2, AG News and TREC.
+    """
 
     name: str
     description: str
@@ -38,34 +46,105 @@ class TaskInfo:
     splits: dict[str, str] = field(default_factory=dict)  # split name -> file, relative to the data dir
     hub_name: str = ""  # the same task on the Hugging Face hub, for readers with internet
     citation: str = ""
+    label_words: tuple[str, ...] = ()
+    template: str = "{text}"
+    label_sentences: tuple[str, ...] = ()
+    init_text: str = "Classify this text"
+    eval_split: str = "dev"
+    icl_input_prefix: str = ""
+    icl_output_prefix: str = ""
+    icl_label_words: tuple[str, ...] = ()
+    icl_instruction: str = ""
+
+    def check_verbalizer(self, kind: str) -> None:
+        """A clear error when the task has no verbaliser for a classifier of ``kind`` ("causal"/"encoder")."""
+        have = self.label_words if kind == "causal" else self.label_sentences
+        if not have:
+            with_one = sorted(t for t, i in TASKS.items() if (i.label_words if kind == "causal" else i.label_sentences))
+            raise UnknownTaskError(
+                f"task {self.name!r} has no {'label words' if kind == 'causal' else 'label sentences'}"
+                f" for a {kind} classifier; tasks that have them: {with_one}"
+            )
 
 
 TASKS: dict[str, TaskInfo] = {
     "sst2": TaskInfo(
-        "sst2", "SST-2 binary sentiment of movie-review sentences",
-        ("negative", "positive"), ("text",),
+        "sst2",
+        "SST-2 binary sentiment of movie-review sentences",
+        ("negative", "positive"),
+        ("text",),
         {"train": "sst2/stsa.binary.train", "dev": "sst2/stsa.binary.dev", "test": "sst2/stsa.binary.test"},
-        "stanfordnlp/sst2", "Socher et al. 2013, EMNLP"),
+        "stanfordnlp/sst2",
+        "Socher et al. 2013, EMNLP",
+        label_words=("negative", "positive"),
+        template="{text} Sentiment:",
+        label_sentences=("This is a negative, terrible movie review.", "This is a positive, great movie review."),
+        init_text="Classify the sentiment of this movie review",
+        eval_split="dev",
+        icl_input_prefix="Review: ",
+        icl_output_prefix="Sentiment:",
+        icl_label_words=("Negative", "Positive"),
+    ),
     "trec": TaskInfo(
-        "trec", "TREC question classification, 6 coarse classes",
-        ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"), ("text",),
+        "trec",
+        "TREC question classification, 6 coarse classes",
+        ("ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"),
+        ("text",),
         {"train": "trec/train.txt", "test": "trec/test.txt"},
-        "CogComp/trec", "Voorhees & Tice 2000, SIGIR"),
+        "CogComp/trec",
+        "Voorhees & Tice 2000, SIGIR",
+        label_words=("acronym", "description", "entity", "person", "location", "number"),  # one GPT-2 token each
+        template="{text} Answer type:",
+        label_sentences=(
+            "This question asks what an abbreviation or acronym stands for.",
+            "This question asks for a description, a definition or a reason.",
+            "This question asks about a thing, an object, an animal or a substance.",
+            "This question asks about a person, a group or an organisation.",
+            "This question asks about a place, a city or a country.",
+            "This question asks for a number, a date, an amount or a quantity.",
+        ),
+        init_text="Classify what kind of answer this question asks for",
+        eval_split="test",  # TREC has no dev split: its 500-question test set is used
+        icl_input_prefix="Question: ",
+        icl_output_prefix="Answer Type:",
+        icl_label_words=("Abbreviation", "Description", "Entity", "Person", "Location", "Number"),
+        icl_instruction=(
+            "Classify the questions based on whether their answer type is a Number, Location, "
+            "Person, Description, Entity, or Abbreviation."
+        ),
+    ),
     "agnews": TaskInfo(
-        "agnews", "AG News topic classification, 4 classes (train = a seeded part of the test file)",
-        ("World", "Sports", "Business", "Sci/Tech"), ("text",),
+        "agnews",
+        "AG News topic classification, 4 classes (train = a seeded part of the test file)",
+        ("World", "Sports", "Business", "Sci/Tech"),
+        ("text",),
         {"train": "agnews/test.csv", "test": "agnews/test.csv"},
-        "fancyzhx/ag_news", "Zhang, Zhao & LeCun 2015, NeurIPS"),
+        "fancyzhx/ag_news",
+        "Zhang, Zhao & LeCun 2015, NeurIPS",
+        eval_split="test",
+        icl_input_prefix="Article: ",
+        icl_output_prefix="Answer:",
+        icl_label_words=("World", "Sports", "Business", "Technology"),
+        icl_instruction="Classify the news articles into the categories of World, Sports, Business, and Technology.",
+    ),
     "cb": TaskInfo(
-        "cb", "CommitmentBank 3-way entailment (SuperGLUE)",
-        ("entailment", "contradiction", "neutral"), ("premise", "hypothesis"),
+        "cb",
+        "CommitmentBank 3-way entailment (SuperGLUE)",
+        ("entailment", "contradiction", "neutral"),
+        ("premise", "hypothesis"),
         {"train": "cb/train.jsonl", "dev": "cb/val.jsonl"},
-        "aps/super_glue (cb)", "de Marneffe et al. 2019"),
+        "aps/super_glue (cb)",
+        "de Marneffe et al. 2019",
+    ),
     "rte": TaskInfo(
-        "rte", "RTE 2-way entailment (SuperGLUE)",
-        ("entailment", "not_entailment"), ("premise", "hypothesis"),
+        "rte",
+        "RTE 2-way entailment (SuperGLUE)",
+        ("entailment", "not_entailment"),
+        ("premise", "hypothesis"),
         {"train": "rte/train.jsonl", "dev": "rte/val.jsonl"},
-        "aps/super_glue (rte)", "Dagan et al. 2005; Wang et al. 2019"),
+        "aps/super_glue (rte)",
+        "Dagan et al. 2005; Wang et al. 2019",
+    ),
 }
 
 
@@ -90,7 +169,8 @@ def _canonical_split(info: TaskInfo, split: str) -> str:
     if canon not in info.splits:
         raise UnknownTaskError(
             f"task {info.name!r} has no split {split!r}; valid splits: {', '.join(info.splits)}"
-            + (" (dev is also called 'val' or 'validation')" if "dev" in info.splits else ""))
+            + (" (dev is also called 'val' or 'validation')" if "dev" in info.splits else "")
+        )
     return canon
 
 
@@ -100,7 +180,8 @@ def _file(info: TaskInfo, split: str) -> Path:
         raise DataFileMissingError(
             f"data file for {info.name}/{split} not found: {path}. The course ships it in data/; "
             f"set {DATA_ENV_VAR} to the folder that holds '{info.splits[split]}' "
-            f"(currently {DATA_ENV_VAR}={os.environ.get(DATA_ENV_VAR, '<unset>')}).")
+            f"(currently {DATA_ENV_VAR}={os.environ.get(DATA_ENV_VAR, '<unset>')})."
+        )
     return path
 
 
@@ -111,43 +192,106 @@ def _features(info: TaskInfo, extra: dict | None = None) -> Features:
     return Features(cols)
 
 
+def _bad_line(path: Path, line_no: int, expected: str, got: str) -> DataFormatError:
+    return DataFormatError(
+        f"{path}, line {line_no}: expected {expected}, got {got[:80]!r}. Fix or delete that line "
+        f"(or point {DATA_ENV_VAR} at an intact copy of the course's data/ folder)."
+    )
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of every non-blank line; an unreadable or empty file is a clear error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(
+            f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); is it the right file?"
+        ) from exc
+    rows = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
+    if not rows:
+        raise DataFormatError(
+            f"{path} is empty: the data file was truncated; restore it from the course's data/ "
+            f"folder (or point {DATA_ENV_VAR} at an intact copy)."
+        )
+    return rows
+
+
+def _label_index(info: TaskInfo, path: Path, line_no: int, raw: str, names: tuple[str, ...]) -> int:
+    if raw not in names:
+        raise _bad_line(path, line_no, f"a label of {info.name} ({', '.join(names)})", raw)
+    return names.index(raw)
+
+
 def _read_prefixed_lines(info: TaskInfo, path: Path) -> Dataset:
     """SST-2 (``"1 sentence"``) and TREC (``"NUM:dist question"``) are text files, one example a line."""
-    raw = datasets.load_dataset("text", data_files=str(path), split="train")
-    raw = raw.filter(lambda r: r["text"].strip() != "")
-    if info.name == "sst2":
-        def parse(row):
-            label, text = row["text"].split(" ", 1)
-            return {"text": text.strip(), "label": int(label)}
-        extra = None
-    else:  # trec
-        def parse(row):
-            tag, text = row["text"].split(" ", 1)
-            coarse, fine = tag.split(":", 1)
-            return {"text": text.strip(), "label": info.label_names.index(coarse), "fine_label": fine}
-        extra = {"fine_label": Value("string")}
-    return raw.map(parse, remove_columns=raw.column_names, features=_features(info, extra))
+    cols: dict[str, list] = (
+        {"text": [], "fine_label": [], "label": []} if info.name == "trec" else {"text": [], "label": []}
+    )
+    for line_no, line in _lines(path):
+        head, _, text = line.partition(" ")
+        if not text.strip():
+            raise _bad_line(path, line_no, "a label, a space, then the text", line)
+        if info.name == "sst2":
+            label = _label_index(info, path, line_no, head, ("0", "1"))
+        else:  # trec: COARSE:fine
+            coarse, colon, fine = head.partition(":")
+            if not colon or not fine:
+                raise _bad_line(path, line_no, "a tag COARSE:fine (e.g. NUM:date), a space, then the question", line)
+            label = _label_index(info, path, line_no, coarse, info.label_names)
+            cols["fine_label"].append(fine)
+        cols["text"].append(text.strip())
+        cols["label"].append(label)
+    extra = {"fine_label": Value("string")} if info.name == "trec" else None
+    return Dataset.from_dict(cols, features=_features(info, extra))
 
 
 def _read_agnews(info: TaskInfo, path: Path, split: str) -> Dataset:
-    raw = datasets.load_dataset("csv", data_files=str(path), split="train")
-    ds = raw.map(
-        lambda r: {"title": r["Title"].strip(), "description": r["Description"].strip(),
-                   "text": f"{r['Title'].strip()}. {r['Description'].strip()}",
-                   "label": int(r["Class Index"]) - 1},
-        remove_columns=raw.column_names,
-        features=_features(info, {"title": Value("string"), "description": Value("string")}))
+    import csv
+    import io
+
+    _lines(path)  # empty-file check
+    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline=""))
+    need = ("Class Index", "Title", "Description")
+    missing = [c for c in need if c not in (reader.fieldnames or [])]
+    if missing:
+        raise DataFormatError(
+            f"{path}, line 1: the CSV header lacks column(s) {missing}; expected the columns "
+            f"{list(need)}, found {reader.fieldnames}"
+        )
+    cols: dict[str, list] = {"text": [], "title": [], "description": [], "label": []}
+    for row in reader:
+        line_no = reader.line_num
+        if any(row.get(c) is None for c in need):
+            raise _bad_line(
+                path, line_no, f"{len(need)} comma-separated fields", ",".join(v or "" for v in row.values())
+            )
+        label = _label_index(info, path, line_no, row["Class Index"].strip(), ("1", "2", "3", "4"))
+        title, description = row["Title"].strip(), row["Description"].strip()
+        cols["title"].append(title)
+        cols["description"].append(description)
+        cols["text"].append(f"{title}. {description}")
+        cols["label"].append(label)
+    ds = Dataset.from_dict(cols, features=_features(info, {"title": Value("string"), "description": Value("string")}))
     order = ds.shuffle(seed=AGNEWS_SPLIT_SEED).flatten_indices()
     idx = range(AGNEWS_TRAIN_SIZE) if split == "train" else range(AGNEWS_TRAIN_SIZE, len(order))
     return order.select(idx).flatten_indices()
 
 
 def _read_jsonl(info: TaskInfo, path: Path) -> Dataset:
-    raw = datasets.load_dataset("json", data_files=str(path), split="train")
-    return raw.map(
-        lambda r: {"premise": r["premise"], "hypothesis": r["hypothesis"],
-                   "label": info.label_names.index(r["label"])},
-        remove_columns=raw.column_names, features=_features(info))
+    import json
+
+    cols: dict[str, list] = {c: [] for c in (*info.text_columns, "label")}
+    for line_no, line in _lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _bad_line(path, line_no, f"one JSON object per line ({exc.msg})", line) from exc
+        if not isinstance(row, dict) or any(c not in row for c in (*info.text_columns, "label")):
+            raise _bad_line(path, line_no, f"a JSON object with keys {[*info.text_columns, 'label']}", line)
+        for c in info.text_columns:
+            cols[c].append(row[c])
+        cols["label"].append(_label_index(info, path, line_no, row["label"], info.label_names))
+    return Dataset.from_dict(cols, features=_features(info))
 
 
 def load_task(name: str, split: str = "train") -> Dataset:

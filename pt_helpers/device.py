@@ -1,4 +1,5 @@
-"""Device choice, seeds and the quick/full profile switch."""
+"""Device choice, seeds and the quick/full profile switch (every chapter's setup cell)."""
+
 from __future__ import annotations
 
 import os

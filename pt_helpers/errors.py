@@ -16,6 +16,10 @@ class DataFileMissingError(CourseError, FileNotFoundError):
     """A data file that should ship with the course is not where we looked."""
 
 
+class DataFormatError(CourseError):
+    """A data file whose content is not what the course expects (names the file, the line and what was expected)."""
+
+
 class ModelNotFoundError(CourseError, OSError):
     """No weights could be found for a model name (offline, and no random fallback allowed)."""
 
@@ -30,3 +34,23 @@ class EmptyTextError(CourseError):
 
 class LabelWordError(CourseError):
     """A label word that does not tokenize the way the method needs (empty, several tokens, collision)."""
+
+
+class PromptError(CourseError):
+    """A bad prompt setting (n ≤ 0, unknown init or optimiser, …), for every prompt method."""
+
+
+class PromptShapeError(PromptError):
+    """A prompt whose shape does not fit the model (wrong hidden size, wrong geometry, wrong n)."""
+
+
+class BaseModelMismatchError(PromptError):
+    """A saved prompt loaded onto a different base model or tokenizer than it was trained with."""
+
+
+class CheckpointError(CourseError):
+    """A saved prompt folder that is missing, incomplete, corrupt or of another format version."""
+
+
+class TrainConfigError(CourseError):
+    """A bad training setting (unknown method or task, a batch that does not split over the processes …)."""

@@ -1,4 +1,4 @@
-"""In-context learning (上下文学习): prompts from demonstrations, exact cached label scoring, calibration.
+"""In-context learning (上下文学习), taught in chapter 03: prompts from demonstrations, cached scoring, calibration.
 
 A frozen causal LM classifies a test input x by scoring each label's verbaliser (标签词映射) after a
 prompt built from k demonstrations (Brown et al. 2020):
@@ -22,11 +22,13 @@ concatenated (as :func:`pt_helpers.lm.conditional_logprob` does), with the BOS t
 prefix. The course's formats put every separator at the *start* of the next piece
 (``"\\n\\nReview: …"``), so for them separate and joint tokenization give the same ids.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,10 +36,13 @@ import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import ContextWindowError, CourseError, LabelWordError
-from .lm import bos_token_id, check_fits_context
-from .models import context_length
+from .frozen import cache_layers, check_context, check_model_and_tokenizer, context_length, expand_cache
+from .lm import bos_token_id
+from .scoring import REDUCTIONS, accuracy, as_continuation, check_reduction, embed_sentences, reduce_logprobs  # noqa: F401
 
-REDUCTIONS = ("sum", "mean")
+if TYPE_CHECKING:
+    import pandas as pd
+
 CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")  # Zhao et al. 2021, §5
 
 
@@ -48,6 +53,7 @@ class DemonstrationLeakError(CourseError):
 # ---------------------------------------------------------------------------------------------------
 # Prompt formats and prompt building
 # ---------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class PromptFormat:
@@ -65,32 +71,29 @@ class PromptFormat:
     input_output_sep: str = "\n"
     demo_sep: str = "\n\n"
 
-    def with_label_words(self, label_words: Sequence[str]) -> "PromptFormat":
+    def with_label_words(self, label_words: Sequence[str]) -> PromptFormat:
         """The same format with another verbaliser."""
         return replace(self, label_words=tuple(label_words))
 
 
-# Formats of Zhao et al. 2021 (Table 14), label words in our label-id order (pt_helpers.data).
-TASK_FORMATS: dict[str, PromptFormat] = {
-    "sst2": PromptFormat("Review: ", "Sentiment:", (" Negative", " Positive")),
-    "agnews": PromptFormat(
-        "Article: ", "Answer:", (" World", " Sports", " Business", " Technology"),
-        instruction="Classify the news articles into the categories of World, Sports, Business, and Technology."),
-    "trec": PromptFormat(
-        "Question: ", "Answer Type:",
-        (" Abbreviation", " Description", " Entity", " Person", " Location", " Number"),
-        instruction=("Classify the questions based on whether their answer type is a Number, Location, "
-                     "Person, Description, Entity, or Abbreviation.")),
-}
-
-
 def prompt_format(task: str) -> PromptFormat:
-    """The course's prompt format for ``task`` (``"sst2"``, ``"agnews"``, ``"trec"``)."""
-    key = str(task).lower().replace("-", "")
-    if key not in TASK_FORMATS:
-        raise CourseError(f"no prompt format for task {task!r}; formats exist for {sorted(TASK_FORMATS)}. "
-                          "Build your own with PromptFormat(input_prefix, output_prefix, label_words).")
-    return TASK_FORMATS[key]
+    """The course's prompt format for ``task`` (``"sst2"``, ``"agnews"``, ``"trec"``), from its ``TaskInfo``
+    (Zhao et al. 2021, Table 14), label words as continuations (``scoring.as_continuation``)."""
+    from .data import TASKS, task_info
+
+    info = task_info(task)
+    if not info.icl_label_words:
+        raise CourseError(
+            f"no prompt format for task {task!r}; formats exist for "
+            f"{sorted(t for t, i in TASKS.items() if i.icl_label_words)}. "
+            "Build your own with PromptFormat(input_prefix, output_prefix, label_words)."
+        )
+    return PromptFormat(
+        info.icl_input_prefix,
+        info.icl_output_prefix,
+        tuple(as_continuation(w) for w in info.icl_label_words),
+        instruction=info.icl_instruction,
+    )
 
 
 def _text_of(example: Any) -> str:
@@ -126,7 +129,8 @@ def format_example(text: str, fmt: PromptFormat, label: int | None = None) -> st
 def build_prefix(demonstrations: Iterable[Any], fmt: PromptFormat) -> str:
     """The shared part of every prompt: instruction and the k labelled demonstrations (may be ``""``)."""
     pieces = ([fmt.instruction] if fmt.instruction else []) + [
-        format_example(t, fmt, y) for t, y in _as_demos(demonstrations)]
+        format_example(t, fmt, y) for t, y in _as_demos(demonstrations)
+    ]
     return fmt.demo_sep.join(pieces)
 
 
@@ -150,9 +154,22 @@ def build_prompt(demonstrations: Iterable[Any], test_example: Any, fmt: PromptFo
     return prefix + build_query(test_example, fmt, after_prefix=bool(prefix))
 
 
-def build_prefix_and_queries(demonstrations: Iterable[Any], test_examples: Sequence[Any],
-                             fmt: PromptFormat) -> tuple[str, list[str]]:
+def _check_examples(test_examples, what: str = "test_examples") -> None:
+    """A list of examples, never one string (whose characters would each be scored as an example)."""
+    if isinstance(test_examples, (str, bytes)):
+        raise TypeError(
+            f"{what} must be a list of examples (strings or rows), not one string: wrap it as "
+            f"[{str(test_examples)[:30]!r}]"
+        )
+    if test_examples is None:
+        raise TypeError(f"{what} must be a list of examples (strings or rows), got None")
+
+
+def build_prefix_and_queries(
+    demonstrations: Iterable[Any], test_examples: Sequence[Any], fmt: PromptFormat
+) -> tuple[str, list[str]]:
     """``(prefix, queries)`` for the cached scorer: ``prefix + queries[i]`` is the prompt of example i."""
+    _check_examples(test_examples)
     demos = _as_demos(demonstrations)
     check_no_leak(demos, test_examples)
     prefix = build_prefix(demos, fmt)
@@ -167,12 +184,14 @@ def check_no_leak(demonstrations: Iterable[Any], test_examples: Iterable[Any]) -
         raise DemonstrationLeakError(
             f"{len(leaked)} test example(s) are also demonstrations (e.g. {leaked[0][:60]!r}), so their "
             "label is in the prompt. Sample demonstrations from the train split, or pass the test texts "
-            "as `exclude_texts` to sample_demonstrations.")
+            "as `exclude_texts` to sample_demonstrations."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------
 # Tokenization of the pieces
 # ---------------------------------------------------------------------------------------------------
+
 
 def label_word_ids(tokenizer: PreTrainedTokenizerBase, label_words: Sequence[str]) -> list[list[int]]:
     """Token ids of each label word (any number of tokens ≥ 1); empty or identical words are errors."""
@@ -187,7 +206,8 @@ def label_word_ids(tokenizer: PreTrainedTokenizerBase, label_words: Sequence[str
         if tuple(t) in seen:
             raise LabelWordError(
                 f"label words {seen[tuple(t)]!r} and {w!r} collide: both tokenize to {t} "
-                f"{tokenizer.convert_ids_to_tokens(t)}, so no score can tell them apart. Pick distinct words.")
+                f"{tokenizer.convert_ids_to_tokens(t)}, so no score can tell them apart. Pick distinct words."
+            )
         seen[tuple(t)] = w
     return ids
 
@@ -205,42 +225,41 @@ def encode_inputs(tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str]) -> 
     return [tokenizer(x, add_special_tokens=False)["input_ids"] if x else [] for x in inputs]
 
 
-def _check_reduction(reduction: str) -> None:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-
-
 def _check_lengths(model, n_prefix: int, input_ids: list[list[int]], label_ids: list[list[int]]) -> None:
     longest_input = max((len(q) for q in input_ids), default=0)
     longest_label = max(len(t) for t in label_ids)
     total = n_prefix + longest_input + longest_label
-    if total > context_length(model):
-        check_fits_context(
-            model, total,
-            what=(f"the longest prompt + label (prefix {n_prefix} + input {longest_input} + "
-                  f"label {longest_label} tokens)"))
-
-
-def _reduce(token_lp: torch.Tensor, n_tokens: torch.Tensor, reduction: str) -> torch.Tensor:
-    total = token_lp.sum(-1)
-    return total if reduction == "sum" else total / n_tokens.to(total.dtype)
+    check_context(
+        model,
+        total,
+        what=(f"the longest prompt + label (prefix {n_prefix} + input {longest_input} + label {longest_label} tokens)"),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
 # The naive scorer: every (input, label) pair recomputed from scratch
 # ---------------------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
-def score_label_words_naive(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prefix: str,
-                            inputs: Sequence[str], label_words: Sequence[str], reduction: str = "sum",
-                            batch_size: int = 8, padding_side: str = "left") -> torch.Tensor:
+def score_label_words_naive(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prefix: str,
+    inputs: Sequence[str],
+    label_words: Sequence[str],
+    reduction: str = "sum",
+    batch_size: int = 8,
+    padding_side: str = "left",
+) -> torch.Tensor:
     """log P(label_words[c] | prefix + inputs[i]) by one full forward pass per (input, label) pair.
 
     The reference the cached scorer must equal. Pairs are batched ``batch_size`` at a time with
     ``padding_side`` padding (``"left"``: position ids restart after the pads; ``"right"``).
     Returns (n_inputs, n_labels) natural-log probabilities, summed (or averaged) over label tokens.
     """
-    _check_reduction(reduction)
+    check_model_and_tokenizer(model, tokenizer, "score_label_words_naive")
+    check_reduction(reduction)
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     prefix_ids = encode_prefix(tokenizer, prefix)
@@ -251,7 +270,7 @@ def score_label_words_naive(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
     pairs = [(i, c) for i in range(len(inputs)) for c in range(len(label_words))]
     out = torch.zeros(len(inputs), len(label_words))
     for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+        chunk = pairs[start : start + batch_size]
         seqs = [prefix_ids + input_ids[i] + label_ids[c] for i, c in chunk]
         width = max(map(len, seqs))
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
@@ -259,17 +278,20 @@ def score_label_words_naive(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
         for r, s in enumerate(seqs):
             sl = slice(width - len(s), width) if padding_side == "left" else slice(0, len(s))
             ids[r, sl], mask[r, sl] = torch.tensor(s), 1
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)                       # (b, width)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (b, width)
         # the positions whose logits predict each row's label tokens (padded by repeating the last one)
         n_keep = max(len(label_ids[c]) for _, c in chunk)
         keep = torch.zeros((len(seqs), n_keep), dtype=torch.long)
-        for r, ((i, c), s) in enumerate(zip(chunk, seqs)):
-            end = width if padding_side == "left" else len(s)                   # one past the last token
+        for r, ((_, c), s) in enumerate(zip(chunk, seqs)):
+            end = width if padding_side == "left" else len(s)  # one past the last token
             pos = torch.arange(end - len(label_ids[c]) - 1, end - 1)
             keep[r] = torch.cat([pos, pos[-1:].expand(n_keep - len(pos))])
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                       position_ids=position_ids.to(device),
-                       logits_to_keep=keep.to(device)).logits.float()            # (b, n_keep, vocab)
+        logits = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=position_ids.to(device),
+            logits_to_keep=keep.to(device),
+        ).logits.float()  # (b, n_keep, vocab)
         logp = F.log_softmax(logits, dim=-1).cpu()
         for r, (i, c) in enumerate(chunk):
             n_lab = len(label_ids[c])
@@ -282,11 +304,6 @@ def score_label_words_naive(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
 # The cached scorer: the prefix once, then only suffixes
 # ---------------------------------------------------------------------------------------------------
 
-def _cache_from_layers(layers: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> DynamicCache:
-    """A fresh DynamicCache holding the prefix keys/values repeated ``batch`` times along the batch."""
-    return DynamicCache(ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
-                                        for k, v in layers])
-
 
 @torch.no_grad()
 def encode_prefix_cache(model: PreTrainedModel, prefix_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -296,9 +313,9 @@ def encode_prefix_cache(model: PreTrainedModel, prefix_ids: Sequence[int]) -> li
     """
     if len(prefix_ids) == 0:
         return []
-    ids = torch.tensor([list(prefix_ids)], device=model.device)                 # (1, L)
+    ids = torch.tensor([list(prefix_ids)], device=model.device)  # (1, L)
     cache = model(input_ids=ids, use_cache=True, cache=DynamicCache(), logits_to_keep=1).cache  # no logits needed
-    return [(layer.keys, layer.values) for layer in cache.layers]
+    return cache_layers(cache)
 
 
 def _packed_suffixes(lead: int, input_ids: list[list[int]], label_ids: list[list[int]], n_cached: int):
@@ -310,8 +327,8 @@ def _packed_suffixes(lead: int, input_ids: list[list[int]], label_ids: list[list
     a segment id (N,), and the bookkeeping of which logits score which label token.
     """
     ids, pos, owner, seg_id, is_a = [], [], [], [], []
-    first_pos = []                          # (row r) → index in the sequence of A_r's last token
-    rest = []                               # (r, c, index of the token predicting label_c[t+1], t+1)
+    first_pos = []  # (row r) → index in the sequence of A_r's last token
+    rest = []  # (r, c, index of the token predicting label_c[t+1], t+1)
     n_seg = 0
     for r, q in enumerate(input_ids):
         a = [lead] + q
@@ -335,29 +352,82 @@ def _packed_suffixes(lead: int, input_ids: list[list[int]], label_ids: list[list
             is_a += [False] * len(feed)
             rest += [(r, c, b_start + j, j + 1) for j in range(len(feed))]
             n_seg += 1
-    return (torch.tensor(ids), torch.tensor(pos), torch.tensor(owner), torch.tensor(is_a), torch.tensor(seg_id),
-            first_pos, rest)
+    return (
+        torch.tensor(ids),
+        torch.tensor(pos),
+        torch.tensor(owner),
+        torch.tensor(is_a),
+        torch.tensor(seg_id),
+        first_pos,
+        rest,
+    )
 
 
-def _packed_attention_mask(owner: torch.Tensor, is_a: torch.Tensor, seg_id: torch.Tensor, n_cached: int,
-                           dtype: torch.dtype) -> torch.Tensor:
+def _packed_attention_mask(
+    owner: torch.Tensor,
+    is_a: torch.Tensor,
+    seg_id: torch.Tensor,
+    n_cached: int,
+    dtype: torch.dtype,
+    pos: torch.Tensor | None = None,
+    window: int | None = None,
+) -> torch.Tensor:
     """(1, 1, N, n_cached + N) additive mask: every token sees the whole prefix; inside the suffix, token u
     sees an earlier token v of its own segment, or of its own input's A-segment (a label continuation
-    reads its input). 0 where allowed, the dtype's minimum where not."""
+    reads its input). 0 where allowed, the dtype's minimum where not. With a sliding ``window`` (and the
+    suffix's positions ``pos``), u sees only keys fewer than ``window`` positions back, as the model's own
+    sliding-window mask (``q − k < window``) does in the naive scorer."""
     n = len(owner)
-    earlier = torch.arange(n).unsqueeze(0) <= torch.arange(n).unsqueeze(1)          # (N, N): v ≤ u
+    earlier = torch.arange(n).unsqueeze(0) <= torch.arange(n).unsqueeze(1)  # (N, N): v ≤ u
     same_seg = seg_id.unsqueeze(0) == seg_id.unsqueeze(1)
-    reads_input = (owner.unsqueeze(0) == owner.unsqueeze(1)) & is_a.unsqueeze(0)      # v in u's input segment
+    reads_input = (owner.unsqueeze(0) == owner.unsqueeze(1)) & is_a.unsqueeze(0)  # v in u's input segment
     allowed = torch.cat([torch.ones(n, n_cached, dtype=torch.bool), earlier & (same_seg | reads_input)], dim=1)
+    if window is not None:
+        key_pos = torch.cat([torch.arange(n_cached), pos])  # the prefix sits at 0..n_cached-1
+        allowed &= (pos.unsqueeze(1) - key_pos.unsqueeze(0)) < window
     mask = torch.zeros(allowed.shape, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[None, None]
 
 
+def _packed_masks_for_layers(config, owner, is_a, seg_id, pos, n_cached: int, dtype: torch.dtype, device):
+    """The packed mask for every kind of attention layer the model has, read from its config.
+
+    A 4-D mask is used by every layer as it is, so a model's sliding window (``config.sliding_window``) must be
+    built into it, or the cached scores differ from the naive ones once a prompt is longer than the window.
+    Without ``layer_types`` a set window applies to every layer (Mistral, Phi-3): one sliding mask. With
+    ``layer_types`` mixing full and sliding layers (Gemma 2, Qwen2 with use_sliding_window) the model takes a
+    dict layer type → mask.
+    """
+    full = _packed_attention_mask(owner, is_a, seg_id, n_cached, dtype).to(device)
+    window = getattr(config, "sliding_window", None)
+    if not window:
+        return full
+    sliding = _packed_attention_mask(owner, is_a, seg_id, n_cached, dtype, pos=pos, window=int(window)).to(device)
+    layer_types = set(getattr(config, "layer_types", None) or ["sliding_attention"])
+    by_type = {"full_attention": full, "sliding_attention": sliding}
+    unknown = layer_types - set(by_type)
+    if unknown:
+        raise CourseError(
+            f"cached scoring knows full and sliding-window attention layers, not {sorted(unknown)}; "
+            "use score_label_words_naive for this model"
+        )
+    if len(layer_types) == 1:
+        return by_type[layer_types.pop()]
+    return {t: by_type[t] for t in layer_types}
+
+
 @torch.no_grad()
-def score_label_words_cached(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prefix: str,
-                             inputs: Sequence[str], label_words: Sequence[str], reduction: str = "sum",
-                             batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+def score_label_words_cached(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prefix: str,
+    inputs: Sequence[str],
+    label_words: Sequence[str],
+    reduction: str = "sum",
+    batch_size: int = 16,
+    progress: bool = False,
+) -> torch.Tensor:
     """log P(label_words[c] | prefix + inputs[i]), computing the shared prefix only once.
 
     1. The prefix (BOS + prefix tokens, all but its last token) runs once; each layer's keys/values are kept.
@@ -375,45 +445,55 @@ def score_label_words_cached(model: PreTrainedModel, tokenizer: PreTrainedTokeni
     whole word) or averaged (``"mean"``). Returns (n_inputs, n_labels) natural-log probabilities, equal to
     :func:`score_label_words_naive` up to float rounding.
     """
-    _check_reduction(reduction)
+    check_model_and_tokenizer(model, tokenizer, "score_label_words_cached")
+    check_reduction(reduction)
     prefix_ids = encode_prefix(tokenizer, prefix)
     input_ids = encode_inputs(tokenizer, inputs)
     label_ids = label_word_ids(tokenizer, label_words)
     _check_lengths(model, len(prefix_ids), input_ids, label_ids)
     device, dtype = model.device, model.dtype
-    n_cached = len(prefix_ids) - 1                                              # the last prefix token leads each input
-    prefix_layers = encode_prefix_cache(model, prefix_ids[:-1])                 # [(1, heads, n_cached, head_dim)] × layers
-    first_ids = torch.tensor([t[0] for t in label_ids])                        # (C,)
-    n_tokens = torch.tensor([len(t) for t in label_ids])                       # (C,)
+    n_cached = len(prefix_ids) - 1  # the last prefix token leads each input
+    prefix_layers = encode_prefix_cache(model, prefix_ids[:-1])  # [(1, heads, n_cached, head_dim)] × layers
+    first_ids = torch.tensor([t[0] for t in label_ids])  # (C,)
+    n_tokens = torch.tensor([len(t) for t in label_ids])  # (C,)
     max_tokens = int(n_tokens.max())
     out = torch.zeros(len(inputs), len(label_words))
 
     starts = range(0, len(inputs), batch_size)
     if progress:
         from tqdm.auto import tqdm
+
         starts = tqdm(starts, desc="scoring", leave=False)
     for start in starts:
         rows = list(range(start, min(start + batch_size, len(inputs))))
         ids, pos, owner, is_a, seg_id, first_pos, rest = _packed_suffixes(
-            prefix_ids[-1], [input_ids[i] for i in rows], label_ids, n_cached)
-        mask = _packed_attention_mask(owner, is_a, seg_id, n_cached, dtype)    # (1, 1, N, n_cached + N)
-        keep = torch.tensor(first_pos + [p for _, _, p, _ in rest])            # positions whose logits we need
-        cache = _cache_from_layers(prefix_layers, 1) if prefix_layers else DynamicCache()
-        logits = model(input_ids=ids[None].to(device), attention_mask=mask.to(device),
-                       position_ids=pos[None].to(device), cache=cache, use_cache=True,
-                       logits_to_keep=keep.to(device)).logits[0]               # (len(keep), vocab)
+            prefix_ids[-1], [input_ids[i] for i in rows], label_ids, n_cached
+        )
+        # (1, 1, N, n_cached + N), or one such mask per attention-layer type (sliding windows)
+        mask = _packed_masks_for_layers(model.config, owner, is_a, seg_id, pos, n_cached, dtype, device)
+        keep = torch.tensor(first_pos + [p for _, _, p, _ in rest])  # positions whose logits we need
+        cache = expand_cache(prefix_layers, 1) if prefix_layers else DynamicCache()
+        logits = model(
+            input_ids=ids[None].to(device),
+            attention_mask=mask,
+            position_ids=pos[None].to(device),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=keep.to(device),
+        ).logits[0]  # (len(keep), vocab)
         logp = F.log_softmax(logits.float(), dim=-1).cpu()
-        token_lp = torch.zeros(len(rows), len(label_words), max_tokens)        # (b, C, max label tokens)
-        token_lp[:, :, 0] = logp[:len(rows)][:, first_ids]
+        token_lp = torch.zeros(len(rows), len(label_words), max_tokens)  # (b, C, max label tokens)
+        token_lp[:, :, 0] = logp[: len(rows)][:, first_ids]
         for j, (r, c, _, t) in enumerate(rest):
             token_lp[r, c, t] = logp[len(rows) + j, label_ids[c][t]]
-        out[rows] = _reduce(token_lp, n_tokens, reduction)
+        out[rows] = reduce_logprobs(token_lp, n_tokens, reduction)
     return out
 
 
 # ---------------------------------------------------------------------------------------------------
 # Contextual calibration (Zhao et al. 2021)
 # ---------------------------------------------------------------------------------------------------
+
 
 def label_probs(label_logprobs: torch.Tensor) -> torch.Tensor:
     """p̂: the label scores renormalised over the C labels (a softmax of the log-probs). (n, C) → (n, C)."""
@@ -429,7 +509,12 @@ def content_free_distribution(content_free_logprobs: torch.Tensor) -> torch.Tens
     lp = torch.as_tensor(content_free_logprobs, dtype=torch.float64)
     if lp.dim() == 1:
         lp = lp.unsqueeze(0)
-    mean_lp = torch.logsumexp(lp, dim=0) - np.log(lp.shape[0])                 # log of the mean probability
+    if lp.shape[0] == 0 or lp.dim() != 2:
+        raise CourseError(
+            f"content-free log-probs must be (m ≥ 1, C), got shape {tuple(lp.shape)}: calibration "
+            f"needs at least one content-free input, e.g. {list(CONTENT_FREE_INPUTS)}"
+        )
+    mean_lp = torch.logsumexp(lp, dim=0) - np.log(lp.shape[0])  # log of the mean probability
     return torch.softmax(mean_lp, dim=-1)
 
 
@@ -441,10 +526,10 @@ def contextual_calibration(label_logprobs: torch.Tensor, content_free_logprobs: 
     probabilities. Zhao et al. write q = softmax(W p̂ + b) with b = 0; their code takes argmax(W p̂),
     which picks the same label as our renormalised W p̂.
     """
-    p_hat = label_probs(label_logprobs)                                         # (n, C)
-    p_cf = content_free_distribution(content_free_logprobs)                    # (C,)
-    W = torch.diag(1.0 / p_cf)                                                  # (C, C)
-    q = p_hat @ W.T                                                             # (n, C): row i is W p̂_i
+    p_hat = label_probs(label_logprobs)  # (n, C)
+    p_cf = content_free_distribution(content_free_logprobs)  # (C,)
+    W = torch.diag(1.0 / p_cf)  # (C, C)
+    q = p_hat @ W.T  # (n, C): row i is W p̂_i
     return q / q.sum(-1, keepdim=True)
 
 
@@ -452,14 +537,16 @@ def contextual_calibration(label_logprobs: torch.Tensor, content_free_logprobs: 
 # Choosing demonstrations
 # ---------------------------------------------------------------------------------------------------
 
+
 def _pool_rows(pool: Any) -> list[dict]:
     if hasattr(pool, "column_names"):  # a datasets.Dataset
         return [{"text": t, "label": int(y)} for t, y in zip(pool["text"], pool["label"])]
     return [{"text": t, "label": y} for t, y in _as_demos(pool)]
 
 
-def sample_demonstrations(pool: Any, k: int, seed: int, *, balanced: bool = False,
-                          exclude_texts: Iterable[str] = ()) -> list[dict]:
+def sample_demonstrations(
+    pool: Any, k: int, seed: int, *, balanced: bool = False, exclude_texts: Iterable[str] = ()
+) -> list[dict]:
     """k demonstrations drawn without replacement from ``pool`` (a Dataset or (text, label) pairs).
 
     The same ``seed`` always gives the same demonstrations in the same order. ``exclude_texts``
@@ -472,7 +559,10 @@ def sample_demonstrations(pool: Any, k: int, seed: int, *, balanced: bool = Fals
     excluded = set(exclude_texts)
     allowed = np.array([i for i, r in enumerate(rows) if r["text"] not in excluded], dtype=int)
     if k > len(allowed):
-        raise CourseError(f"cannot draw {k} demonstrations from a pool of {len(allowed)} allowed examples")
+        raise CourseError(
+            f"cannot draw {k} demonstrations from a pool of {len(allowed)} allowed examples "
+            "(test texts excluded); lower k or give a larger pool"
+        )
     rng = np.random.default_rng(seed)
     if not balanced:
         chosen = rng.choice(allowed, size=k, replace=False)
@@ -481,6 +571,16 @@ def sample_demonstrations(pool: Any, k: int, seed: int, *, balanced: bool = Fals
         classes = np.unique(labels)
         per_class = {c: rng.permutation(allowed[labels == c]).tolist() for c in classes}
         order = np.concatenate([rng.permutation(classes) for _ in range(k // len(classes) + 1)])[:k]
+        short = {
+            int(c): (int((order == c).sum()), len(per_class[c]))
+            for c in classes
+            if (order == c).sum() > len(per_class[c])
+        }
+        if short:
+            raise CourseError(
+                f"a balanced sample of {k} needs more examples of some classes than the pool has "
+                f"(class: needed, available) {short}; lower k, use balanced=False, or give a larger pool"
+            )
         chosen = [per_class[c].pop() for c in order]
         chosen = rng.permutation(np.array(chosen, dtype=int))
     return [dict(rows[i], index=int(i)) for i in chosen]
@@ -498,35 +598,35 @@ def randomize_labels(demonstrations: Sequence[Any], n_labels: int, seed: int) ->
     return [{"text": t, "label": int(rng.integers(n_labels))} for t, _ in _as_demos(demonstrations)]
 
 
-@torch.no_grad()
-def embed_sentences(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
-                    batch_size: int = 64, max_length: int = 128) -> torch.Tensor:
-    """Sentence embeddings by mean pooling an encoder's last hidden states over real tokens, L2-normalised.
-
-    This is how sentence-transformers/all-MiniLM-L6-v2 is meant to be used. Returns (n, hidden).
-    """
-    chunks = []
-    for start in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                        max_length=max_length, return_tensors="pt").to(model.device)
-        hidden = model(**enc).last_hidden_state                                 # (b, T, hidden)
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)            # (b, T, 1)
-        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        chunks.append(F.normalize(mean.float(), dim=-1).cpu())
-    return torch.cat(chunks)
-
-
-def nearest_neighbour_indices(pool_embeddings: torch.Tensor, query_embeddings: torch.Tensor, k: int, *,
-                              pool_texts: Sequence[str] | None = None,
-                              query_texts: Sequence[str] | None = None) -> torch.Tensor:
+def nearest_neighbour_indices(
+    pool_embeddings: torch.Tensor,
+    query_embeddings: torch.Tensor,
+    k: int,
+    *,
+    pool_texts: Sequence[str] | None = None,
+    query_texts: Sequence[str] | None = None,
+) -> torch.Tensor:
     """KATE (Liu et al. 2022): for each query, the k pool rows with the highest cosine similarity.
 
-    Embeddings: (n_pool, d) and (n_query, d), L2-normalised. A pool row whose text equals the query's
-    text is never chosen (it would leak the label). Each row of the (n_query, k) result is ordered from
-    least to most similar, so the most similar demonstration sits right before the test input
-    (Liu et al.'s "reversed" order).
+    Embeddings: (n_pool, d) and (n_query, d), L2-normalised. The test input itself is never chosen (it
+    would leak its label): a pool row whose text equals the query's text (when the texts are given), or
+    whose embedding equals the query's (cosine ≥ 1 − 1e-6: the same sentence, even without texts), is
+    skipped. Each row of the (n_query, k) result is ordered from least to most similar, so the most similar
+    demonstration sits right before the test input (Liu et al.'s "reversed" order).
     """
-    sims = query_embeddings @ pool_embeddings.T                                  # (n_query, n_pool)
+    if (
+        pool_embeddings.dim() != 2
+        or query_embeddings.dim() != 2
+        or pool_embeddings.shape[1] != query_embeddings.shape[1]
+    ):
+        raise CourseError(
+            f"embeddings must be (n_pool, d) and (n_query, d) with the same d, got "
+            f"{tuple(pool_embeddings.shape)} and {tuple(query_embeddings.shape)}"
+        )
+    if (pool_texts is None) != (query_texts is None):
+        raise CourseError("give both pool_texts and query_texts (or neither)")
+    sims = (query_embeddings @ pool_embeddings.T).clone()  # (n_query, n_pool)
+    sims[sims >= 1 - 1e-6] = -float("inf")  # the query itself, by embedding
     if pool_texts is not None and query_texts is not None:
         where = {}
         for j, t in enumerate(pool_texts):
@@ -534,7 +634,13 @@ def nearest_neighbour_indices(pool_embeddings: torch.Tensor, query_embeddings: t
         for i, t in enumerate(query_texts):
             for j in where.get(t, []):
                 sims[i, j] = -float("inf")
-    top = sims.topk(k, dim=-1).indices                                          # most similar first
+    usable = int(torch.isfinite(sims).sum(-1).min()) if sims.numel() else 0
+    if not 0 <= k <= usable:
+        raise CourseError(
+            f"cannot choose k = {k} nearest demonstrations: the pool has {pool_embeddings.shape[0]} "
+            f"rows, {usable} usable for every query once each query itself is left out; lower k"
+        )
+    top = sims.topk(k, dim=-1).indices  # most similar first
     return top.flip(-1)
 
 
@@ -542,11 +648,12 @@ def nearest_neighbour_indices(pool_embeddings: torch.Tensor, query_embeddings: t
 # In-context classification: prompt → scores → predictions
 # ---------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class ICLScores:
     """Label log-probs of the test inputs and of the content-free inputs under one prompt."""
 
-    logprobs: torch.Tensor               # (n, C)
+    logprobs: torch.Tensor  # (n, C)
     content_free_logprobs: torch.Tensor  # (m, C)
     n_demonstrations: int
     prefix: str
@@ -557,8 +664,14 @@ class ICLScores:
         return scores.argmax(-1)
 
 
-def fit_demonstrations(tokenizer: PreTrainedTokenizerBase, demonstrations: Sequence[Any], test_examples:
-                       Sequence[Any], fmt: PromptFormat, window: int, on_overflow: str = "error") -> list:
+def fit_demonstrations(
+    tokenizer: PreTrainedTokenizerBase,
+    demonstrations: Sequence[Any],
+    test_examples: Sequence[Any],
+    fmt: PromptFormat,
+    window: int,
+    on_overflow: str = "error",
+) -> list:
     """The demonstrations that fit ``window`` tokens with the longest test input and label.
 
     ``on_overflow="error"`` raises :class:`ContextWindowError` with the lengths; ``"drop"`` removes
@@ -580,43 +693,67 @@ def fit_demonstrations(tokenizer: PreTrainedTokenizerBase, demonstrations: Seque
         raise ContextWindowError(
             f"the prompt is {n_prefix + n_query + longest_label} tokens (prefix with {len(demos)} demonstrations "
             f"{n_prefix} + longest input {n_query} + longest label {longest_label}) but the model's context "
-            f"window is {window} tokens. Use fewer demonstrations, shorter ones, or on_overflow='drop'.")
+            f"window is {window} tokens. Use fewer demonstrations, shorter ones, or on_overflow='drop'."
+        )
     original = n_prefix + n_query + longest_label
     while demos and sum(total(demos)) + longest_label > window:
         demos = demos[1:]
     n_prefix, n_query = total(demos)
     if n_prefix + n_query + longest_label > window:
-        raise ContextWindowError(f"even with no demonstrations the prompt is {n_prefix + n_query + longest_label} "
-                                 f"tokens, more than the context window of {window}: shorten the test input.")
-    warnings.warn(f"dropped {len(demonstrations) - len(demos)} of {len(demonstrations)} demonstrations: the prompt "
-                  f"was {original} tokens, the context window is {window}; now {n_prefix + n_query + longest_label}.",
-                  stacklevel=2)
+        raise ContextWindowError(
+            f"even with no demonstrations the prompt is {n_prefix + n_query + longest_label} "
+            f"tokens, more than the context window of {window}: shorten the test input."
+        )
+    warnings.warn(
+        f"dropped {len(demonstrations) - len(demos)} of {len(demonstrations)} demonstrations: the prompt "
+        f"was {original} tokens, the context window is {window}; now {n_prefix + n_query + longest_label}.",
+        stacklevel=2,
+    )
     return demos
 
 
-def score_icl(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, demonstrations: Sequence[Any],
-              test_examples: Sequence[Any], fmt: PromptFormat, *, reduction: str = "sum", batch_size: int = 16,
-              content_free_inputs: Sequence[str] = CONTENT_FREE_INPUTS, on_overflow: str = "error",
-              progress: bool = False) -> ICLScores:
+def score_icl(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    demonstrations: Sequence[Any],
+    test_examples: Sequence[Any],
+    fmt: PromptFormat,
+    *,
+    reduction: str = "sum",
+    batch_size: int = 16,
+    content_free_inputs: Sequence[str] = CONTENT_FREE_INPUTS,
+    on_overflow: str = "error",
+    progress: bool = False,
+) -> ICLScores:
     """Score every test example (and each content-free input) under one k-shot prompt, cached.
 
     ``demonstrations``: (text, label) pairs or rows; ``test_examples``: strings or rows (labels unread).
     """
-    demos = fit_demonstrations(tokenizer, demonstrations, list(test_examples) + list(content_free_inputs), fmt,
-                               context_length(model), on_overflow)
+    check_model_and_tokenizer(model, tokenizer, "score_icl")
+    _check_examples(test_examples)
+    _check_examples(content_free_inputs, "content_free_inputs")
+    demos = fit_demonstrations(
+        tokenizer,
+        demonstrations,
+        list(test_examples) + list(content_free_inputs),
+        fmt,
+        context_length(model),
+        on_overflow,
+    )
     prefix, queries = build_prefix_and_queries(demos, list(test_examples), fmt)
     cf_queries = [build_query(x, fmt, after_prefix=bool(prefix)) for x in content_free_inputs]
-    lp = score_label_words_cached(model, tokenizer, prefix, queries + cf_queries, fmt.label_words,
-                                  reduction=reduction, batch_size=batch_size, progress=progress)
+    lp = score_label_words_cached(
+        model,
+        tokenizer,
+        prefix,
+        queries + cf_queries,
+        fmt.label_words,
+        reduction=reduction,
+        batch_size=batch_size,
+        progress=progress,
+    )
     n = len(queries)
     return ICLScores(lp[:n], lp[n:], len(demos), prefix)
-
-
-def accuracy(scores: torch.Tensor, labels: Sequence[int]) -> float:
-    """Fraction of rows whose argmax equals the label. scores: (n, C) (log-)probs, or (n,) predictions."""
-    scores = torch.as_tensor(scores)
-    preds = scores.argmax(-1) if scores.dim() == 2 else scores
-    return float((preds == torch.as_tensor(list(labels))).float().mean())
 
 
 def majority_baseline(train_labels: Sequence[int], test_labels: Sequence[int]) -> float:
@@ -625,10 +762,20 @@ def majority_baseline(train_labels: Sequence[int], test_labels: Sequence[int]) -
     return float(np.mean(np.asarray(test_labels) == majority))
 
 
-def accuracy_vs_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train: Any, test: Any,
-                  fmt: PromptFormat, ks: Sequence[int] = (0, 1, 2, 4, 8), n_demo_sets: int = 5, seed: int = 0,
-                  n_orderings: int = 1, random_labels: bool = False, batch_size: int = 16,
-                  progress: bool = True) -> "pd.DataFrame":
+def accuracy_vs_k(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train: Any,
+    test: Any,
+    fmt: PromptFormat,
+    ks: Sequence[int] = (0, 1, 2, 4, 8),
+    n_demo_sets: int = 5,
+    seed: int = 0,
+    n_orderings: int = 1,
+    random_labels: bool = False,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> pd.DataFrame:
     """Accuracy (raw and calibrated) for each k, over ``n_demo_sets`` seeded demonstration sets and
     ``n_orderings`` orderings of each set. One row per (k, demo_set, ordering); k = 0 has one row.
 
@@ -640,8 +787,12 @@ def accuracy_vs_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
 
     test_rows = _pool_rows(test)
     texts, labels = [r["text"] for r in test_rows], [r["label"] for r in test_rows]
-    jobs = [(k, s, o) for k in ks for s in (range(1) if k == 0 else range(n_demo_sets))
-            for o in (range(1) if k <= 1 else range(n_orderings))]
+    jobs = [
+        (k, s, o)
+        for k in ks
+        for s in (range(1) if k == 0 else range(n_demo_sets))
+        for o in (range(1) if k <= 1 else range(n_orderings))
+    ]
     rows = []
     for k, s, o in tqdm(jobs, desc="k-shot runs", disable=not progress):
         demos = sample_demonstrations(train, k, seed=seed * 1000 + 10 * k + s, exclude_texts=texts)
@@ -650,6 +801,13 @@ def accuracy_vs_k(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tr
         if random_labels:
             demos = randomize_labels(demos, len(fmt.label_words), seed=seed * 1000 + 10 * k + s)
         sc = score_icl(model, tokenizer, demos, texts, fmt, batch_size=batch_size)
-        rows.append(dict(k=k, demo_set=s, ordering=o, accuracy=accuracy(sc.predictions(), labels),
-                         calibrated_accuracy=accuracy(sc.predictions(calibrate=True), labels)))
+        rows.append(
+            dict(
+                k=k,
+                demo_set=s,
+                ordering=o,
+                accuracy=accuracy(sc.predictions(), labels),
+                calibrated_accuracy=accuracy(sc.predictions(calibrate=True), labels),
+            )
+        )
     return pd.DataFrame(rows)

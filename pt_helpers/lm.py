@@ -1,34 +1,30 @@
-"""Language-model probability by the chain rule: P(w1..wn) = Π_i P(w_i | w_<i).
+"""Language-model probability by the chain rule: P(w1..wn) = Π_i P(w_i | w_<i) (taught in chapter 01).
 
 Every function here works on a causal LM (GPT-2 family) and returns natural-log probabilities.
 The first token of a text has no left context, so we put the model's BOS token
 (``<|endoftext|>`` for GPT-2) in front: then *every* token of the text gets a conditional probability.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import ContextWindowError, EmptyTextError, LabelWordError
-from .models import context_length
-
-
-def check_fits_context(model: PreTrainedModel, n_tokens: int, what: str = "input") -> None:
-    """Raise ``ContextWindowError`` (with both lengths) if ``n_tokens`` exceed the model's window."""
-    window = context_length(model)
-    if n_tokens > window:
-        raise ContextWindowError(
-            f"{what} is {n_tokens} tokens but the model's context window is {window} tokens; "
-            f"shorten it by at least {n_tokens - window} tokens (fewer demonstrations, a shorter text, "
-            "or truncation).")
+from .errors import EmptyTextError, LabelWordError
+from .frozen import check_context, check_model_and_tokenizer
 
 
 def bos_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The id that starts a text: BOS, else EOS (GPT-2 uses ``<|endoftext|>`` for both), else CLS."""
+    """The id that starts a text: BOS, else EOS, else CLS.
+
+    GPT-2 uses ``<|endoftext|>`` for both BOS and EOS. With no BOS (Qwen2's tokenizer has none), the
+    end-of-text token conditions the first word, as Qwen's own pretraining documents separate: a text that
+    follows ``<|endoftext|>`` is exactly what the model saw at the start of every document.
+    """
     for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.cls_token_id):
         if tid is not None:
             return tid
@@ -36,7 +32,11 @@ def bos_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, text: str, *, prepend_bos: bool = True) -> list[int]:
-    """Token ids of ``text``, with the BOS token in front when ``prepend_bos``. Empty text is an error."""
+    """Token ids of ``text``, with exactly one start token (``bos_token_id``) in front when ``prepend_bos``.
+
+    The text is tokenized with ``add_special_tokens=False``, so a tokenizer that adds BOS itself (Llama,
+    Mistral, Gemma, Phi-3) adds nothing here, and the start token is never doubled. Empty text is an error.
+    """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if not text.strip():
@@ -47,8 +47,9 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str, *, prepend_bos: bool =
     return ids
 
 
-def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor,
-                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def token_logprobs(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """log P(x_t | x_<t) for t = 1..T-1.
 
     input_ids: (batch, T) → returns (batch, T-1); entry [b, t-1] scores token t. Positions where
@@ -56,13 +57,13 @@ def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor,
     """
     if input_ids.dim() == 1:
         input_ids = input_ids.unsqueeze(0)
-    check_fits_context(model, input_ids.shape[1])
+    check_context(model, input_ids.shape[1])
     input_ids = input_ids.to(model.device)
     if attention_mask is not None:
         attention_mask = attention_mask.to(model.device)
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (batch, T, vocab)
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)                     # predicts tokens 1..T-1
-    out = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)         # (batch, T-1)
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # predicts tokens 1..T-1
+    out = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (batch, T-1)
     if attention_mask is not None:
         out = out * attention_mask[:, 1:].to(out.dtype)
     return out
@@ -71,13 +72,15 @@ def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor,
 @torch.no_grad()
 def sequence_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str) -> float:
     """log P(text) = Σ_i log P(w_i | BOS, w_<i): the chain rule, summed over every token of ``text``."""
+    check_model_and_tokenizer(model, tokenizer, "sequence_logprob")
     ids = torch.tensor([encode(tokenizer, text)])
     return token_logprobs(model, ids).sum().item()
 
 
 @torch.no_grad()
-def conditional_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str,
-                        target: str, reduction: str = "sum") -> float:
+def conditional_logprob(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: str, target: str, reduction: str = "sum"
+) -> float:
     """log P(target | prompt): the chain rule over the target's tokens only.
 
     ``prompt`` and ``target`` are tokenized separately and concatenated, so the boundary between them
@@ -85,18 +88,20 @@ def conditional_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     (``" positive"``, id 3967) from the word at the start of a text (``"positive"``).
     ``reduction``: ``"sum"`` (the log-probability) or ``"mean"`` (per target token).
     """
+    check_model_and_tokenizer(model, tokenizer, "conditional_logprob")
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     prompt_ids = encode(tokenizer, prompt) if prompt.strip() else [bos_token_id(tokenizer)]
     target_ids = encode(tokenizer, target, prepend_bos=False)
     ids = torch.tensor([prompt_ids + target_ids])
-    lp = token_logprobs(model, ids)[0, len(prompt_ids) - 1:]  # the target's tokens only
+    lp = token_logprobs(model, ids)[0, len(prompt_ids) - 1 :]  # the target's tokens only
     return (lp.sum() if reduction == "sum" else lp.mean()).item()
 
 
 @torch.no_grad()
 def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str) -> float:
     """exp(-(1/n) Σ log P(w_i | w_<i)) over the n tokens of ``text`` (BOS as the first context)."""
+    check_model_and_tokenizer(model, tokenizer, "perplexity")
     lp = token_logprobs(model, torch.tensor([encode(tokenizer, text)]))
     return math.exp(-lp.mean().item())
 
@@ -119,7 +124,8 @@ def label_token_id(tokenizer: PreTrainedTokenizerBase, word: str) -> int:
         raise LabelWordError(
             f"label word {word!r} is {len(ids)} tokens {pieces}, but one token is required here. "
             "Pick a one-token word (try it with a leading space for GPT-2), or score multi-token "
-            "label words with conditional_logprob (one text) or icl.score_label_words_cached (many).")
+            "label words with conditional_logprob (one text) or icl.score_label_words_cached (many)."
+        )
     return ids[0]
 
 
@@ -137,15 +143,18 @@ def surprisal_table(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
 
     The rows' ``logprob`` column sums to ``sequence_logprob(model, tokenizer, text)``.
     """
+    check_model_and_tokenizer(model, tokenizer, "surprisal_table")
     import pandas as pd
 
     ids = encode(tokenizer, text)
     lp = token_logprobs(model, torch.tensor([ids]))[0].cpu()  # (n,)
-    return pd.DataFrame({
-        "position": range(1, len(ids)),
-        "token": [repr(tokenizer.convert_tokens_to_string([t])) for t in tokenizer.convert_ids_to_tokens(ids[1:])],
-        "id": ids[1:],
-        "logprob": lp.numpy(),
-        "prob": lp.exp().numpy(),
-        "surprisal_bits": (-lp / math.log(2)).numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "position": range(1, len(ids)),
+            "token": [repr(tokenizer.convert_tokens_to_string([t])) for t in tokenizer.convert_ids_to_tokens(ids[1:])],
+            "id": ids[1:],
+            "logprob": lp.numpy(),
+            "prob": lp.exp().numpy(),
+            "surprisal_bits": (-lp / math.log(2)).numpy(),
+        }
+    )

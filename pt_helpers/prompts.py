@@ -1,4 +1,4 @@
-"""Discrete prompts: templates, verbalisers, cloze scoring, prompt search and generation prompts.
+"""Discrete prompts (chapter 04): templates, verbalisers, cloze scoring, prompt search and generation prompts.
 
 A discrete prompt turns a classification task into language modelling (Schick & Schütze 2021, PET):
 
@@ -18,11 +18,12 @@ A discrete prompt turns a classification task into language modelling (Schick & 
   *training* split only; :func:`search_then_evaluate` scores the result on a held-out split afterwards.
 * :func:`generate_with_prompt` and :func:`rouge` do "TL;DR:" summarisation scored by ``rouge-score``.
 """
+
 from __future__ import annotations
 
 import string
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,12 +32,13 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import CourseError, LabelWordError
-from .lm import bos_token_id, check_fits_context
+from .frozen import check_context
+from .lm import bos_token_id
+from .scoring import REDUCTIONS, accuracy, check_reduction, embed_sentences, reduce_logprobs  # noqa: F401
 
 INPUT_FIELDS = ("text", "premise", "hypothesis")
 MASK_FIELD = "mask"
 FIELD_SETS = (("text",), ("premise", "hypothesis"))
-REDUCTIONS = ("sum", "mean")
 WORD_POOLING = ("logsumexp", "max", "mean")
 MULTI_TOKEN_MODES = ("parallel", "left_to_right")
 
@@ -69,26 +71,33 @@ class Template:
         try:
             parsed = list(string.Formatter().parse(self.pattern))
         except ValueError as exc:
-            raise TemplateError(f"template {self.pattern!r} is not a valid pattern ({exc}); write literal "
-                                "braces as '{{' and '}}'.") from None
+            raise TemplateError(
+                f"template {self.pattern!r} is not a valid pattern ({exc}); write literal braces as '{{{{' and '}}}}'."
+            ) from None
         names = [name for _, name, _, _ in parsed if name is not None]
         for name in names:
             if name == "":
-                raise TemplateError(f"template {self.pattern!r} has an empty placeholder '{{}}'; name it: "
-                                    "{text}, {premise}, {hypothesis} or {mask}.")
+                raise TemplateError(
+                    f"template {self.pattern!r} has an empty placeholder '{{}}'; name it: "
+                    "{text}, {premise}, {hypothesis} or {mask}."
+                )
             if name not in INPUT_FIELDS + (MASK_FIELD,):
                 raise TemplateError(
                     f"template {self.pattern!r} has an unknown placeholder {{{name}}}; valid placeholders: "
-                    "{text}, {premise}, {hypothesis}, {mask}.")
+                    "{text}, {premise}, {hypothesis}, {mask}."
+                )
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
-            raise TemplateError(f"template {self.pattern!r} repeats placeholder(s) "
-                                f"{', '.join('{' + n + '}' for n in repeated)}; use each exactly once.")
+            raise TemplateError(
+                f"template {self.pattern!r} repeats placeholder(s) "
+                f"{', '.join('{' + n + '}' for n in repeated)}; use each exactly once."
+            )
         inputs = tuple(n for n in INPUT_FIELDS if n in names)
         if inputs not in FIELD_SETS:
             raise TemplateError(
                 f"template {self.pattern!r} has input placeholder(s) {list(inputs) or 'none'}; it needs "
-                "{text} (one-text tasks) or both {premise} and {hypothesis} (CB, RTE).")
+                "{text} (one-text tasks) or both {premise} and {hypothesis} (CB, RTE)."
+            )
         object.__setattr__(self, "fields", inputs)
         object.__setattr__(self, "has_mask", MASK_FIELD in names)
         if not self.name:
@@ -97,8 +106,10 @@ class Template:
     def _values(self, example: Mapping[str, str]) -> dict[str, str]:
         missing = [f for f in self.fields if f not in example]
         if missing:
-            raise TemplateError(f"the example has no {missing} field(s) that template {self.name!r} needs; it "
-                                f"has {sorted(example)}. Use a template with the task's fields {list(example)}.")
+            raise TemplateError(
+                f"the example has no {missing} field(s) that template {self.name!r} needs; it "
+                f"has {sorted(example)}. Use a template with the task's fields {list(example)}."
+            )
         return {f: str(example[f]).strip() for f in self.fields}
 
     def split(self, example: Mapping[str, str]) -> tuple[str, str]:
@@ -119,15 +130,16 @@ class Template:
         sep = "" if (not before or before[-1].isspace()) else " "
         return before + sep + answer + after
 
-    def check_task(self, task: str) -> "Template":
+    def check_task(self, task: str) -> Template:
         """Raise ``TemplateError`` unless the template's fields are the task's text columns; return self."""
         from .data import task_info
 
         cols = task_info(task).text_columns
         if tuple(cols) != self.fields:
-            raise TemplateError(f"task {task!r} has fields {list(cols)} but template {self.name!r} uses "
-                                f"{list(self.fields)}; write the template with "
-                                + " and ".join("{" + c + "}" for c in cols) + ".")
+            raise TemplateError(
+                f"task {task!r} has fields {list(cols)} but template {self.name!r} uses "
+                f"{list(self.fields)}; write the template with " + " and ".join("{" + c + "}" for c in cols) + "."
+            )
         return self
 
 
@@ -142,11 +154,14 @@ class Verbalizer:
     word and no word may belong to two labels.
     """
 
-    def __init__(self, words: Mapping[str, str | Sequence[str]], label_names: Sequence[str] | None = None,
-                 name: str = ""):
+    def __init__(
+        self, words: Mapping[str, str | Sequence[str]], label_names: Sequence[str] | None = None, name: str = ""
+    ):
         if not isinstance(words, Mapping) or not words:
-            raise LabelWordError("a verbaliser needs a non-empty dict label → word(s), e.g. "
-                                 "{'negative': 'terrible', 'positive': 'great'}.")
+            raise LabelWordError(
+                "a verbaliser needs a non-empty dict label → word(s), e.g. "
+                "{'negative': 'terrible', 'positive': 'great'}."
+            )
         if label_names is not None:
             label_names = [str(n) for n in label_names]
             unknown = [k for k in words if k not in label_names]
@@ -154,8 +169,9 @@ class Verbalizer:
                 raise LabelWordError(f"unknown label(s) {unknown}; the task's labels are {label_names}.")
             missing = [n for n in label_names if n not in words]
             if missing:
-                raise LabelWordError(f"label(s) {missing} have no words; give every label of {label_names} "
-                                     "at least one word.")
+                raise LabelWordError(
+                    f"label(s) {missing} have no words; give every label of {label_names} at least one word."
+                )
         self.labels: list[str] = list(label_names) if label_names is not None else [str(k) for k in words]
         self.words: dict[str, list[str]] = {}
         owner: dict[str, str] = {}
@@ -169,14 +185,16 @@ class Verbalizer:
                     raise LabelWordError(f"label {label!r} has an empty word {w!r}; use a real word.")
                 key = w.strip().casefold()
                 if key in owner and owner[key] != label:
-                    raise LabelWordError(f"labels {owner[key]!r} and {label!r} both use the word {w.strip()!r}; "
-                                         "each word may verbalise one label only.")
+                    raise LabelWordError(
+                        f"labels {owner[key]!r} and {label!r} both use the word {w.strip()!r}; "
+                        "each word may verbalise one label only."
+                    )
                 owner[key] = label
             self.words[label] = [w.strip() for w in ws]
         self.name = name or " / ".join("|".join(self.words[lab]) for lab in self.labels)
 
     @classmethod
-    def for_task(cls, task: str, words: Mapping[str, str | Sequence[str]], name: str = "") -> "Verbalizer":
+    def for_task(cls, task: str, words: Mapping[str, str | Sequence[str]], name: str = "") -> Verbalizer:
         """A verbaliser whose labels are checked against ``task``'s label names."""
         from .data import label_names
 
@@ -209,7 +227,8 @@ class Verbalizer:
                 raise LabelWordError(
                     f"labels {self.labels[seen[key]]!r} and {self.labels[li]!r} have words that tokenize to the "
                     f"same tokens {tokenizer.convert_ids_to_tokens(ids)}; the model cannot tell them apart — "
-                    "choose different words.")
+                    "choose different words."
+                )
             seen[key] = li
             out.append(ids)
         return out
@@ -223,26 +242,32 @@ class Verbalizer:
         if pooling not in WORD_POOLING:
             raise ValueError(f"pooling must be one of {WORD_POOLING}, got {pooling!r}")
         if word_scores.shape[-1] != len(self.all_words):
-            raise ValueError(f"word_scores has {word_scores.shape[-1]} columns, the verbaliser has "
-                             f"{len(self.all_words)} words")
+            raise ValueError(
+                f"word_scores has {word_scores.shape[-1]} columns, the verbaliser has {len(self.all_words)} words"
+            )
         idx = torch.tensor(self.word_label_index)
         cols = []
         for li in range(len(self.labels)):
-            s = word_scores[:, idx == li]                                   # (n, words of this label)
-            cols.append(s.logsumexp(-1) if pooling == "logsumexp" else
-                        s.max(-1).values if pooling == "max" else s.mean(-1))
-        return torch.stack(cols, dim=-1)                                    # (n, n_labels)
+            s = word_scores[:, idx == li]  # (n, words of this label)
+            cols.append(
+                s.logsumexp(-1) if pooling == "logsumexp" else s.max(-1).values if pooling == "max" else s.mean(-1)
+            )
+        return torch.stack(cols, dim=-1)  # (n, n_labels)
 
 
 def word_token_ids(tokenizer: PreTrainedTokenizerBase, word: str, leading_space: bool = True) -> list[int]:
     """Token ids of ``word`` (``" " + word`` when ``leading_space``); errors for empty or unknown-only words."""
     ids = tokenizer((" " if leading_space else "") + word, add_special_tokens=False)["input_ids"]
     if not ids:
-        raise LabelWordError(f"label word {word!r} tokenizes to nothing with {type(tokenizer).__name__} "
-                             "(it is made of characters the tokenizer drops); use a real word.")
+        raise LabelWordError(
+            f"label word {word!r} tokenizes to nothing with {type(tokenizer).__name__} "
+            "(it is made of characters the tokenizer drops); use a real word."
+        )
     if tokenizer.unk_token_id is not None and all(i == tokenizer.unk_token_id for i in ids):
-        raise LabelWordError(f"label word {word!r} tokenizes to the unknown token {tokenizer.unk_token!r} only; "
-                             "the model cannot score it — choose a word in the tokenizer's vocabulary.")
+        raise LabelWordError(
+            f"label word {word!r} tokenizes to the unknown token {tokenizer.unk_token!r} only; "
+            "the model cannot score it — choose a word in the tokenizer's vocabulary."
+        )
     return ids
 
 
@@ -257,29 +282,27 @@ def examples_of(dataset, fields: Sequence[str]) -> list[dict[str, str]]:
 # --------------------------------------------------------------------------------------------------
 # Scoring with a causal LM
 # --------------------------------------------------------------------------------------------------
-def _reduce(values: torch.Tensor, n_tokens: int, reduction: str) -> torch.Tensor:
-    return values.sum(-1) if reduction == "sum" else values.sum(-1) / n_tokens
-
-
-def _check_reduction(reduction: str) -> None:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-
-
 def _pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and the attention mask: (batch, width) each."""
     width = max(map(len, seqs))
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for r, s in enumerate(seqs):
-        ids[r, :len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[r, :len(s)] = 1
+        ids[r, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[r, : len(s)] = 1
     return ids, mask
 
 
-def selected_token_logprobs(model: PreTrainedModel, attention_mask: torch.Tensor, rows: torch.Tensor,
-                            positions: torch.Tensor, targets: torch.Tensor, *, input_ids: torch.Tensor | None = None,
-                            inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+def selected_token_logprobs(
+    model: PreTrainedModel,
+    attention_mask: torch.Tensor,
+    rows: torch.Tensor,
+    positions: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    input_ids: torch.Tensor | None = None,
+    inputs_embeds: torch.Tensor | None = None,
+) -> torch.Tensor:
     """log P(x_pos = target | x_<pos) under a causal LM, only at the (row, position) pairs asked for → (k,).
 
     Same numbers as ``pt_helpers.lm.token_logprobs`` at those entries, but the LM head (a
@@ -292,46 +315,53 @@ def selected_token_logprobs(model: PreTrainedModel, attention_mask: torch.Tensor
         kwargs["inputs_embeds"] = inputs_embeds
     else:
         kwargs["input_ids"] = input_ids.to(model.device)
-    check_fits_context(model, attention_mask.shape[1])
+    check_context(model, attention_mask.shape[1])
     if body is model or head is None:  # no separate head to call: take the full logits
-        logits = model(**kwargs).logits[rows, positions - 1]                 # (k, vocab)
+        logits = model(**kwargs).logits[rows, positions - 1]  # (k, vocab)
     else:
-        hidden = body(**kwargs).last_hidden_state                           # (batch, T, d)
-        logits = head(hidden[rows, positions - 1])                          # (k, vocab): predicts x_pos
+        hidden = body(**kwargs).last_hidden_state  # (batch, T, d)
+        logits = head(hidden[rows, positions - 1])  # (k, vocab): predicts x_pos
     return F.log_softmax(logits.float(), dim=-1).gather(-1, targets.to(logits.device)[:, None]).squeeze(-1)
 
 
 @torch.no_grad()
-def continuation_logprobs(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
-                          word_ids: Sequence[Sequence[int]], reduction: str = "sum",
-                          batch_size: int = 64, pad_id: int = 0) -> torch.Tensor:
+def continuation_logprobs(
+    model: PreTrainedModel,
+    prompt_ids: Sequence[Sequence[int]],
+    word_ids: Sequence[Sequence[int]],
+    reduction: str = "sum",
+    batch_size: int = 64,
+    pad_id: int = 0,
+) -> torch.Tensor:
     """log P(word | prompt) for every prompt × word with a causal LM: Σ (or mean) over the word's tokens.
 
     prompt_ids: n lists (each already starting with BOS); word_ids: m lists → returns (n, m).
     Sequences are right-padded and masked, so padding never changes a score.
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     pairs = [(i, j) for i in range(len(prompt_ids)) for j in range(len(word_ids))]
     out = torch.zeros(len(prompt_ids), len(word_ids))
     for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+        chunk = pairs[start : start + batch_size]
         ids, mask = _pad_right([list(prompt_ids[i]) + list(word_ids[j]) for i, j in chunk], pad_id)
         rows, pos, tgt, owner = [], [], [], []
         for r, (i, j) in enumerate(chunk):
             p = len(prompt_ids[i])
-            for k, t in enumerate(word_ids[j]):                            # every token of the word
+            for k, t in enumerate(word_ids[j]):  # every token of the word
                 rows.append(r), pos.append(p + k), tgt.append(t), owner.append((i, j))
-        lp = selected_token_logprobs(model, mask, torch.tensor(rows), torch.tensor(pos), torch.tensor(tgt),
-                                     input_ids=ids).cpu()                  # (tokens in chunk,)
+        lp = selected_token_logprobs(
+            model, mask, torch.tensor(rows), torch.tensor(pos), torch.tensor(tgt), input_ids=ids
+        ).cpu()  # (tokens in chunk,)
         for (i, j), v in zip(owner, lp):
             out[i, j] += v
     if reduction == "mean":
         out /= torch.tensor([len(w) for w in word_ids], dtype=out.dtype)
-    return out                                                             # (n, m)
+    return out  # (n, m)
 
 
-def causal_prompt_ids(tokenizer: PreTrainedTokenizerBase, template: Template,
-                      examples: Sequence[Mapping[str, str]]) -> tuple[list[list[int]], bool]:
+def causal_prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, template: Template, examples: Sequence[Mapping[str, str]]
+) -> tuple[list[list[int]], bool]:
     """BOS + tokens of the text before the answer slot, per example; and whether words need a leading space.
 
     Trailing spaces of the prompt are dropped (the word carries its own leading space, as GPT-2's BPE
@@ -342,9 +372,11 @@ def causal_prompt_ids(tokenizer: PreTrainedTokenizerBase, template: Template,
     for ex in examples:
         before, after = template.split(ex)
         if after.strip():
-            raise TemplateError(f"template {template.name!r} has text after {{mask}} ({after!r}); a causal LM "
-                                "predicts the answer from its left context only — put {mask} at the end, or "
-                                "score this template with a masked LM (cloze_word_scores).")
+            raise TemplateError(
+                f"template {template.name!r} has text after {{mask}} ({after!r}); a causal LM "
+                "predicts the answer from its left context only — put {mask} at the end, or "
+                "score this template with a masked LM (cloze_word_scores)."
+            )
         before = before.rstrip(" ")
         newline_end.append(before.endswith("\n"))
         prompts.append([bos_token_id(tokenizer)] + tokenizer(before, add_special_tokens=False)["input_ids"])
@@ -354,8 +386,9 @@ def causal_prompt_ids(tokenizer: PreTrainedTokenizerBase, template: Template,
 
 
 @torch.no_grad()
-def next_token_logprobs(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]], pad_id: int = 0,
-                        batch_size: int = 64) -> torch.Tensor:
+def next_token_logprobs(
+    model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]], pad_id: int = 0, batch_size: int = 64
+) -> torch.Tensor:
     """log P(next token | prompt) over the whole vocabulary, for each prompt → (n, vocab).
 
     One forward pass per batch of prompts scores *every* one-token word at once.
@@ -363,29 +396,35 @@ def next_token_logprobs(model: PreTrainedModel, prompt_ids: Sequence[Sequence[in
     out = []
     body, head = model.base_model, model.get_output_embeddings()
     for start in range(0, len(prompt_ids), batch_size):
-        chunk = prompt_ids[start:start + batch_size]
+        chunk = prompt_ids[start : start + batch_size]
         ids, mask = _pad_right(chunk, pad_id)
-        check_fits_context(model, ids.shape[1])
+        check_context(model, ids.shape[1])
         last = torch.tensor([len(p) - 1 for p in chunk])
         kwargs = dict(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
         if body is model or head is None:
-            logits = model(**kwargs).logits[torch.arange(len(chunk)), last]   # (b, vocab)
+            logits = model(**kwargs).logits[torch.arange(len(chunk)), last]  # (b, vocab)
         else:
             logits = head(body(**kwargs).last_hidden_state[torch.arange(len(chunk)), last])
         out.append(F.log_softmax(logits.float(), dim=-1).cpu())
-    return torch.cat(out)                                                   # (n, vocab)
+    return torch.cat(out)  # (n, vocab)
 
 
-def causal_word_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: Template,
-                       words: Sequence[str], examples: Sequence[Mapping[str, str]], reduction: str = "sum",
-                       batch_size: int = 64) -> torch.Tensor:
+def causal_word_scores(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    template: Template,
+    words: Sequence[str],
+    examples: Sequence[Mapping[str, str]],
+    reduction: str = "sum",
+    batch_size: int = 64,
+) -> torch.Tensor:
     """log P(word | template(example)) for every example × word under a causal LM → (n, n_words).
 
     One-token words are read from one next-token distribution per prompt; words of several tokens
     are scored by the chain rule over all their tokens (:func:`continuation_logprobs`), summed
     (``reduction="sum"``) or averaged (``"mean"``) — never by their first token only.
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     prompts, space = causal_prompt_ids(tokenizer, template, examples)
     ids = [word_token_ids(tokenizer, w, leading_space=space) for w in words]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -393,7 +432,7 @@ def causal_word_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     single = [j for j, w in enumerate(ids) if len(w) == 1]
     multi = [j for j, w in enumerate(ids) if len(w) > 1]
     if single:
-        nxt = next_token_logprobs(model, prompts, pad, batch_size)          # (n, vocab)
+        nxt = next_token_logprobs(model, prompts, pad, batch_size)  # (n, vocab)
         out[:, single] = nxt[:, [ids[j][0] for j in single]]
     if multi:
         out[:, multi] = continuation_logprobs(model, prompts, [ids[j] for j in multi], reduction, batch_size, pad)
@@ -403,12 +442,14 @@ def causal_word_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
 # --------------------------------------------------------------------------------------------------
 # Cloze scoring with a masked LM (PET)
 # --------------------------------------------------------------------------------------------------
-def cloze_input_ids(tokenizer: PreTrainedTokenizerBase, before: str, after: str, n_masks: int
-                    ) -> tuple[list[int], list[int]]:
+def cloze_input_ids(
+    tokenizer: PreTrainedTokenizerBase, before: str, after: str, n_masks: int
+) -> tuple[list[int], list[int]]:
     """``[CLS] before [MASK]×n_masks after [SEP]`` as ids, and the positions of the masks."""
     if tokenizer.mask_token_id is None:
-        raise TemplateError(f"{type(tokenizer).__name__} has no mask token: cloze prompts need a masked LM "
-                            "tokenizer (BERT family).")
+        raise TemplateError(
+            f"{type(tokenizer).__name__} has no mask token: cloze prompts need a masked LM tokenizer (BERT family)."
+        )
     b = tokenizer(before, add_special_tokens=False)["input_ids"]
     a = tokenizer(after, add_special_tokens=False)["input_ids"]
     ids = [tokenizer.cls_token_id] + b + [tokenizer.mask_token_id] * n_masks + a + [tokenizer.sep_token_id]
@@ -425,20 +466,25 @@ def _mlm_head(model: PreTrainedModel):
 
 
 @torch.no_grad()
-def mlm_logprobs_at(model: PreTrainedModel, seqs: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],
-                    pad_id: int = 0, batch_size: int = 32) -> list[torch.Tensor]:
+def mlm_logprobs_at(
+    model: PreTrainedModel,
+    seqs: Sequence[Sequence[int]],
+    positions: Sequence[Sequence[int]],
+    pad_id: int = 0,
+    batch_size: int = 32,
+) -> list[torch.Tensor]:
     """log-softmax of a masked LM's logits at the given positions: one (len(positions[i]), vocab) per sequence."""
     out = []
     head = _mlm_head(model)
     for start in range(0, len(seqs), batch_size):
-        chunk, where = seqs[start:start + batch_size], positions[start:start + batch_size]
+        chunk, where = seqs[start : start + batch_size], positions[start : start + batch_size]
         ids, mask = _pad_right(chunk, pad_id)
-        check_fits_context(model, ids.shape[1])
+        check_context(model, ids.shape[1])
         rows = torch.tensor([r for r, ps in enumerate(where) for _ in ps])
         pos = torch.tensor([p for ps in where for p in ps])
         kwargs = dict(input_ids=ids.to(model.device), attention_mask=mask.to(model.device))
         if head is None or model.base_model is model:
-            logits = model(**kwargs).logits[rows, pos]                      # (k, vocab)
+            logits = model(**kwargs).logits[rows, pos]  # (k, vocab)
         else:
             logits = head(model.base_model(**kwargs).last_hidden_state[rows, pos])  # (k, vocab)
         lp = F.log_softmax(logits.float(), dim=-1).cpu()
@@ -446,9 +492,16 @@ def mlm_logprobs_at(model: PreTrainedModel, seqs: Sequence[Sequence[int]], posit
     return out
 
 
-def cloze_word_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: Template,
-                      words: Sequence[str], examples: Sequence[Mapping[str, str]], reduction: str = "sum",
-                      multi_token: str = "parallel", batch_size: int = 32) -> torch.Tensor:
+def cloze_word_scores(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    template: Template,
+    words: Sequence[str],
+    examples: Sequence[Mapping[str, str]],
+    reduction: str = "sum",
+    multi_token: str = "parallel",
+    batch_size: int = 32,
+) -> torch.Tensor:
     """PET-style cloze scores: a word of k tokens fills k ``[MASK]`` tokens at ``{mask}`` → (n, n_words).
 
     ``"parallel"``: Σ_j log P(t_j at mask j | all k masks) — one forward pass per k.
@@ -456,7 +509,7 @@ def cloze_word_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     a chain-rule-like factorisation (PET's inference fills masks one at a time).
     ``reduction="mean"`` divides by k. A template without ``{mask}`` gets the mask at the end.
     """
-    _check_reduction(reduction)
+    check_reduction(reduction)
     if multi_token not in MULTI_TOKEN_MODES:
         raise ValueError(f"multi_token must be one of {MULTI_TOKEN_MODES}, got {multi_token!r}")
     word_ids = [word_token_ids(tokenizer, w, leading_space=False) for w in words]
@@ -468,11 +521,11 @@ def cloze_word_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         jobs = [(i, k) for i in range(len(examples)) for k in lengths]
         built = [cloze_input_ids(tokenizer, *splits[i], k) for i, k in jobs]
         lps = mlm_logprobs_at(model, [b[0] for b in built], [b[1] for b in built], pad, batch_size)
-        table = dict(zip(jobs, lps))                                        # (i, k) → (k, vocab)
+        table = dict(zip(jobs, lps))  # (i, k) → (k, vocab)
         for i in range(len(examples)):
             for j, w in enumerate(word_ids):
                 lp = table[(i, len(w))]
-                scores[i, j] = _reduce(lp[torch.arange(len(w)), w], len(w), reduction)
+                scores[i, j] = reduce_logprobs(lp[torch.arange(len(w)), w], torch.tensor(len(w)), reduction)
         return scores
     jobs, built = [], []  # left to right: one input per (example, word, step)
     for i in range(len(examples)):
@@ -485,7 +538,7 @@ def cloze_word_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
                 jobs.append((i, j, pos[step], w[step]))
                 built.append(filled)
     lps = mlm_logprobs_at(model, built, [[job[2]] for job in jobs], pad, batch_size)
-    for (i, j, p, t), lp in zip(jobs, lps):
+    for (i, j, _, t), lp in zip(jobs, lps):
         scores[i, j] += lp[0, t]
     if reduction == "mean":
         scores /= torch.tensor([len(w) for w in word_ids], dtype=scores.dtype)
@@ -495,8 +548,9 @@ def cloze_word_scores(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 # --------------------------------------------------------------------------------------------------
 # Accuracy, grids
 # --------------------------------------------------------------------------------------------------
-def word_scores(model, tokenizer, template: Template, words: Sequence[str], examples, method: str = "causal",
-                **kwargs) -> torch.Tensor:
+def word_scores(
+    model, tokenizer, template: Template, words: Sequence[str], examples, method: str = "causal", **kwargs
+) -> torch.Tensor:
     """Dispatch to :func:`causal_word_scores` (``method="causal"``) or :func:`cloze_word_scores` (``"cloze"``)."""
     if method == "causal":
         return causal_word_scores(model, tokenizer, template, words, examples, **kwargs)
@@ -505,25 +559,34 @@ def word_scores(model, tokenizer, template: Template, words: Sequence[str], exam
     raise ValueError(f"method must be 'causal' or 'cloze', got {method!r}")
 
 
-def label_scores(model, tokenizer, template: Template, verbalizer: Verbalizer, examples, method: str = "causal",
-                 pooling: str = "logsumexp", **kwargs) -> torch.Tensor:
+def label_scores(
+    model,
+    tokenizer,
+    template: Template,
+    verbalizer: Verbalizer,
+    examples,
+    method: str = "causal",
+    pooling: str = "logsumexp",
+    **kwargs,
+) -> torch.Tensor:
     """Score every label of ``verbalizer`` for every example → (n, n_labels) log-scores."""
     verbalizer.token_ids(tokenizer, leading_space=(method == "causal"))  # raises on bad words
     ws = word_scores(model, tokenizer, template, verbalizer.all_words, examples, method, **kwargs)
     return verbalizer.aggregate(ws, pooling)
 
 
-def accuracy(scores: torch.Tensor, labels: Sequence[int]) -> float:
-    """Fraction of rows whose arg-max column is the gold label. scores: (n, n_labels)."""
-    labels = torch.as_tensor(list(labels))
-    if scores.shape[0] != len(labels):
-        raise ValueError(f"{scores.shape[0]} score rows but {len(labels)} labels")
-    return (scores.argmax(-1) == labels).float().mean().item()
-
-
-def prompt_grid(model, tokenizer, templates: Sequence[Template], verbalizers: Sequence[Verbalizer], examples,
-                labels: Sequence[int], method: str = "causal", pooling: str = "logsumexp",
-                progress: bool = True, **kwargs) -> pd.DataFrame:
+def prompt_grid(
+    model,
+    tokenizer,
+    templates: Sequence[Template],
+    verbalizers: Sequence[Verbalizer],
+    examples,
+    labels: Sequence[int],
+    method: str = "causal",
+    pooling: str = "logsumexp",
+    progress: bool = True,
+    **kwargs,
+) -> pd.DataFrame:
     """Accuracy of every template × verbaliser → DataFrame (rows: template names, columns: verbaliser names).
 
     Each template is run once for the union of all verbalisers' words, then each verbaliser pools its
@@ -569,10 +632,20 @@ def objective(scores: torch.Tensor, labels: Sequence[int]) -> tuple[float, float
     return accuracy(scores, labels), ll
 
 
-def greedy_phrase_search(model, tokenizer, verbalizer: Verbalizer, train_examples, train_labels: Sequence[int],
-                         phrases: Sequence[str], n_steps: int = 2, base: str = "{text}",
-                         method: str = "causal", pooling: str = "logsumexp", progress: bool = True,
-                         **kwargs) -> SearchResult:
+def greedy_phrase_search(
+    model,
+    tokenizer,
+    verbalizer: Verbalizer,
+    train_examples,
+    train_labels: Sequence[int],
+    phrases: Sequence[str],
+    n_steps: int = 2,
+    base: str = "{text}",
+    method: str = "causal",
+    pooling: str = "logsumexp",
+    progress: bool = True,
+    **kwargs,
+) -> SearchResult:
     """Grow a template ``base + phrase_1 + … + {mask}`` one phrase at a time, on the training split only.
 
     Each step tries every unused phrase and keeps the one with the best (accuracy, mean gold-label
@@ -587,12 +660,12 @@ def greedy_phrase_search(model, tokenizer, verbalizer: Verbalizer, train_example
         return Template(" ".join([base, *parts, "{mask}"]))
 
     def evaluate(t):
-        return objective(label_scores(model, tokenizer, t, verbalizer, train_examples, method, pooling,
-                                      **kwargs), train_labels)
+        return objective(
+            label_scores(model, tokenizer, t, verbalizer, train_examples, method, pooling, **kwargs), train_labels
+        )
 
     best = evaluate(build(chosen))
-    history = [dict(step=0, phrase=None, template=build(chosen).pattern, train_accuracy=best[0],
-                    train_loglik=best[1])]
+    history = [dict(step=0, phrase=None, template=build(chosen).pattern, train_accuracy=best[0], train_loglik=best[1])]
     for step in tqdm(range(1, n_steps + 1), desc="greedy search", disable=not progress):
         trials = [(evaluate(build(chosen + [p])), p) for p in phrases if p not in chosen]
         if not trials:
@@ -601,13 +674,17 @@ def greedy_phrase_search(model, tokenizer, verbalizer: Verbalizer, train_example
         if score <= best:
             break
         best, chosen = score, chosen + [phrase]
-        history.append(dict(step=step, phrase=phrase, template=build(chosen).pattern, train_accuracy=score[0],
-                            train_loglik=score[1]))
+        history.append(
+            dict(
+                step=step, phrase=phrase, template=build(chosen).pattern, train_accuracy=score[0], train_loglik=score[1]
+            )
+        )
     return SearchResult(build(chosen), best[0], history)
 
 
-def candidate_token_mask(tokenizer: PreTrainedTokenizerBase, exclude_ids: Iterable[int] = (),
-                         vocab_size: int | None = None) -> torch.Tensor:
+def candidate_token_mask(
+    tokenizer: PreTrainedTokenizerBase, exclude_ids: Iterable[int] = (), vocab_size: int | None = None
+) -> torch.Tensor:
     """(vocab,) bool: tokens allowed as triggers — whole alphabetic words, not special, not excluded.
 
     For a byte-level BPE (GPT-2) a word token starts with a space (``"Ġthe"``); word pieces such as
@@ -647,26 +724,47 @@ def _trigger_batch(tokenizer, train_examples, word_ids, n_trigger, before_fn, pa
                 rows.append(r), pos.append(len(pre) + n_trigger + k), tgt.append(t)
     ids, mask = _pad_right(seqs, pad_id)
     t = torch.tensor
-    return dict(ids=ids, mask=mask, trig_rows=t(trig_rows), trig_pos=t(trig_pos), rows=t(rows), pos=t(pos),
-                tgt=t(tgt), n_rows=len(seqs), n_tokens=t([len(w) for w in word_ids] * len(train_examples)))
+    return dict(
+        ids=ids,
+        mask=mask,
+        trig_rows=t(trig_rows),
+        trig_pos=t(trig_pos),
+        rows=t(rows),
+        pos=t(pos),
+        tgt=t(tgt),
+        n_rows=len(seqs),
+        n_tokens=t([len(w) for w in word_ids] * len(train_examples)),
+    )
 
 
 def _trigger_word_logprobs(model, batch, trigger_embeds, n_examples, n_words):
     """Σ log P(word tokens | text + trigger) for every example × word → (n_examples, n_words)."""
     emb = model.get_input_embeddings()
-    x = emb(batch["ids"].to(model.device))                                 # (rows, T, d)
+    x = emb(batch["ids"].to(model.device))  # (rows, T, d)
     where = (batch["trig_rows"].to(x.device), batch["trig_pos"].to(x.device))
     x = x.index_put(where, trigger_embeds.repeat(batch["n_rows"], 1))
-    lp = selected_token_logprobs(model, batch["mask"], batch["rows"], batch["pos"], batch["tgt"],
-                                 inputs_embeds=x)                          # (word tokens,)
+    lp = selected_token_logprobs(
+        model, batch["mask"], batch["rows"], batch["pos"], batch["tgt"], inputs_embeds=x
+    )  # (word tokens,)
     owner = torch.repeat_interleave(torch.arange(batch["n_rows"]), batch["n_tokens"])
     per_row = torch.zeros(batch["n_rows"], dtype=lp.dtype).index_add(0, owner, lp.cpu())
     return per_row.view(n_examples, n_words)
 
 
-def autoprompt_search(model, tokenizer, verbalizer: Verbalizer, train_examples, train_labels: Sequence[int],
-                      n_trigger: int = 3, n_iterations: int = 6, n_candidates: int = 10, base: str = "{text}",
-                      init_token: str = " the", seed: int = 0, progress: bool = True) -> SearchResult:
+def autoprompt_search(
+    model,
+    tokenizer,
+    verbalizer: Verbalizer,
+    train_examples,
+    train_labels: Sequence[int],
+    n_trigger: int = 3,
+    n_iterations: int = 6,
+    n_candidates: int = 10,
+    base: str = "{text}",
+    init_token: str = " the",
+    seed: int = 0,
+    progress: bool = True,
+) -> SearchResult:
     """AutoPrompt (Shin et al. 2020) on a causal LM: template ``base [T]…[T] {mask}``, triggers searched on train.
 
     Each iteration picks a trigger position, computes the gradient of the loss
@@ -681,18 +779,20 @@ def autoprompt_search(model, tokenizer, verbalizer: Verbalizer, train_examples, 
     base_t = Template(base + " {mask}")
     word_ids = verbalizer.token_ids(tokenizer, leading_space=True)
     label_of_word = torch.tensor(verbalizer.word_label_index)
-    W = model.get_input_embeddings().weight                                # (vocab, d)
+    W = model.get_input_embeddings().weight  # (vocab, d)
     allowed = candidate_token_mask(tokenizer, [t for w in word_ids for t in w], W.shape[0])
     init = word_token_ids(tokenizer, init_token.strip(), leading_space=init_token.startswith(" "))[0]
     triggers = [init] * n_trigger
     labels = torch.as_tensor(list(train_labels))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batch = _trigger_batch(tokenizer, train_examples, word_ids, n_trigger,
-                           lambda ex: base_t.split(ex)[0].rstrip(" "), pad)
+    batch = _trigger_batch(
+        tokenizer, train_examples, word_ids, n_trigger, lambda ex: base_t.split(ex)[0].rstrip(" "), pad
+    )
 
-    def loss_of(scores_words):                                             # (n, n_words) → scalar
-        lab = torch.stack([scores_words[:, label_of_word == li].logsumexp(-1)
-                           for li in range(len(verbalizer.labels))], -1)  # (n, n_labels)
+    def loss_of(scores_words):  # (n, n_words) → scalar
+        lab = torch.stack(
+            [scores_words[:, label_of_word == li].logsumexp(-1) for li in range(len(verbalizer.labels))], -1
+        )  # (n, n_labels)
         return -lab.log_softmax(-1).gather(-1, labels[:, None]).mean(), lab
 
     def exact(trig):
@@ -700,19 +800,26 @@ def autoprompt_search(model, tokenizer, verbalizer: Verbalizer, train_examples, 
             return loss_of(_trigger_word_logprobs(model, batch, W[trig], len(train_examples), len(word_ids)))
 
     loss, lab = exact(triggers)
-    history = [dict(iteration=0, triggers=tokenizer.decode(triggers), train_loss=loss.item(),
-                    train_accuracy=accuracy(lab, labels))]
+    history = [
+        dict(
+            iteration=0,
+            triggers=tokenizer.decode(triggers),
+            train_loss=loss.item(),
+            train_accuracy=accuracy(lab, labels),
+        )
+    ]
     requires = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
     try:
         for it in tqdm(range(1, n_iterations + 1), desc="AutoPrompt", disable=not progress):
+            # [autoprompt-step]
             pos = int(torch.randint(n_trigger, (1,), generator=gen))
             one_hot = F.one_hot(torch.tensor(triggers), W.shape[0]).to(W.device, W.dtype).requires_grad_(True)
             sw = _trigger_word_logprobs(model, batch, one_hot @ W, len(train_examples), len(word_ids))
             loss_of(sw)[0].backward()
-            grad = one_hot.grad[pos].cpu()                                 # (vocab,) = W @ ∂L/∂e_pos
-            first_order = (-grad).masked_fill(~allowed, float("-inf"))       # predicted decrease of L
+            grad = one_hot.grad[pos].cpu()  # (vocab,) = W @ ∂L/∂e_pos
+            first_order = (-grad).masked_fill(~allowed, float("-inf"))  # predicted decrease of L
             cands = first_order.topk(n_candidates).indices.tolist()
             trials = []
             for c in cands:
@@ -722,19 +829,31 @@ def autoprompt_search(model, tokenizer, verbalizer: Verbalizer, train_examples, 
             (c_loss, c_lab), c_trig = min(trials, key=lambda t: t[0][0].item())
             if c_loss.item() < loss.item():
                 triggers, loss, lab = c_trig, c_loss, c_lab
-            history.append(dict(iteration=it, position=pos, triggers=tokenizer.decode(triggers),
-                                train_loss=loss.item(), train_accuracy=accuracy(lab, labels)))
+            # [/autoprompt-step]
+            history.append(
+                dict(
+                    iteration=it,
+                    position=pos,
+                    triggers=tokenizer.decode(triggers),
+                    train_loss=loss.item(),
+                    train_accuracy=accuracy(lab, labels),
+                )
+            )
     finally:
         for p, r in zip(model.parameters(), requires):
             p.requires_grad_(r)
     pattern = base + tokenizer.decode(triggers).replace("{", "{{").replace("}", "}}") + " {mask}"
-    return SearchResult(Template(pattern, name=f"AutoPrompt: {pattern!r}"), accuracy(lab, labels), history,
-                        triggers)
+    return SearchResult(Template(pattern, name=f"AutoPrompt: {pattern!r}"), accuracy(lab, labels), history, triggers)
 
 
-def search_then_evaluate(search: Callable[[list, list], SearchResult], train_examples, train_labels,
-                         heldout_examples, heldout_labels, score: Callable[[Template, list], torch.Tensor]
-                         ) -> dict:
+def search_then_evaluate(
+    search: Callable[[list, list], SearchResult],
+    train_examples,
+    train_labels,
+    heldout_examples,
+    heldout_labels,
+    score: Callable[[Template, list], torch.Tensor],
+) -> dict:
     """Run ``search(train_examples, train_labels)`` first, then score its template on the held-out split.
 
     The search function only receives the training split, so it cannot peek at the evaluation split;
@@ -743,28 +862,33 @@ def search_then_evaluate(search: Callable[[list, list], SearchResult], train_exa
     result = search(list(train_examples), list(train_labels))
     train_acc = accuracy(score(result.template, list(train_examples)), train_labels)
     heldout_acc = accuracy(score(result.template, list(heldout_examples)), list(heldout_labels))
-    return dict(template=result.template, train_accuracy=train_acc, heldout_accuracy=heldout_acc,
-                gap=train_acc - heldout_acc, result=result)
+    return dict(
+        template=result.template,
+        train_accuracy=train_acc,
+        heldout_accuracy=heldout_acc,
+        gap=train_acc - heldout_acc,
+        result=result,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # Real weights without an LM head: an embedding-similarity verbaliser (MiniLM)
 # --------------------------------------------------------------------------------------------------
-@torch.no_grad()
 def mean_pooled_embeddings(model, tokenizer, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
-    """Sentence embeddings by masked mean pooling + L2 normalisation (sentence-transformers' recipe) → (n, d)."""
-    out = []
-    for start in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                        return_tensors="pt").to(model.device)
-        h = model(**enc).last_hidden_state                                 # (b, T, d)
-        m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
-        out.append(F.normalize((h * m).sum(1) / m.sum(1), dim=-1).cpu())
-    return torch.cat(out)
+    """Sentence embeddings by masked mean pooling + L2 normalisation (sentence-transformers' recipe) → (n, d);
+    ``scoring.embed_sentences`` with the encoder's whole window (512 tokens) so long AG News texts are not cut."""
+    return embed_sentences(model, tokenizer, texts, batch_size=batch_size, max_length=512)
 
 
-def embedding_label_scores(model, tokenizer, template: Template, verbalizer: Verbalizer, examples,
-                           batch_size: int = 32, prompt_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+def embedding_label_scores(
+    model,
+    tokenizer,
+    template: Template,
+    verbalizer: Verbalizer,
+    examples,
+    batch_size: int = 32,
+    prompt_embeddings: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Cosine similarity between the embedding of ``template(example)`` and each label word → (n, n_labels).
 
     A verbaliser for encoders without an LM head: a label's score is its best word's similarity.
@@ -772,14 +896,22 @@ def embedding_label_scores(model, tokenizer, template: Template, verbalizer: Ver
     weights. Pass ``prompt_embeddings`` (n, d) to reuse the embedded prompts across verbalisers.
     """
     if prompt_embeddings is None:
-        prompt_embeddings = mean_pooled_embeddings(model, tokenizer, [template.format(ex) for ex in examples],
-                                                   batch_size)             # (n, d)
+        prompt_embeddings = mean_pooled_embeddings(
+            model, tokenizer, [template.format(ex) for ex in examples], batch_size
+        )  # (n, d)
     w = mean_pooled_embeddings(model, tokenizer, verbalizer.all_words, batch_size)  # (n_words, d)
     return verbalizer.aggregate(prompt_embeddings @ w.T, pooling="max")
 
 
-def embedding_grid(model, tokenizer, templates: Sequence[Template], verbalizers: Sequence[Verbalizer], examples,
-                   labels: Sequence[int], progress: bool = True) -> pd.DataFrame:
+def embedding_grid(
+    model,
+    tokenizer,
+    templates: Sequence[Template],
+    verbalizers: Sequence[Verbalizer],
+    examples,
+    labels: Sequence[int],
+    progress: bool = True,
+) -> pd.DataFrame:
     """Accuracy of the embedding-similarity verbaliser for every template × verbaliser (prompts embedded once)."""
     from tqdm.auto import tqdm
 
@@ -787,8 +919,9 @@ def embedding_grid(model, tokenizer, templates: Sequence[Template], verbalizers:
     for ti, t in enumerate(tqdm(templates, desc="templates", disable=not progress)):
         e = mean_pooled_embeddings(model, tokenizer, [t.format(ex) for ex in examples])  # (n, d)
         for vi, v in enumerate(verbalizers):
-            acc[ti, vi] = accuracy(embedding_label_scores(model, tokenizer, t, v, examples, prompt_embeddings=e),
-                                   labels)
+            acc[ti, vi] = accuracy(
+                embedding_label_scores(model, tokenizer, t, v, examples, prompt_embeddings=e), labels
+            )
     return pd.DataFrame(acc, index=[t.name for t in templates], columns=[v.name for v in verbalizers])
 
 
@@ -796,9 +929,18 @@ def embedding_grid(model, tokenizer, templates: Sequence[Template], verbalizers:
 # Generation prompts
 # --------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def generate_with_prompt(model, tokenizer, template: Template, examples, max_new_tokens: int = 20,
-                         do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-                         seed: int = 0, stop_at_newline: bool = True) -> list[str]:
+def generate_with_prompt(
+    model,
+    tokenizer,
+    template: Template,
+    examples,
+    max_new_tokens: int = 20,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    stop_at_newline: bool = True,
+) -> list[str]:
     """Continue ``template(example)`` (e.g. ``"{text}\\nTL;DR:"``) with greedy decoding or sampling.
 
     One example at a time (no padding questions); ``seed`` makes sampling reproducible. The output is
@@ -808,21 +950,26 @@ def generate_with_prompt(model, tokenizer, template: Template, examples, max_new
     for i, ex in enumerate(examples):
         prompt = template.format(ex).rstrip(" ")
         ids = torch.tensor([[bos_token_id(tokenizer)] + tokenizer(prompt, add_special_tokens=False)["input_ids"]])
-        check_fits_context(model, ids.shape[1] + max_new_tokens, "prompt + generated tokens")
+        check_context(model, ids.shape[1] + max_new_tokens, "prompt + generated tokens")
         torch.manual_seed(seed + i)
-        gen_kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens,
-                          pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+        gen_kwargs = dict(
+            do_sample=do_sample,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+        )
         if do_sample:
             gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-        new = model.generate(ids.to(model.device), attention_mask=torch.ones_like(ids).to(model.device),
-                             **gen_kwargs)[0, ids.shape[1]:]
+        new = model.generate(ids.to(model.device), attention_mask=torch.ones_like(ids).to(model.device), **gen_kwargs)[
+            0, ids.shape[1] :
+        ]
         text = tokenizer.decode(new, skip_special_tokens=True)
         outs.append(text.split("\n")[0].strip() if stop_at_newline else text.strip())
     return outs
 
 
-def rouge(predictions: Sequence[str], references: Sequence[str],
-          types: Sequence[str] = ("rouge1", "rouge2", "rougeL")) -> dict[str, float]:
+def rouge(
+    predictions: Sequence[str], references: Sequence[str], types: Sequence[str] = ("rouge1", "rouge2", "rougeL")
+) -> dict[str, float]:
     """Mean ROUGE F1 (Lin 2004) with Google's ``rouge-score`` package (stemming on)."""
     from rouge_score import rouge_scorer
 

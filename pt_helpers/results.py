@@ -3,6 +3,7 @@
 Rows are JSON files under ``build/results/`` (``$PT_RESULTS_DIR`` overrides), one file per chapter,
 so rerunning a chapter replaces its own rows and keeps the others.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,17 +12,23 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import CourseError
+from .project import atomic_write_json, build_dir  # noqa: F401  (build_dir: notebooks import it from here too)
+
 RESULTS_ENV_VAR = "PT_RESULTS_DIR"
-COLUMNS = ["chapter", "method", "task", "model", "pretrained", "metric", "value", "std", "n_seeds",
-           "trained_params", "notes"]
-
-
-def build_dir(*parts: str) -> Path:
-    """A folder under ``build/`` of the project that holds this package (created if missing), whatever the
-    working directory: notebooks run from ``notebooks/`` but write beside ``build/results`` and ``build/html``."""
-    path = Path(__file__).resolve().parents[1].joinpath("build", *parts)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+COLUMNS = [
+    "chapter",
+    "method",
+    "task",
+    "model",
+    "pretrained",
+    "metric",
+    "value",
+    "std",
+    "n_seeds",
+    "trained_params",
+    "notes",
+]
 
 
 def results_dir() -> Path:
@@ -34,13 +41,33 @@ def results_dir() -> Path:
     return path
 
 
-def make_row(chapter: str, method: str, task: str, model: str, pretrained: bool, metric: str,
-             value: float, std: float | None = None, n_seeds: int = 1, trained_params: int | None = None,
-             notes: str = "") -> dict:
+def make_row(
+    chapter: str,
+    method: str,
+    task: str,
+    model: str,
+    pretrained: bool,
+    metric: str,
+    value: float,
+    std: float | None = None,
+    n_seeds: int = 1,
+    trained_params: int | None = None,
+    notes: str = "",
+) -> dict:
     """A results row with every column of the table (missing numbers are None)."""
-    return dict(chapter=chapter, method=method, task=task, model=model, pretrained=bool(pretrained),
-                metric=metric, value=float(value), std=None if std is None else float(std),
-                n_seeds=int(n_seeds), trained_params=trained_params, notes=notes)
+    return dict(
+        chapter=chapter,
+        method=method,
+        task=task,
+        model=model,
+        pretrained=bool(pretrained),
+        metric=metric,
+        value=float(value),
+        std=None if std is None else float(std),
+        n_seeds=int(n_seeds),
+        trained_params=trained_params,
+        notes=notes,
+    )
 
 
 def save_rows(chapter: str, rows: list[dict]) -> Path:
@@ -50,7 +77,7 @@ def save_rows(chapter: str, rows: list[dict]) -> Path:
         if missing:
             raise ValueError(f"results row lacks columns {sorted(missing)}; build rows with make_row()")
     path = results_dir() / f"{chapter}.json"
-    path.write_text(json.dumps(rows, indent=1))
+    atomic_write_json(path, rows)
     return path
 
 
@@ -58,6 +85,14 @@ def load_results(pretrained_only: bool = False) -> pd.DataFrame:
     """All chapters' rows as one DataFrame (empty, with the columns, when nothing was saved yet)."""
     rows: list[dict] = []
     for path in sorted(results_dir().glob("*.json")):
-        rows.extend(json.loads(path.read_text()))
+        try:
+            chapter_rows = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CourseError(
+                f"results file {path} is not valid JSON ({exc}); delete it and rerun that chapter to write it again"
+            ) from exc
+        if not isinstance(chapter_rows, list) or not all(isinstance(r, dict) for r in chapter_rows):
+            raise CourseError(f"results file {path} does not hold a list of rows; delete it and rerun that chapter")
+        rows.extend(chapter_rows)
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df[df["pretrained"]] if pretrained_only and len(df) else df

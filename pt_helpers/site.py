@@ -1,6 +1,6 @@
 """The course's static site: executed notebooks as HTML (nbconvert), the course map, the glossary.
 
-    python -m pt_helpers.site build/executed build/html      # usually via: python -m pt_helpers.run all --html build/html
+    python -m pt_helpers.site build/executed build/html   # usually: python -m pt_helpers.run all --html build/html
 
 The course map (``index.html``) has one row per chapter, read from the notebooks themselves:
 
@@ -11,32 +11,68 @@ The course map (``index.html``) has one row per chapter, read from the notebooks
   ``… · pretrained weights`` or ``… · RANDOMLY INITIALISED weights`` (and a ``RANDOM WEIGHTS`` banner),
   so a chapter is *pretrained*, *random*, *mixed* (which model was which is listed) or *no model*.
 
+* whether its last run failed — :mod:`pt_helpers.run` leaves ``NN_name.failed.json`` beside the executed
+  copies when a run fails: the map then marks the chapter FAILED with the error and the failing cell,
+  links the failed run's page (``NN_name.failed.html``, with the traceback) and keeps linking the last
+  good page, which that failed run did not replace.
+
 Notebook pages are rendered by nbconvert's ``HTMLExporter`` (the ``lab`` template); the glossary
 (``notebooks/glossary.md``) is rendered by the same exporter as a one-cell markdown notebook.
+
+The site works offline: math is typeset by MathJax 3 copied from the ``django-static-mathjax`` package
+(a plain copy of MathJax's browser files; Django itself is not needed) into ``HTML_DIR/mathjax/`` and
+loaded by relative path; nothing is fetched from a CDN unless that package is missing (then a warning says so).
 """
+
 from __future__ import annotations
 
 import argparse
 import html
+import importlib.metadata
 import json
+import os
 import re
+import shutil
 import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 import nbformat
 
 from .errors import CourseError
-from .run import (EXECUTED_DIR, NOTEBOOK_PATTERN, NOTEBOOKS_DIR, TIMINGS_FILE, format_seconds,
-                  load_timings)
+from .project import (
+    EXECUTED_DIR,
+    NOTEBOOK_PATTERN,
+    NOTEBOOKS_DIR,
+    PROJECT_ROOT,
+    TIMINGS_FILE,
+    atomic_write_json,
+    atomic_write_text,
+    format_seconds,
+    load_timings,
+)
 
 GLOSSARY_NAME = "glossary.md"
+HTML_DIR = PROJECT_ROOT / "build" / "html"  # the default site folder, whatever the working directory
+FAILED_RECORD_SUFFIX = ".failed.json"  # written by pt_helpers.run beside the executed copies
+MATHJAX_PACKAGE = "django-static-mathjax"  # MathJax 3's browser files, as a wheel (no Django needed)
+MATHJAX_DIR = "mathjax"  # under the site folder
+MATHJAX_SCRIPT = "tex-chtml.js"
+MATHJAX_CDN = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"  # only when the package is missing
+# what tex-chtml.js loads at run time: TeX extensions on demand (\require, autoload), the CHTML fonts, and
+# the menu's accessibility tools (explorer, speech)
+_MATHJAX_PARTS = ("tex-chtml.js", "input/tex/extensions", "output/chtml/fonts/woff-v2", "ui", "a11y", "sre")
 
 # `LoadedModel.describe()`:  "<name> (<kind>) ← <source>: <location> · <pretrained|RANDOMLY INITIALISED> weights · …"
-_DESCRIBE_RE = re.compile(r"^(?P<name>\S+) \((?P<kind>causal|encoder|masked)\) ← (?P<source>\w+): .*?· "
-                          r"(?P<weights>pretrained|RANDOMLY INITIALISED) weights", re.MULTILINE)
+_DESCRIBE_RE = re.compile(
+    r"^(?P<name>\S+) \((?P<kind>causal|encoder|masked)\) ← (?P<source>\w+): .*?· "
+    r"(?P<weights>pretrained|RANDOMLY INITIALISED) weights",
+    re.MULTILINE,
+)
 # `LoadedModel.banner()`:  "!! RANDOM WEIGHTS: no pretrained '<name>' could be loaded here, …"
 _BANNER_RE = re.compile(r"RANDOM WEIGHTS: no pretrained '(?P<name>[^']+)'")
 
@@ -47,9 +83,11 @@ _LABEL_KEYWORDS = {
 }
 _HEADING_RE = re.compile(r"^\s{0,3}#{1,6}\s+(?P<label>.*)$")
 # a bold label: "**Goals.**", "**Prerequisites:**", "**Run time**:" or a line that is only "**Goals · 目标**"
-_BOLD_LABEL_RE = re.compile(r"^\s*(?P<bullet>[-*+]\s+)?\*\*(?P<label>[^*]{1,60}?[.:：]\s*)\*\*"
-                            r"|^\s*(?P<bullet2>[-*+]\s+)?\*\*(?P<label2>[^*]{1,60})\*\*\s*[.:：]?\s*$"
-                            r"|^\s*(?P<bullet3>[-*+]\s+)?\*\*(?P<label3>[^*]{1,60})\*\*\s*[.:：]")
+_BOLD_LABEL_RE = re.compile(
+    r"^\s*(?P<bullet>[-*+]\s+)?\*\*(?P<label>[^*]{1,60}?[.:：]\s*)\*\*"
+    r"|^\s*(?P<bullet2>[-*+]\s+)?\*\*(?P<label2>[^*]{1,60})\*\*\s*[.:：]?\s*$"
+    r"|^\s*(?P<bullet3>[-*+]\s+)?\*\*(?P<label3>[^*]{1,60})\*\*\s*[.:：]"
+)
 _COLON_LABEL_RE = re.compile(r"^\s*(?P<label>[A-Za-z\u4e00-\u9fff][\w \u4e00-\u9fff·/()\-]{0,30})[:：](\s|$)")
 _INLINE_LABEL_RE = re.compile(r"(?<=\S)[ \t]+(\*\*[^*\n]{1,60}?[.:：]\s*\*\*|\*\*[^*\n]{1,60}\*\*[.:：])")
 
@@ -62,7 +100,7 @@ class SiteError(CourseError):
 class WeightsInfo:
     """Where a chapter's numbers came from: which models loaded with pretrained or random weights."""
 
-    status: str                                   # "pretrained" | "random" | "mixed" | "no model"
+    status: str  # "pretrained" | "random" | "mixed" | "no model"
     pretrained: list[str] = field(default_factory=list)
     random: list[str] = field(default_factory=list)
 
@@ -82,9 +120,9 @@ class WeightsInfo:
 class ChapterInfo:
     """What the course map shows about one chapter (markdown fields are raw markdown)."""
 
-    file: str                   # "03_in_context_learning.ipynb"
-    number: str                 # "03"
-    title: str                  # full title line, e.g. "In-context learning · 上下文学习"
+    file: str  # "03_in_context_learning.ipynb"
+    number: str  # "03"
+    title: str  # full title line, e.g. "In-context learning · 上下文学习"
     title_en: str
     title_zh: str
     goals: str = ""
@@ -115,7 +153,7 @@ def _joined(text: str | list[str]) -> str:
 def detect_weights(nb: nbformat.NotebookNode) -> WeightsInfo:
     """Classify an *executed* notebook by the weights its ``load_model`` calls reported."""
     text = _outputs_text(nb)
-    state: dict[str, bool] = {}               # model name -> pretrained? (random wins if both seen)
+    state: dict[str, bool] = {}  # model name -> pretrained? (random wins if both seen)
     for m in _DESCRIBE_RE.finditer(text):
         pretrained = m["weights"] == "pretrained"
         state[m["name"]] = state.get(m["name"], True) and pretrained
@@ -155,14 +193,15 @@ def parse_intro(markdown: str) -> tuple[str, str, str]:
     """
     # a label in the middle of a line ("… logarithms. **Run time.** About a minute") starts a new line
     markdown = _INLINE_LABEL_RE.sub(
-        lambda m: ("\n" + m[1]) if any(kw.search(m[1]) for kw in _LABEL_KEYWORDS.values()) else m[0], markdown)
+        lambda m: ("\n" + m[1]) if any(kw.search(m[1]) for kw in _LABEL_KEYWORDS.values()) else m[0], markdown
+    )
     lines = markdown.splitlines()
     title = ""
     for i, line in enumerate(lines):
         m = _HEADING_RE.match(line)
         if m:
             title = m["label"].strip().strip("#").strip()
-            lines = lines[i + 1:]
+            lines = lines[i + 1 :]
             break
     blocks: dict[str, list[str]] = {"goals": [], "prerequisites": [], "runtime": []}
     current: str | None = None
@@ -175,8 +214,9 @@ def parse_intro(markdown: str) -> tuple[str, str, str]:
             if kind != current:
                 current = kind
                 # keep what follows the label on its own line ("**Prerequisites:** chapter 01")
-                rest = re.sub(r"^\s*(#{1,6}\s+.*|[-*+]?\s*\*\*[^*]+\*\*\s*[:：]?|[^:：]{1,41}[:：])", "", line,
-                              count=1).strip(" :：—-")
+                rest = re.sub(
+                    r"^\s*(#{1,6}\s+.*|[-*+]?\s*\*\*[^*]+\*\*\s*[:：]?|[^:：]{1,41}[:：])", "", line, count=1
+                ).strip(" :：—-")
                 if rest and not _HEADING_RE.match(line):
                     blocks[kind].append(rest)
                 continue
@@ -208,22 +248,152 @@ def _markdown_html(markdown: str) -> str:
     return markdown2html_mistune(markdown) if markdown.strip() else ""
 
 
-def notebook_to_html(nb: nbformat.NotebookNode, title: str) -> str:
-    """One notebook (executed or markdown-only) → a standalone HTML page, via nbconvert."""
+def mathjax_source() -> tuple[Path, str] | None:
+    """``(MathJax folder, package version)`` of the installed ``django-static-mathjax``; None if missing."""
+    try:
+        dist = importlib.metadata.distribution(MATHJAX_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    root = Path(str(dist.locate_file("mathjax/static/mathjax")))
+    return (root, dist.version) if (root / "es5" / MATHJAX_SCRIPT).is_file() else None
+
+
+def install_mathjax(html_dir: str | Path) -> str:
+    """Copy MathJax into ``html_dir/mathjax/`` (once per package version); return the ``src`` for its pages.
+
+    The ``src`` is relative (``mathjax/tex-chtml.js``), so the site typesets its math offline, from a
+    file:// URL or any web server. Without the package: a warning, and the CDN URL (online only).
+    """
+    found = mathjax_source()
+    if found is None:
+        warnings.warn(
+            f"{MATHJAX_PACKAGE} is not installed (`make install`, or pip install {MATHJAX_PACKAGE}): the site "
+            "loads MathJax from a CDN, so offline its equations show as raw LaTeX.",
+            stacklevel=2,
+        )
+        return MATHJAX_CDN
+    root, version = found
+    html_dir = Path(html_dir)
+    dest = html_dir / MATHJAX_DIR
+    stamp = dest / ".version"
+    src = f"{MATHJAX_DIR}/{MATHJAX_SCRIPT}"
+    if (dest / MATHJAX_SCRIPT).is_file() and stamp.is_file() and stamp.read_text().strip() == version:
+        return src
+    html_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".mathjax.", dir=html_dir))
+    try:
+        for part in _MATHJAX_PARTS:
+            source, target = root / "es5" / part, tmp / part
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, target)
+            elif source.is_file():
+                shutil.copy2(source, target)
+        if (root / "LICENSE").is_file():
+            shutil.copy2(root / "LICENSE", tmp / "LICENSE")
+        (tmp / ".version").write_text(version + "\n")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)  # the folder appears whole or not at all
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return src
+
+
+def mathjax_head(src: str = f"{MATHJAX_DIR}/{MATHJAX_SCRIPT}") -> str:
+    r"""The ``<script>`` tags that configure and load MathJax 3 with Jupyter's delimiters.
+
+    ``$…$`` and ``\(…\)`` inline, ``$$…$$`` and ``\[…\]`` displayed, ``\$`` a dollar sign, like the
+    notebook itself; code and outputs (``<pre>``, ``<code>``) are left alone.
+    """
+    return (
+        "<script>\n"
+        "window.MathJax = {\n"
+        '  tex: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]],\n'
+        '        processEscapes: true, processEnvironments: true, tags: "ams"},\n'
+        '  options: {ignoreHtmlClass: "tex2jax_ignore|mathjax_ignore",\n'
+        '            processHtmlClass: "tex2jax_process|mathjax_process"}\n'
+        "};\n"
+        "</script>\n"
+        f'<script defer src="{html.escape(src)}"></script>'
+    )
+
+
+# nbconvert's lab page, with our MathJax in place of its CDN MathJax 2, and RequireJS (a CDN script that only
+# Jupyter widgets need) only on pages that have widgets
+_PAGE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}
+{%- if "widgets" in nb.metadata -%}{{ super() }}{%- endif -%}
+{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}
+{{ resources.pt_mathjax_head }}
+{%- endblock html_head_js_mathjax -%}
+"""
+
+
+def notebook_to_html(
+    nb: nbformat.NotebookNode, title: str, mathjax_src: str = f"{MATHJAX_DIR}/{MATHJAX_SCRIPT}"
+) -> str:
+    """One notebook (executed or markdown-only) → a standalone HTML page, via nbconvert.
+
+    ``mathjax_src`` is where the page loads MathJax from (see :func:`install_mathjax`).
+    """
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb, resources={"metadata": {"name": title}})
+    exporter = HTMLExporter(template_name="lab")
+    exporter.raw_template = _PAGE_TEMPLATE
+    resources = {"metadata": {"name": title}, "pt_mathjax_head": mathjax_head(mathjax_src)}
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
     return body
 
 
-def render_glossary(glossary_md: str | Path, html_dir: str | Path) -> Path:
+def render_glossary(glossary_md: str | Path, html_dir: str | Path, mathjax_src: str | None = None) -> Path:
     """``glossary.md`` → ``glossary.html`` (a one-cell markdown notebook rendered by nbconvert)."""
     text = Path(glossary_md).read_text(encoding="utf-8")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     out = Path(html_dir) / "glossary.html"
-    out.write_text(notebook_to_html(nb, "Glossary · 术语表"), encoding="utf-8")
+    src = mathjax_src or install_mathjax(html_dir)
+    atomic_write_text(out, notebook_to_html(nb, "Glossary · 术语表", src))
     return out
+
+
+def _read_notebook(path: Path, what: str) -> nbformat.NotebookNode | None:
+    """``path`` as a notebook, or None with a warning naming the file (a damaged file must not stop the site)."""
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as exc:  # JSON, schema, encoding, permissions …
+        warnings.warn(
+            f"{what} {path} is unreadable ({type(exc).__name__}: {exc}); the site leaves it out.", stacklevel=2
+        )
+        return None
+
+
+def load_failures(executed_dir: str | Path) -> dict[str, dict]:
+    """``{notebook file name: failure record}`` from the ``NN_name.failed.json`` files of :mod:`pt_helpers.run`.
+
+    Each record has ``error``, ``ename``, ``evalue``, ``cell_index``, ``failed_at``, ``failed_copy`` (the
+    executed copy of the failed run, or None) and ``last_good``. An unreadable record is skipped with a warning.
+    """
+    folder = Path(executed_dir)
+    failures: dict[str, dict] = {}
+    if not folder.is_dir():
+        return failures
+    for path in sorted(folder.glob(f"*{FAILED_RECORD_SUFFIX}")):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            if not (isinstance(record, dict) and NOTEBOOK_PATTERN.match(str(record.get("notebook", "")))):
+                raise ValueError("not a failure record of pt_helpers.run")
+        except (OSError, ValueError) as exc:
+            warnings.warn(
+                f"failure record {path} is unreadable ({exc}); the course map does not show it.", stacklevel=2
+            )
+            continue
+        copy = record.get("failed_copy")
+        if copy and not Path(copy).is_file() and (folder / Path(copy).name).is_file():
+            record["failed_copy"] = str(folder / Path(copy).name)  # the build folder was moved
+        failures[record["notebook"]] = record
+    return failures
 
 
 def _runtime_cell(file_name: str, timings: dict, nb: nbformat.NotebookNode | None) -> str:
@@ -233,9 +403,11 @@ def _runtime_cell(file_name: str, timings: dict, nb: nbformat.NotebookNode | Non
         e = entries[device_type]
         params = e.get("parameters") or {}
         note = (" with " + ", ".join(f"{k}={v!r}" for k, v in params.items())) if params else ""
-        lines.append(f"<b>{html.escape(device_type.upper())}</b>: {format_seconds(e['seconds'])} "
-                     f"<span class='dim'>({html.escape(e.get('device', ''))}{html.escape(note)}, "
-                     f"{html.escape(e.get('finished', '')[:10])})</span>")
+        lines.append(
+            f"<b>{html.escape(device_type.upper())}</b>: {format_seconds(e['seconds'])} "
+            f"<span class='dim'>({html.escape(e.get('device', ''))}{html.escape(note)}, "
+            f"{html.escape(e.get('finished', '')[:10])})</span>"
+        )
     if not lines and nb is not None:  # executed outside pt_helpers.run: papermill's own measurement
         duration = nb.metadata.get("papermill", {}).get("duration")
         if duration:
@@ -250,37 +422,90 @@ table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #ddd;pad
 vertical-align:top;text-align:left}th{background:#f4f4f4}td p{margin:.2em 0}td ul{margin:.2em 0;padding-left:1.2em}
 .dim{color:#777;font-size:.85em}.zh{color:#555}.w-pretrained{color:#16620f}.w-random{color:#a40000}
 .w-mixed{color:#8a5a00}.num{font-weight:bold;font-size:1.3em}
+tr.failed{background:#fff3f3}div.failed,p.failed{color:#a40000;font-size:.9em;margin-top:.4em}
+div.failed code{white-space:pre-wrap;word-break:break-word}
 """
 
 
-def build_index(chapters: list[tuple[ChapterInfo, WeightsInfo | None, bool]], timings: dict,
-                executed: dict[str, nbformat.NotebookNode], has_glossary: bool) -> str:
-    """The course map page (HTML): one row per chapter, measured times and weight provenance."""
+def _failure_cell(failure: dict, has_good_page: bool) -> str:
+    """The FAILED note under a chapter's title: when, which cell, the error, links to the failed run."""
+    when = str(failure.get("failed_at") or "")[:16].replace("T", " ")
+    cell = failure.get("cell_index")
+    error = f"{failure.get('ename') or 'Error'}: {failure.get('evalue') or ''}".strip().rstrip(":")
+    lines = [
+        f"<b>✗ FAILED</b> in the last run{' (' + html.escape(when) + ' UTC)' if when else ''}"
+        + (f", in cell {int(cell)}" if isinstance(cell, int) else ""),
+        f"<code>{html.escape(error[:400])}</code>",
+    ]
+    if failure.get("page"):
+        lines.append(f"<a href='{html.escape(failure['page'])}'>the failed run, with its traceback</a>")
+    lines.append(
+        "the chapter link shows the last good run, which the failed run did not replace"
+        if has_good_page
+        else "no good run of this chapter yet"
+    )
+    return "<div class='failed'>" + "<br>".join(lines) + "</div>"
+
+
+def build_index(
+    chapters: list[tuple[ChapterInfo, WeightsInfo | None, bool]],
+    timings: dict,
+    executed: dict[str, nbformat.NotebookNode],
+    has_glossary: bool,
+    *,
+    failures: dict[str, dict] | None = None,
+    mathjax_src: str = f"{MATHJAX_DIR}/{MATHJAX_SCRIPT}",
+) -> str:
+    """The course map page (HTML): one row per chapter, measured times, weight provenance, failed runs.
+
+    ``failures`` maps a notebook file name to its failure record (see :func:`load_failures`), with the
+    file name of its rendered failed run under ``"page"``.
+    """
+    failures = failures or {}
     rows = []
     for info, weights, has_page in chapters:
-        title = (f"{html.escape(info.title_en)}<br><span class='zh'>{html.escape(info.title_zh)}</span>"
-                 if info.title_zh else html.escape(info.title))
+        title = (
+            f"{html.escape(info.title_en)}<br><span class='zh'>{html.escape(info.title_zh)}</span>"
+            if info.title_zh
+            else html.escape(info.title)
+        )
         link = f"<a href='{html.escape(Path(info.file).stem)}.html'>{title}</a>" if has_page else title
-        if weights is None:
-            w = "<span class='dim'>not executed in this build</span>"
-        else:
+        failure = failures.get(info.file)
+        if weights is not None:
             w = f"<span class='w-{weights.status.split()[0]}'>{html.escape(weights.describe())}</span>"
+        elif failure is not None:
+            w = "<span class='dim'>no successful run to read it from</span>"
+        else:
+            w = "<span class='dim'>not executed in this build</span>"
+        row_class = " class='failed'" if failure else ""
         rows.append(
-            f"<tr><td class='num'>{info.number}</td><td>{link}<br><span class='dim'>{html.escape(info.file)}"
-            f"</span></td><td>{_markdown_html(info.goals)}</td><td>{_markdown_html(info.prerequisites)}</td>"
-            f"<td>{_runtime_cell(info.file, timings, executed.get(info.file))}</td><td>{w}</td></tr>")
-    glossary = ("<p>📖 <a href='glossary.html'>Glossary · 术语表</a> — the course's key terms in English "
-                "and Chinese.</p>" if has_glossary else "")
+            f"<tr{row_class}><td class='num'>{info.number}</td><td>{link}<br>"
+            f"<span class='dim'>{html.escape(info.file)}</span>"
+            f"{_failure_cell(failure, has_page) if failure else ''}</td>"
+            f"<td>{_markdown_html(info.goals)}</td><td>{_markdown_html(info.prerequisites)}</td>"
+            f"<td>{_runtime_cell(info.file, timings, executed.get(info.file))}</td><td>{w}</td></tr>"
+        )
+    glossary = (
+        "<p>📖 <a href='glossary.html'>Glossary · 术语表</a> — the course's key terms in English and Chinese.</p>"
+        if has_glossary
+        else ""
+    )
+    failed_note = (
+        f"<p class='failed'><b>{len(failures)} chapter(s) failed in their last run</b> — marked below; rerun one "
+        "with <code>python -m pt_helpers.run NN</code>.</p>"
+        if failures
+        else ""
+    )
     built = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Prompt Tuning from First Principles · 大语言模型原理与工程实践：提示微调 — course map</title>
 <style>{_CSS}</style>
-<script>window.MathJax = {{tex: {{inlineMath: [["$", "$"], ["\\(", "\\)"]]}}}};</script>
-<script defer src="https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js"></script></head><body>
+{mathjax_head(mathjax_src)}</head><body>
 <h1>Prompt Tuning from First Principles<br><span class="zh">大语言模型原理与工程实践：提示微调</span></h1>
 <h2>Course map · 课程地图</h2>
 {glossary}
+{failed_note}
 <p class="dim">Run times were measured by <code>python -m pt_helpers.run</code> on the device named
 (one entry per device type, from <code>build/timings.json</code>). “Weights” is read from each executed
 notebook's own output: numbers from RANDOM weights show mechanics only and are meaningless as results.
@@ -293,40 +518,83 @@ Built {built}.</p>
 """
 
 
-def build_site(executed_dir: str | Path = EXECUTED_DIR, html_dir: str | Path = "build/html", *,
-               timings_file: str | Path = TIMINGS_FILE, notebooks_dir: str | Path = NOTEBOOKS_DIR,
-               glossary: str | Path | None = None) -> Path:
+def _notebook_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name)) if folder.is_dir() else []
+
+
+def build_site(
+    executed_dir: str | Path = EXECUTED_DIR,
+    html_dir: str | Path = HTML_DIR,
+    *,
+    timings_file: str | Path = TIMINGS_FILE,
+    notebooks_dir: str | Path = NOTEBOOKS_DIR,
+    glossary: str | Path | None = None,
+) -> Path:
     """Render every executed ``NN_*.ipynb`` to HTML, the glossary, and ``index.html``; return its path.
 
-    Chapters that exist in ``notebooks_dir`` but were not executed are listed as such on the map.
+    Chapters that exist in ``notebooks_dir`` but were not executed are listed as such on the map; chapters
+    whose last run failed (a ``NN_name.failed.json`` from :mod:`pt_helpers.run`) are marked FAILED, with
+    their failed run rendered as ``NN_name.failed.html`` and their last good page, if any, still linked.
+    Every file is written atomically, so an interrupted build leaves the previous pages whole.
     """
     executed_dir, html_dir, notebooks_dir = Path(executed_dir), Path(html_dir), Path(notebooks_dir)
-    executed_files = sorted(p for p in executed_dir.glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name)) \
-        if executed_dir.is_dir() else []
-    source_files = sorted(p for p in notebooks_dir.glob("*.ipynb") if NOTEBOOK_PATTERN.match(p.name)) \
-        if notebooks_dir.is_dir() else []
-    if not executed_files:
+    failures = load_failures(executed_dir)
+    executed = {p.name: nb for p in _notebook_files(executed_dir) if (nb := _read_notebook(p, "executed notebook"))}
+    source_files = {p.name: p for p in _notebook_files(notebooks_dir)}
+    if not executed and not failures:
         raise SiteError(f"no executed notebooks in {executed_dir}: run `python -m pt_helpers.run all` first.")
     html_dir.mkdir(parents=True, exist_ok=True)
+    mathjax_src = install_mathjax(html_dir)
     timings = load_timings(timings_file)
-    executed = {p.name: nbformat.read(p, as_version=4) for p in executed_files}
     chapters = []
-    for name in sorted(set(executed) | {p.name for p in source_files}):
-        nb = executed.get(name) or nbformat.read(notebooks_dir / name, as_version=4)
+    for name in sorted(set(executed) | set(source_files) | set(failures)):
+        failure = failures.get(name)
+        failed_nb = None
+        if failure is not None and failure.get("failed_copy") and Path(failure["failed_copy"]).is_file():
+            failed_nb = _read_notebook(Path(failure["failed_copy"]), "executed copy of a failed run")
+        nb = executed.get(name)
+        if nb is None and name in source_files:
+            nb = _read_notebook(source_files[name], "notebook")
+        nb = nb or failed_nb or nbformat.v4.new_notebook()
         info = chapter_info(nb, name)
         weights = detect_weights(nb) if name in executed else None
         if name in executed:
-            (html_dir / f"{Path(name).stem}.html").write_text(
-                notebook_to_html(nb, f"{info.number} · {info.title}"), encoding="utf-8")
+            atomic_write_text(
+                html_dir / f"{Path(name).stem}.html", notebook_to_html(nb, f"{info.number} · {info.title}", mathjax_src)
+            )
+        if failed_nb is not None:
+            page = f"{Path(name).stem}.failed.html"
+            title = f"{info.number} · {info.title} — FAILED run"
+            atomic_write_text(html_dir / page, notebook_to_html(failed_nb, title, mathjax_src))
+            failure["page"] = page
         chapters.append((info, weights, name in executed))
+    for stale in html_dir.glob("*.failed.html"):  # a chapter that ran fine since: its failed page goes
+        if stale.name.removesuffix(".failed.html") + ".ipynb" not in failures:
+            stale.unlink(missing_ok=True)
     glossary_path = Path(glossary) if glossary else notebooks_dir / GLOSSARY_NAME
     if glossary_path.is_file():
-        render_glossary(glossary_path, html_dir)
+        render_glossary(glossary_path, html_dir, mathjax_src)
     index = html_dir / "index.html"
-    index.write_text(build_index(chapters, timings, executed, glossary_path.is_file()), encoding="utf-8")
-    (html_dir / "course_map.json").write_text(json.dumps(
-        [dict(file=i.file, title=i.title, weights=None if w is None else w.__dict__,
-              timings=timings.get(i.file, {})) for i, w, _ in chapters], indent=1, ensure_ascii=False))
+    atomic_write_text(
+        index,
+        build_index(chapters, timings, executed, glossary_path.is_file(), failures=failures, mathjax_src=mathjax_src),
+    )
+    course_map = []
+    for info, weights, has_page in chapters:
+        failure = failures.get(info.file)
+        course_map.append(
+            dict(
+                file=info.file,
+                title=info.title,
+                page=f"{Path(info.file).stem}.html" if has_page else None,
+                weights=None if weights is None else weights.__dict__,
+                timings=timings.get(info.file, {}),
+                failed=None
+                if failure is None
+                else {k: failure.get(k) for k in ("failed_at", "cell_index", "ename", "evalue", "page")},
+            )
+        )
+    atomic_write_json(html_dir / "course_map.json", course_map, default=repr)
     return index
 
 
@@ -334,13 +602,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pt_helpers.site EXECUTED_DIR HTML_DIR``: (re)build the site without re-executing."""
     p = argparse.ArgumentParser(prog="python -m pt_helpers.site", description=__doc__.splitlines()[0])
     p.add_argument("executed_dir", nargs="?", default=str(EXECUTED_DIR))
-    p.add_argument("html_dir", nargs="?", default="build/html")
+    p.add_argument("html_dir", nargs="?", default=str(HTML_DIR))
     p.add_argument("--timings", default=str(TIMINGS_FILE))
     p.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR))
     args = p.parse_args(argv)
     try:
-        index = build_site(args.executed_dir, args.html_dir, timings_file=args.timings,
-                           notebooks_dir=args.notebooks_dir)
+        index = build_site(
+            args.executed_dir, args.html_dir, timings_file=args.timings, notebooks_dir=args.notebooks_dir
+        )
     except CourseError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2

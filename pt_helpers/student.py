@@ -6,13 +6,14 @@ Every cell tagged ``solution`` becomes a code cell ``# YOUR CODE HERE`` + ``rais
 (tagged ``exercise`` so it is easy to find); every other cell is kept as it is, with outputs and
 execution counts removed. Markdown files beside the notebooks (the glossary) are copied unchanged.
 """
+
 from __future__ import annotations
 
 import argparse
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import nbformat
 
@@ -76,8 +77,10 @@ def make_student_copy(src_dir: str | Path, dst_dir: str | Path) -> dict[str, int
     if not src.is_dir():
         raise StudentCopyError(f"source folder {src} does not exist; pass the folder holding the notebooks.")
     if dst.resolve() == src.resolve():
-        raise StudentCopyError("the student copy must go to another folder than the notebooks (it would "
-                               "overwrite the solutions); e.g. build/student.")
+        raise StudentCopyError(
+            "the student copy must go to another folder than the notebooks (it would "
+            "overwrite the solutions); e.g. build/student."
+        )
     notebooks = sorted(src.glob("*.ipynb"))
     if not notebooks:
         raise StudentCopyError(f"no .ipynb files in {src}.")
@@ -95,8 +98,9 @@ def make_student_copy(src_dir: str | Path, dst_dir: str | Path) -> dict[str, int
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: ``python -m pt_helpers.student SRC_DIR DST_DIR``."""
-    p = argparse.ArgumentParser(prog="python -m pt_helpers.student",
-                                description="Copy notebooks with solution cells replaced by stubs.")
+    p = argparse.ArgumentParser(
+        prog="python -m pt_helpers.student", description="Copy notebooks with solution cells replaced by stubs."
+    )
     p.add_argument("src_dir", nargs="?", default="notebooks")
     p.add_argument("dst_dir", nargs="?", default="build/student")
     args = p.parse_args(argv)

@@ -1,4 +1,5 @@
-"""Shared fixtures: a random GPT-2-family model (mechanics) and the real pretrained MiniLM (behaviour)."""
+"""Shared fixtures, named by what they are: random stand-ins (mechanics only) and the real pretrained MiniLM."""
+
 import os
 
 import matplotlib
@@ -8,12 +9,46 @@ matplotlib.use("Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(scope="session")
-def gpt2_random():
-    """The small random GPT-2 stand-in (real GPT-2 tokenizer); mechanics only."""
+@pytest.fixture(scope="module")
+def random_gpt2():
+    """A fresh small random GPT-2 stand-in (4 layers × 256, real GPT-2 tokenizer) per test module; mechanics only."""
     from pt_helpers.models import random_model
 
     return random_model("gpt2", "causal", seed=0)
+
+
+@pytest.fixture(scope="module")
+def random_bert():
+    """A fresh small random BERT-family encoder (4 layers × 256, BERT uncased tokenizer) per test module."""
+    from pt_helpers.models import random_model
+
+    return random_model("bert-base-uncased", "encoder", seed=0)
+
+
+@pytest.fixture(scope="module")
+def random_bert_mlm():
+    """The random BERT-family stand-in with its masked-LM head (cloze scoring)."""
+    from pt_helpers.models import random_model
+
+    return random_model("bert-base-uncased", "masked", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2():
+    """A GPT-2-shaped model of 2 layers × 64 (real architecture, random weights, full vocabulary): fast CPU tests."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=512, vocab_size=50257)).eval()
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer():
+    """The real GPT-2 tokenizer shipped in the package."""
+    from pt_helpers.models import load_tokenizer
+
+    return load_tokenizer()
 
 
 @pytest.fixture(scope="session")
@@ -22,19 +57,3 @@ def minilm():
     from pt_helpers.models import MINILM_NAME, load_model
 
     return load_model(MINILM_NAME, "encoder", allow_random=False, verbose=False)
-
-
-@pytest.fixture(scope="module")
-def gpt2():
-    """A fresh random GPT-2 stand-in per test module (modules freeze and wrap it)."""
-    from pt_helpers.models import random_model
-
-    return random_model("gpt2", "causal", seed=0)
-
-
-@pytest.fixture(scope="module")
-def bert():
-    """A fresh random BERT-family encoder per test module."""
-    from pt_helpers.models import random_model
-
-    return random_model("bert-base-uncased", "encoder", seed=0)

@@ -4,11 +4,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pt_helpers.attention import (AttentionShapeError, attention_scores, attention_without_softmax,
-                                  attention_without_values, causal_mask, eager_attention, merge_heads,
-                                  padding_mask, recompute_bert_self_attention, recompute_gpt2_attention,
-                                  scaled_dot_product_attention, scaling_experiment, softmax_entropy,
-                                  softmax_jacobian_norm, split_heads, to_additive_mask)
+from pt_helpers.attention import (
+    AttentionShapeError,
+    attention_scores,
+    attention_without_softmax,
+    attention_without_values,
+    causal_mask,
+    eager_attention,
+    merge_heads,
+    padding_mask,
+    recompute_bert_self_attention,
+    recompute_gpt2_attention,
+    scaled_dot_product_attention,
+    scaling_experiment,
+    softmax_entropy,
+    softmax_jacobian_norm,
+    split_heads,
+    to_additive_mask,
+)
 from pt_helpers.errors import CourseError
 
 SENTENCES = ["one long string of cliches .", "a gorgeous , witty , seductive movie that leaves you wanting more ."]
@@ -16,44 +29,54 @@ SENTENCES = ["one long string of cliches .", "a gorgeous , witty , seductive mov
 
 def qkv(*batch, T_q=5, T_k=5, d_k=8, d_v=6, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(*batch, T_q, d_k, generator=g), torch.randn(*batch, T_k, d_k, generator=g),
-            torch.randn(*batch, T_k, d_v, generator=g))
+    return (
+        torch.randn(*batch, T_q, d_k, generator=g),
+        torch.randn(*batch, T_k, d_k, generator=g),
+        torch.randn(*batch, T_k, d_v, generator=g),
+    )
+
+
+# Outputs here are averages of N(0, 1) values (|x| ≲ 3) and weights lie in [0, 1]: float32 ulps are ~1e-7
+# and fused vs unfused kernels differ by a few; a wrong scale or mask moves them by > 1e-2.
+O1 = dict(rtol=1e-5, atol=1e-5)
 
 
 # --- attention from scratch --------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("batch", [(), (3,), (2, 4)])
 def test_equals_torch_sdpa_without_mask(batch):
     q, k, v = qkv(*batch, T_q=4, T_k=7)
     out, w = scaled_dot_product_attention(q, k, v)
     assert out.shape == (*batch, 4, 6) and w.shape == (*batch, 4, 7)
-    assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v), atol=1e-6)
-    assert torch.allclose(w.sum(-1), torch.ones(*batch, 4), atol=1e-6)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v), **O1)
+    torch.testing.assert_close(w.sum(-1), torch.ones(*batch, 4), rtol=1e-5, atol=1e-6)  # 7 weights summed: ~4e-7
 
 
 def test_equals_torch_sdpa_with_causal_and_padding_masks():
     q, k, v = qkv(2, 3, T_q=6, T_k=6)
     att = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
-    mask = causal_mask(6) & padding_mask(att)                             # (2, 1, 6, 6)
+    mask = causal_mask(6) & padding_mask(att)  # (2, 1, 6, 6)
     out, w = scaled_dot_product_attention(q, k, v, mask)
-    assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=1e-6)
-    assert (w.masked_select(~mask.expand_as(w)) == 0).all()               # hidden keys get exactly 0
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), **O1)
+    assert (w.masked_select(~mask.expand_as(w)) == 0).all()  # hidden keys get exactly 0
     out_add, w_add = scaled_dot_product_attention(q, k, v, to_additive_mask(mask))
-    assert torch.allclose(out_add, out, atol=1e-6) and torch.allclose(w_add, w, atol=1e-6)
+    torch.testing.assert_close(out_add, out, **O1)
+    torch.testing.assert_close(w_add, w, **O1)
 
 
 def test_causal_equals_torch_is_causal():
     q, k, v = qkv(2, T_q=5, T_k=5)
     out, w = scaled_dot_product_attention(q, k, v, causal_mask(5))
-    assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-6)
-    assert torch.equal(w.triu(1), torch.zeros_like(w))                    # no look-ahead
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=True), **O1)
+    assert torch.equal(w.triu(1), torch.zeros_like(w))  # no look-ahead
 
 
 def test_scale_argument_and_scores():
     q, k, v = qkv(T_q=3, T_k=4, d_k=16)
-    assert torch.allclose(attention_scores(q, k), q @ k.T / 4.0)
+    torch.testing.assert_close(attention_scores(q, k), q @ k.T / 4.0, **O1)  # scores |s| ≲ 3; a wrong scale is ×2+
     _, w1 = scaled_dot_product_attention(q, k, v, scale=1.0)
-    assert torch.allclose(w1, torch.softmax(q @ k.T, -1))
+    torch.testing.assert_close(w1, torch.softmax(q @ k.T, -1), **O1)
 
 
 def test_fully_masked_row_is_uniform_not_nan():
@@ -61,7 +84,7 @@ def test_fully_masked_row_is_uniform_not_nan():
     mask = torch.tensor([[True, True, False], [False, False, False]])
     out, w = scaled_dot_product_attention(q, k, v, mask)
     assert not torch.isnan(out).any()
-    assert torch.allclose(w[1], torch.full((3,), 1 / 3))
+    torch.testing.assert_close(w[1], torch.full((3,), 1 / 3), rtol=1e-5, atol=1e-6)  # weights of 1/3: ulp 3e-8
 
 
 def test_gradients_flow_to_q_k_v():
@@ -72,6 +95,7 @@ def test_gradients_flow_to_q_k_v():
 
 
 # --- masks, heads -------------------------------------------------------------------------------
+
 
 def test_mask_shapes_and_values():
     cm = causal_mask(4)
@@ -87,14 +111,14 @@ def test_split_merge_round_trip_and_layout():
     x = torch.arange(2 * 3 * 12, dtype=torch.float32).view(2, 3, 12)
     h = split_heads(x, 4)
     assert h.shape == (2, 4, 3, 3)
-    assert torch.equal(h[1, 2, 0], x[1, 0, 6:9])                          # head 2 owns features 6..8
+    assert torch.equal(h[1, 2, 0], x[1, 0, 6:9])  # head 2 owns features 6..8
     assert torch.equal(merge_heads(h), x)
 
 
 def test_attention_errors_are_clear():
     q, k, v = qkv(T_q=3, T_k=4, d_k=8)
     with pytest.raises(AttentionShapeError, match="d_k"):
-        scaled_dot_product_attention(q, k[:, :6], v)                      # mismatched head dims
+        scaled_dot_product_attention(q, k[:, :6], v)  # mismatched head dims
     with pytest.raises(AttentionShapeError, match="one vector per key"):
         scaled_dot_product_attention(q, k, v[:3])
     with pytest.raises(AttentionShapeError, match="does not broadcast"):
@@ -125,43 +149,50 @@ def test_mask_and_head_errors_are_clear():
 
 # --- the two broken formulas --------------------------------------------------------------------
 
+
 def test_without_softmax_is_not_an_average_and_without_v_has_the_wrong_shape():
     q, k, v = qkv(T_q=4, T_k=6, d_k=8, d_v=5)
     out, scores = attention_without_softmax(q, k, v)
     assert out.shape == (4, 5)
-    assert not torch.allclose(scores.sum(-1), torch.ones(4)) and (scores < 0).any()
+    assert not torch.allclose(scores.sum(-1), torch.ones(4), **O1) and (scores < 0).any()  # row sums are O(1) off
     # doubling the context (same keys twice) doubles the output — an average would not change
     out2, _ = attention_without_softmax(q, torch.cat([k, k]), torch.cat([v, v]))
-    assert torch.allclose(out2, 2 * out, atol=1e-5)
+    torch.testing.assert_close(out2, 2 * out, **O1)  # sums of scores·v, |x| up to ~10: rtol carries it
     right, _ = scaled_dot_product_attention(q, torch.cat([k, k]), torch.cat([v, v]))
-    assert torch.allclose(right, scaled_dot_product_attention(q, k, v)[0], atol=1e-6)
+    torch.testing.assert_close(right, scaled_dot_product_attention(q, k, v)[0], **O1)
     w = attention_without_values(q, k)
-    assert w.shape == (4, 6) and torch.allclose(w.sum(-1), torch.ones(4))
+    assert w.shape == (4, 6)
+    torch.testing.assert_close(w.sum(-1), torch.ones(4), rtol=1e-5, atol=1e-6)  # 6 weights summed: ~4e-7
     with pytest.raises(AttentionShapeError):
         attention_without_values(q, k[:, :3])
 
 
 # --- √d_k -------------------------------------------------------------------------------------
 
+
 def test_entropy_and_jacobian_limits():
     uniform, onehot = torch.full((8,), 1 / 8), torch.eye(8)[0]
-    assert softmax_entropy(uniform).item() == pytest.approx(math.log(8), abs=1e-6)
-    assert softmax_entropy(onehot).item() == pytest.approx(0.0, abs=1e-6)
-    assert softmax_jacobian_norm(onehot).item() == pytest.approx(0.0, abs=1e-6)
+    # float32 entropies are O(log 8 ≈ 2) and Jacobian norms O(0.1–1): rel 1e-5 is ~100 ulps of them;
+    # abs 1e-6 (for the exact zeros of a one-hot row) is still far below any wrong formula (> 1e-2)
+    assert softmax_entropy(uniform).item() == pytest.approx(math.log(8), rel=1e-5, abs=1e-6)
+    assert softmax_entropy(onehot).item() == pytest.approx(0.0, rel=1e-5, abs=1e-6)
+    assert softmax_jacobian_norm(onehot).item() == pytest.approx(0.0, rel=1e-5, abs=1e-6)
     p = torch.softmax(torch.randn(7), -1).requires_grad_()
     jac = torch.diag(p) - torch.outer(p, p)
-    assert softmax_jacobian_norm(p).item() == pytest.approx(jac.norm().item(), abs=1e-6)
+    # the closed form Σp² − 2Σp³ + (Σp²)² cancels for peaked rows, and √ turns its ~1e-7 error into
+    # ~6e-8/‖J‖: up to 3e-6 over 1e6 random p (abs 1e-6 failed 6 in 1e5 runs); a wrong formula is off by > 1e-2
+    assert softmax_jacobian_norm(p).item() == pytest.approx(jac.norm().item(), rel=1e-5, abs=1e-5)
 
 
 def test_scaling_experiment_shows_saturation_without_scaling():
     df = scaling_experiment((4, 64, 1024), n_queries=64, n_keys=32, seed=0)
     assert len(df) == 6
     scaled, raw = df[df.scaled].set_index("d_k"), df[~df.scaled].set_index("d_k")
-    assert scaled.score_std.between(0.8, 1.2).all()                       # theory: 1
-    assert raw.loc[1024, "score_std"] == pytest.approx(32, rel=0.15)       # theory: √1024
+    assert scaled.score_std.between(0.8, 1.2).all()  # theory: 1
+    assert raw.loc[1024, "score_std"] == pytest.approx(32, rel=0.15)  # theory: √1024
     assert raw.loc[1024, "max_weight"] > 0.9 > scaled.loc[1024, "max_weight"]
     assert raw.entropy.is_monotonic_decreasing and raw.loc[1024, "entropy"] < 0.3
-    assert scaled.entropy.max() - scaled.entropy.min() < 0.3               # stays put
+    assert scaled.entropy.max() - scaled.entropy.min() < 0.3  # stays put
     assert raw.loc[1024, "saturated"] > 0.5 and (scaled.saturated == 0).all()
     assert raw.loc[1024, "jacobian_norm"] < 0.5 * scaled.loc[1024, "jacobian_norm"]  # gradients vanish
     assert scaling_experiment((8,), seed=1).equals(scaling_experiment((8,), seed=1))
@@ -171,19 +202,33 @@ def test_scaling_experiment_shows_saturation_without_scaling():
 
 # --- real layers ----------------------------------------------------------------------------------
 
+
+def assert_recomputed(rec):
+    """Each recomputed tensor equals the model's own, element by element (float32, other kernels).
+
+    rtol covers large hidden states (MiniLM's attention_output reaches ~30, real GPT-2's residual
+    stream ~3000, where one ulp is already 2e-4); atol covers entries near 0 (probabilities, context).
+    Measured here: ≤ 2e-6. A wrong scale, mask or head split moves probabilities by > 1e-2.
+    """
+    for name in rec.ours:
+        torch.testing.assert_close(
+            rec.ours[name], rec.model[name], rtol=1e-5, atol=1e-4, msg=lambda m, name=name: f"{name}: {m}"
+        )
+
+
 def test_recompute_real_minilm_layer0(minilm):
     model, tok = minilm
     enc = tok(SENTENCES, return_tensors="pt", padding=True)
     before = model.config._attn_implementation
     rec = recompute_bert_self_attention(model, 0, enc["input_ids"], enc["attention_mask"])
-    assert model.config._attn_implementation == before                    # restored
+    assert model.config._attn_implementation == before  # restored
     T = enc["input_ids"].shape[1]
     assert rec.ours["probs"].shape == (2, 12, T, T) and rec.ours["attention_output"].shape == (2, T, 384)
-    rec.assert_close(1e-4)
+    assert_recomputed(rec)
     assert set(rec.table().tensor) == {"probs", "context", "attention_output", "layer_output"}
-    with torch.no_grad():                                                 # layer output = hidden_states[1]
+    with torch.no_grad():  # layer output = hidden_states[1]
         hs = model(**enc, output_hidden_states=True).hidden_states
-    assert torch.allclose(rec.ours["layer_output"], hs[1], atol=1e-4)
+    torch.testing.assert_close(rec.ours["layer_output"], hs[1], rtol=1e-5, atol=1e-4)  # eager vs SDPA; |x| ≲ 10
     # padding gets no attention from any real token
     assert enc["attention_mask"][0].min() == 0
     assert rec.ours["probs"][0, :, :, enc["attention_mask"][0] == 0].abs().max() == 0
@@ -193,32 +238,34 @@ def test_recompute_detects_a_wrong_scale(minilm):
     model, tok = minilm
     enc = tok(SENTENCES[:1], return_tensors="pt")
     rec = recompute_bert_self_attention(model, 3, enc["input_ids"])
-    rec.assert_close(1e-4)
+    assert_recomputed(rec)
     _, unscaled = scaled_dot_product_attention(rec.q, rec.k, rec.v, rec.mask, scale=1.0)
     rec.ours["probs"] = unscaled
     with pytest.raises(AssertionError, match="probs"):
         rec.assert_close(1e-4)
+    with pytest.raises(AssertionError, match="probs"):  # the rtol + atol check catches it too
+        assert_recomputed(rec)
 
 
-def test_recompute_gpt2_random_all_layers_and_padding(gpt2_random):
-    model, tok = gpt2_random
+def test_recompute_gpt2_random_all_layers_and_padding(random_gpt2):
+    model, tok = random_gpt2
     enc = tok(["Hello world, this is a test", "Short"], return_tensors="pt", padding=True)
     for layer in range(model.config.n_layer):
         rec = recompute_gpt2_attention(model, layer, enc["input_ids"], enc["attention_mask"])
-        rec.assert_close(1e-4)
+        assert_recomputed(rec)
     probs = rec.ours["probs"]
     assert probs.shape == (2, model.config.n_head, 7, 7)
-    assert torch.equal(probs[0].triu(1), torch.zeros_like(probs[0]))     # causal: nothing from the future
+    assert torch.equal(probs[0].triu(1), torch.zeros_like(probs[0]))  # causal: nothing from the future
 
 
-def test_recompute_gpt2_single_sequence_1d(gpt2_random):
-    model, tok = gpt2_random
+def test_recompute_gpt2_single_sequence_1d(random_gpt2):
+    model, tok = random_gpt2
     ids = torch.tensor(tok("The movie was good.")["input_ids"])
-    recompute_gpt2_attention(model, 0, ids).assert_close(1e-4)
+    assert_recomputed(recompute_gpt2_attention(model, 0, ids))
 
 
-def test_recompute_bad_layer_and_mask(gpt2_random, minilm):
-    model, tok = gpt2_random
+def test_recompute_bad_layer_and_mask(random_gpt2, minilm):
+    model, tok = random_gpt2
     ids = torch.tensor([tok("a b c")["input_ids"]])
     with pytest.raises(IndexError, match="0..3"):
         recompute_gpt2_attention(model, 9, ids)
@@ -228,8 +275,8 @@ def test_recompute_bad_layer_and_mask(gpt2_random, minilm):
         recompute_bert_self_attention(minilm.model, 6, ids)
 
 
-def test_eager_attention_restores_implementation(gpt2_random):
-    model, _ = gpt2_random
+def test_eager_attention_restores_implementation(random_gpt2):
+    model, _ = random_gpt2
     before = model.config._attn_implementation
     with eager_attention(model):
         assert model.config._attn_implementation == "eager"

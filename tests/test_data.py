@@ -1,12 +1,21 @@
 import pytest
 
-from pt_helpers.data import (AGNEWS_TRAIN_SIZE, TASKS, label_names, load_task, subsample, task_info)
+from pt_helpers.data import AGNEWS_TRAIN_SIZE, TASKS, label_names, load_task, subsample, task_info
 from pt_helpers.errors import DataFileMissingError, UnknownTaskError
 
-OFFICIAL_SIZES = {("sst2", "train"): 6920, ("sst2", "dev"): 872, ("sst2", "test"): 1821,
-                  ("trec", "train"): 5452, ("trec", "test"): 500,
-                  ("agnews", "train"): AGNEWS_TRAIN_SIZE, ("agnews", "test"): 7600 - AGNEWS_TRAIN_SIZE,
-                  ("cb", "train"): 250, ("cb", "dev"): 56, ("rte", "train"): 2490, ("rte", "dev"): 277}
+OFFICIAL_SIZES = {
+    ("sst2", "train"): 6920,
+    ("sst2", "dev"): 872,
+    ("sst2", "test"): 1821,
+    ("trec", "train"): 5452,
+    ("trec", "test"): 500,
+    ("agnews", "train"): AGNEWS_TRAIN_SIZE,
+    ("agnews", "test"): 7600 - AGNEWS_TRAIN_SIZE,
+    ("cb", "train"): 250,
+    ("cb", "dev"): 56,
+    ("rte", "train"): 2490,
+    ("rte", "dev"): 277,
+}
 
 
 @pytest.mark.parametrize("task,split", sorted(OFFICIAL_SIZES))

@@ -39,6 +39,7 @@ def test_build_dir_is_the_projects_whatever_the_working_directory(tmp_path, monk
     from pathlib import Path
 
     import pt_helpers
+
     monkeypatch.chdir(tmp_path)
     path = build_dir("ch_test")
     assert path.is_dir() and path == Path(pt_helpers.__file__).resolve().parents[1] / "build" / "ch_test"

@@ -1,14 +1,14 @@
 import math
 
 import numpy as np
-
-from pt_helpers.exercises import ch01
-from pt_helpers.lm import sequence_logprob, token_logprobs, encode
 import torch
 
+from pt_helpers.exercises import ch01
+from pt_helpers.lm import encode, token_logprobs
 
-def test_check_1(gpt2_random):
-    model, tok = gpt2_random
+
+def test_check_1(random_gpt2):
+    model, tok = random_gpt2
     s = "I love this movie."
     with torch.no_grad():
         reference = token_logprobs(model, torch.tensor([encode(tok, s)])).sum().item()
@@ -24,8 +24,8 @@ def test_check_2():
     assert not ch01.check_2(lambda lp: 1 / 0).correct
 
 
-def test_check_3(gpt2_random):
-    _, tok = gpt2_random
+def test_check_3(random_gpt2):
+    _, tok = random_gpt2
     assert ch01.check_3(4633, tok).correct
     fb = ch01.check_3(tok("negative", add_special_tokens=False)["input_ids"][0], tok)
     assert not fb.correct and "space" in fb.message

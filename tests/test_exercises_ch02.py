@@ -44,10 +44,10 @@ def test_check_2():
 def test_check_3_accepts_the_reference_and_rejects_wrong_masks():
     reference = lambda att: to_additive_mask(padding_mask(att))
     assert ch02.check_3(reference)
-    fb = ch02.check_3(lambda att: att.float())                          # wrong shape
+    fb = ch02.check_3(lambda att: att.float())  # wrong shape
     assert not fb and "(3, 1, 1, 6)" in fb.message
     fb = ch02.check_3(lambda att: (1 - att.float())[:, None, None, :] * float("-inf"))
-    assert not fb                                                       # -inf (and 0*inf = nan)
+    assert not fb  # -inf (and 0*inf = nan)
     fb = ch02.check_3(lambda att: (1 - att.float())[:, None, None, :] * -10.0)
     assert not fb and "large negative" in fb.message
     fb = ch02.check_3(lambda att: att[:, None, None, :].bool())

@@ -1,4 +1,5 @@
 """The chapter-3 checkers accept the reference solutions and reject typical wrong answers."""
+
 import torch
 
 from pt_helpers import icl
@@ -16,7 +17,7 @@ def reference_calibrate(label_logprobs, content_free_logprobs):
 def test_check_1():
     assert ch03.check_1(reference_calibrate).correct
     assert ch03.check_1(icl.contextual_calibration).correct
-    assert not ch03.check_1(lambda lp, cf: torch.softmax(lp, -1)).correct          # no calibration
+    assert not ch03.check_1(lambda lp, cf: torch.softmax(lp, -1)).correct  # no calibration
     unnormalised = lambda lp, cf: torch.softmax(lp.double(), -1) / icl.content_free_distribution(cf)  # noqa: E731
     fb = ch03.check_1(unnormalised)
     assert not fb.correct and "sum to 1" in fb.message
@@ -30,7 +31,7 @@ def test_check_2():
         return (query @ pool.T).topk(k, dim=-1).indices.flip(-1)
 
     assert ch03.check_2(kate).correct
-    fb = ch03.check_2(lambda p, q, k: (q @ p.T).topk(k, dim=-1).indices)          # most similar first
+    fb = ch03.check_2(lambda p, q, k: (q @ p.T).topk(k, dim=-1).indices)  # most similar first
     assert not fb.correct and "order" in fb.message
     assert not ch03.check_2(lambda p, q, k: (-(q @ p.T)).topk(k, dim=-1).indices).correct
 

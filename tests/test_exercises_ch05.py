@@ -1,8 +1,9 @@
 """The chapter-05 checkers accept the reference solutions and reject typical wrong answers."""
+
 import torch
 
 from pt_helpers.exercises import ch05
-from pt_helpers.soft_prompt import real_position_ids
+from pt_helpers.frozen import real_position_ids
 
 
 def test_check_1():

@@ -1,4 +1,5 @@
 """Checkers of chapter 07: correct on the reference solutions, "not yet" on the typical wrong answers."""
+
 import math
 
 import torch
@@ -45,6 +46,7 @@ def test_check_3_best_span():
 
 
 def test_reference_best_span_respects_order_and_length():
-    s = torch.tensor([-5.0, 5.0, 0.0, 0.0]); e = torch.tensor([9.0, 0.0, 0.0, 4.0])
-    assert ch07.reference_best_span(s, e, 30) == (1, 3)      # end 0 is before start 1: not allowed
+    s = torch.tensor([-5.0, 5.0, 0.0, 0.0])
+    e = torch.tensor([9.0, 0.0, 0.0, 4.0])
+    assert ch07.reference_best_span(s, e, 30) == (1, 3)  # end 0 is before start 1: not allowed
     assert ch07.reference_best_span(s, e, 2) in ((1, 1), (1, 2))  # (1, 3) is 3 tokens long

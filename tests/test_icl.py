@@ -1,4 +1,5 @@
 """Tests for pt_helpers.icl: exact cached scoring, prompt building, calibration, demonstration choice."""
+
 from __future__ import annotations
 
 import warnings
@@ -8,44 +9,50 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from pt_helpers import icl
+from pt_helpers.data import TASKS
 from pt_helpers.errors import ContextWindowError, LabelWordError
 from pt_helpers.lm import conditional_logprob
-from pt_helpers.models import load_tokenizer
 
-DEMOS = [("what is the capital of peru ?", 4), ("who wrote hamlet ?", 3), ("how many feet in a mile ?", 5),
-         ("what does nasa stand for ?", 0)]
+DEMOS = [
+    ("what is the capital of peru ?", 4),
+    ("who wrote hamlet ?", 3),
+    ("how many feet in a mile ?", 5),
+    ("what does nasa stand for ?", 0),
+]
 TESTS = ["what is a galaxy ?", "who invented the telephone ?", "x", "how far is it from denver to aspen ?"]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def tiny_gpt2():
-    """A GPT-2-shaped model (real architecture, random weights), small enough for a CPU test."""
-    torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=512, vocab_size=50257)
-    return GPT2LMHeadModel(cfg).eval()
+# Label log-probs through two code paths (cached/packed vs padded, other batch shapes): ≈ −11 per token here,
+# sums to −35; measured |Δ| ≤ 2e-6. atol 1e-4 also covers a real GPT-2, whose logits sit ~100 below zero
+# (~3e-5 there); rtol adds 1e-5 of a multi-token sum. Not looser: on this 2×64 model a padding leak moves a
+# log-prob by only ~7e-4, an off-by-one position by > 0.1.
+LP = dict(rtol=1e-5, atol=1e-4)
 
 
 # ------------------------------------------------------------------ the engine: cached == naive
-@pytest.mark.parametrize("k, reduction, side", [(0, "sum", "left"), (1, "mean", "right"), (4, "sum", "right"),
-                                                 (4, "mean", "left")])
-def test_cached_equals_naive(tiny_gpt2, tok, k, reduction, side):
+@pytest.mark.parametrize(
+    "k, reduction, side", [(0, "sum", "left"), (1, "mean", "right"), (4, "sum", "right"), (4, "mean", "left")]
+)
+def test_cached_equals_naive(tiny_gpt2, gpt2_tokenizer, k, reduction, side):
     fmt = icl.prompt_format("trec")  # " Abbreviation" is 3 tokens: multi-token labels are exercised
-    assert max(len(t) for t in icl.label_word_ids(tok, fmt.label_words)) > 1
+    assert max(len(t) for t in icl.label_word_ids(gpt2_tokenizer, fmt.label_words)) > 1
     prefix, queries = icl.build_prefix_and_queries(DEMOS[:k], TESTS, fmt)
-    cached = icl.score_label_words_cached(tiny_gpt2, tok, prefix, queries, fmt.label_words,
-                                          reduction=reduction, batch_size=3)  # 3 then 1: padding differs
-    naive = icl.score_label_words_naive(tiny_gpt2, tok, prefix, queries, fmt.label_words,
-                                        reduction=reduction, batch_size=7, padding_side=side)
+    cached = icl.score_label_words_cached(
+        tiny_gpt2, gpt2_tokenizer, prefix, queries, fmt.label_words, reduction=reduction, batch_size=3
+    )  # 3 then 1: padding differs
+    naive = icl.score_label_words_naive(
+        tiny_gpt2,
+        gpt2_tokenizer,
+        prefix,
+        queries,
+        fmt.label_words,
+        reduction=reduction,
+        batch_size=7,
+        padding_side=side,
+    )
     assert cached.shape == (len(TESTS), len(fmt.label_words))
-    assert (cached - naive).abs().max().item() <= 1e-4
+    torch.testing.assert_close(cached, naive, **LP)
 
 
-def test_cached_equals_naive_with_eager_attention(tok):
+def test_cached_equals_naive_with_eager_attention(gpt2_tokenizer):
     """The packed block mask is additive, so it also works with the eager (non-SDPA) attention code."""
     torch.manual_seed(1)
     cfg = GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=256, vocab_size=50257)
@@ -53,55 +60,59 @@ def test_cached_equals_naive_with_eager_attention(tok):
     model = GPT2LMHeadModel(cfg).eval()
     fmt = icl.prompt_format("trec")
     prefix, queries = icl.build_prefix_and_queries(DEMOS[:2], TESTS, fmt)
-    cached = icl.score_label_words_cached(model, tok, prefix, queries, fmt.label_words, batch_size=3)
-    naive = icl.score_label_words_naive(model, tok, prefix, queries, fmt.label_words)
-    assert (cached - naive).abs().max().item() <= 1e-4
+    cached = icl.score_label_words_cached(model, gpt2_tokenizer, prefix, queries, fmt.label_words, batch_size=3)
+    naive = icl.score_label_words_naive(model, gpt2_tokenizer, prefix, queries, fmt.label_words)
+    torch.testing.assert_close(cached, naive, **LP)
 
 
-def test_cached_handles_empty_inputs_and_large_batches(tiny_gpt2, tok):
+def test_cached_handles_empty_inputs_and_large_batches(tiny_gpt2, gpt2_tokenizer):
     """An input with no tokens is scored from the prefix's last position; one batch bigger than n is fine."""
     words = [" yes", " no thanks"]
-    cached = icl.score_label_words_cached(tiny_gpt2, tok, "Question: ok?\nAnswer:", ["", " maybe"], words,
-                                          batch_size=64)
-    naive = icl.score_label_words_naive(tiny_gpt2, tok, "Question: ok?\nAnswer:", ["", " maybe"], words)
-    assert (cached - naive).abs().max().item() <= 1e-4
+    cached = icl.score_label_words_cached(
+        tiny_gpt2, gpt2_tokenizer, "Question: ok?\nAnswer:", ["", " maybe"], words, batch_size=64
+    )
+    naive = icl.score_label_words_naive(tiny_gpt2, gpt2_tokenizer, "Question: ok?\nAnswer:", ["", " maybe"], words)
+    torch.testing.assert_close(cached, naive, **LP)
 
 
-def test_cached_equals_unbatched_conditional_logprob(tiny_gpt2, tok):
+def test_cached_equals_unbatched_conditional_logprob(tiny_gpt2, gpt2_tokenizer):
     fmt = icl.prompt_format("sst2")
     prefix, queries = icl.build_prefix_and_queries([("a gem .", 1), ("dull .", 0)], ["pretty good", "bad"], fmt)
-    cached = icl.score_label_words_cached(tiny_gpt2, tok, prefix, queries, [" Negative", " great movie"])
+    cached = icl.score_label_words_cached(tiny_gpt2, gpt2_tokenizer, prefix, queries, [" Negative", " great movie"])
     for i, q in enumerate(queries):
         for c, word in enumerate([" Negative", " great movie"]):
-            assert abs(cached[i, c].item() - conditional_logprob(tiny_gpt2, tok, prefix + q, word)) <= 1e-4
+            assert cached[i, c].item() == pytest.approx(
+                conditional_logprob(tiny_gpt2, gpt2_tokenizer, prefix + q, word), rel=LP["rtol"], abs=LP["atol"]
+            )
 
 
-def test_mean_reduction_divides_by_label_length(tiny_gpt2, tok):
+def test_mean_reduction_divides_by_label_length(tiny_gpt2, gpt2_tokenizer):
     words = [" Positive", " not at all good"]
-    s = icl.score_label_words_cached(tiny_gpt2, tok, "", ["Review: ok\nSentiment:"], words, reduction="sum")
-    m = icl.score_label_words_cached(tiny_gpt2, tok, "", ["Review: ok\nSentiment:"], words, reduction="mean")
-    n = torch.tensor([len(t) for t in icl.label_word_ids(tok, words)], dtype=s.dtype)
-    assert torch.allclose(m, s / n, atol=1e-5)
+    s = icl.score_label_words_cached(tiny_gpt2, gpt2_tokenizer, "", ["Review: ok\nSentiment:"], words, reduction="sum")
+    m = icl.score_label_words_cached(tiny_gpt2, gpt2_tokenizer, "", ["Review: ok\nSentiment:"], words, reduction="mean")
+    n = torch.tensor([len(t) for t in icl.label_word_ids(gpt2_tokenizer, words)], dtype=s.dtype)
+    torch.testing.assert_close(m, s / n, rtol=1e-5, atol=1e-6)  # same forward pass, only the division differs
     with pytest.raises(ValueError, match="reduction"):
-        icl.score_label_words_cached(tiny_gpt2, tok, "", ["x"], words, reduction="first")
+        icl.score_label_words_cached(tiny_gpt2, gpt2_tokenizer, "", ["x"], words, reduction="first")
 
 
-def test_separate_tokenization_equals_joint_for_course_formats(tok):
-    for task in icl.TASK_FORMATS:
+def test_separate_tokenization_equals_joint_for_course_formats(gpt2_tokenizer):
+    for task in [t for t, info in TASKS.items() if info.icl_label_words]:
         fmt = icl.prompt_format(task)
         for k in (0, 2):
             demos = [(t, y % len(fmt.label_words)) for t, y in DEMOS[:k]]
             prefix, (query,) = icl.build_prefix_and_queries(demos, [TESTS[1]], fmt)
-            joint = icl.encode_prefix(tok, prefix + query)
-            assert joint == icl.encode_prefix(tok, prefix) + icl.encode_inputs(tok, [query])[0]
+            joint = icl.encode_prefix(gpt2_tokenizer, prefix + query)
+            assert joint == icl.encode_prefix(gpt2_tokenizer, prefix) + icl.encode_inputs(gpt2_tokenizer, [query])[0]
 
 
 # ------------------------------------------------------------------ prompt building
 def test_build_prompt_separators():
     fmt = icl.prompt_format("sst2")
     prompt = icl.build_prompt([("a gem .", 1), ("dull .", 0)], "pretty good", fmt)
-    assert prompt == ("Review: a gem .\nSentiment: Positive\n\nReview: dull .\nSentiment: Negative"
-                      "\n\nReview: pretty good\nSentiment:")
+    assert prompt == (
+        "Review: a gem .\nSentiment: Positive\n\nReview: dull .\nSentiment: Negative\n\nReview: pretty good\nSentiment:"
+    )
     assert icl.build_prompt([], "pretty good", fmt) == "Review: pretty good\nSentiment:"
     fmt_i = icl.prompt_format("agnews")
     assert icl.build_prompt([], "x", fmt_i).startswith(fmt_i.instruction + "\n\nArticle: x\nAnswer:")
@@ -148,59 +159,64 @@ def test_randomize_labels_keeps_texts_and_is_seeded():
 
 
 # ------------------------------------------------------------------ errors
-def test_prompt_longer_than_context_window(tok):
+def test_prompt_longer_than_context_window(gpt2_tokenizer):
     torch.manual_seed(0)
     small = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=40, vocab_size=50257)).eval()
     fmt = icl.prompt_format("sst2")
     demos = [(f"this is demonstration number {i} , fairly long .", i % 2) for i in range(4)]
     with pytest.raises(ContextWindowError, match=r"context window is 40 tokens") as err:
-        icl.score_icl(small, tok, demos, ["short"], fmt, content_free_inputs=())
+        icl.score_icl(small, gpt2_tokenizer, demos, ["short"], fmt, content_free_inputs=())
     assert "prefix" in str(err.value) and "4 demonstrations" in str(err.value)
     prefix, queries = icl.build_prefix_and_queries(demos, ["short"], fmt)
     with pytest.raises(ContextWindowError, match=r"tokens but the model's context window is 40"):
-        icl.score_label_words_cached(small, tok, prefix, queries, fmt.label_words)
+        icl.score_label_words_cached(small, gpt2_tokenizer, prefix, queries, fmt.label_words)
     with pytest.warns(UserWarning, match=r"dropped \d of 4 demonstrations"):
-        sc = icl.score_icl(small, tok, demos, ["short"], fmt, content_free_inputs=(), on_overflow="drop")
+        sc = icl.score_icl(small, gpt2_tokenizer, demos, ["short"], fmt, content_free_inputs=(), on_overflow="drop")
     assert 0 < sc.n_demonstrations < 4 and sc.prefix.endswith(icl.format_example(demos[-1][0], fmt, 1))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # fits: no warning, nothing dropped
-        assert icl.score_icl(small, tok, demos[:1], ["short"], fmt, content_free_inputs=(),
-                             on_overflow="drop").n_demonstrations == 1
+        assert (
+            icl.score_icl(
+                small, gpt2_tokenizer, demos[:1], ["short"], fmt, content_free_inputs=(), on_overflow="drop"
+            ).n_demonstrations
+            == 1
+        )
 
 
-def test_label_words_empty_or_colliding(tok, tiny_gpt2):
+def test_label_words_empty_or_colliding(gpt2_tokenizer, tiny_gpt2):
     with pytest.raises(LabelWordError, match="tokenizes to nothing"):
-        icl.label_word_ids(tok, [" Positive", ""])
+        icl.label_word_ids(gpt2_tokenizer, [" Positive", ""])
     with pytest.raises(LabelWordError, match="collide"):
-        icl.label_word_ids(tok, [" Positive", " Positive"])
+        icl.label_word_ids(gpt2_tokenizer, [" Positive", " Positive"])
     with pytest.raises(LabelWordError, match="at least two"):
-        icl.label_word_ids(tok, [" Positive"])
+        icl.label_word_ids(gpt2_tokenizer, [" Positive"])
     with pytest.raises(LabelWordError, match="collide"):
-        icl.score_label_words_cached(tiny_gpt2, tok, "", ["x"], [" good", " good"])
+        icl.score_label_words_cached(tiny_gpt2, gpt2_tokenizer, "", ["x"], [" good", " good"])
 
 
 # ------------------------------------------------------------------ calibration
 def test_contextual_calibration_hand_example():
     # p̂ = [0.7, 0.3], p_cf = [0.8, 0.2]:  W p̂ = [0.7/0.8, 0.3/0.2] = [0.875, 1.5] → [0.368.., 0.631..]
-    lp = torch.log(torch.tensor([[0.7, 0.3]])) + 5.0          # any shift: p̂ is renormalised first
+    lp = torch.log(torch.tensor([[0.7, 0.3]])) + 5.0  # any shift: p̂ is renormalised first
     cf = torch.log(torch.tensor([[0.8, 0.2]]))
     q = icl.contextual_calibration(lp, cf)
-    assert torch.allclose(q, torch.tensor([[0.875 / 2.375, 1.5 / 2.375]], dtype=q.dtype), atol=1e-9)
+    # float64 output from float32 logs (≈6e-8 relative rounding; measured 6e-8); any wrong formula is off by > 1e-2
+    torch.testing.assert_close(q, torch.tensor([[0.875 / 2.375, 1.5 / 2.375]], dtype=q.dtype), rtol=1e-5, atol=1e-7)
     assert q.argmax().item() == 1  # the label bias toward class 0 is undone
 
 
 def test_content_free_distribution_averages_raw_probabilities():
-    cf = torch.log(torch.tensor([[0.6, 0.2], [0.2, 0.2]]))   # raw (unnormalised) probs, as in Zhao et al.
+    cf = torch.log(torch.tensor([[0.6, 0.2], [0.2, 0.2]]))  # raw (unnormalised) probs, as in Zhao et al.
     p = icl.content_free_distribution(cf)
-    assert torch.allclose(p, torch.tensor([0.4 / 0.6, 0.2 / 0.6], dtype=p.dtype))
-    tiny = torch.tensor([[-2000.0, -2001.0]])                 # would underflow as exp(); log space does not
+    torch.testing.assert_close(p, torch.tensor([0.4 / 0.6, 0.2 / 0.6], dtype=p.dtype), rtol=1e-5, atol=1e-7)  # as above
+    tiny = torch.tensor([[-2000.0, -2001.0]])  # would underflow as exp(); log space does not
     assert torch.isfinite(icl.content_free_distribution(tiny)).all()
 
 
 def test_calibration_with_uniform_content_free_changes_nothing():
     lp = torch.randn(5, 3)
     q = icl.contextual_calibration(lp, torch.zeros(3))
-    assert torch.allclose(q, torch.softmax(lp.double(), -1))
+    torch.testing.assert_close(q, torch.softmax(lp.double(), -1), rtol=1e-7, atol=1e-9)  # float64 throughout: ~1e-16
 
 
 # ------------------------------------------------------------------ demonstration choice and metrics
@@ -215,13 +231,16 @@ def test_nearest_neighbours_order_and_exclusion():
 
 
 def test_accuracy_and_majority_baseline():
-    assert icl.accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), [1, 0, 0]) == pytest.approx(2 / 3)
-    assert icl.majority_baseline([0, 1, 1, 1], [1, 0, 1, 1, 0]) == pytest.approx(0.6)
+    # fractions k/n computed in float32 (≈6e-8 relative); a miscount moves them by ≥ 1/n
+    assert icl.accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7]]), [1, 0, 0]) == pytest.approx(
+        2 / 3, rel=1e-6, abs=1e-9
+    )
+    assert icl.majority_baseline([0, 1, 1, 1], [1, 0, 1, 1, 0]) == pytest.approx(0.6, rel=1e-6, abs=1e-9)
 
 
-def test_score_icl_shapes(tiny_gpt2, tok):
+def test_score_icl_shapes(tiny_gpt2, gpt2_tokenizer):
     fmt = icl.prompt_format("sst2")
-    sc = icl.score_icl(tiny_gpt2, tok, [("a gem .", 1)], ["good", "bad", "meh"], fmt)
+    sc = icl.score_icl(tiny_gpt2, gpt2_tokenizer, [("a gem .", 1)], ["good", "bad", "meh"], fmt)
     assert sc.logprobs.shape == (3, 2) and sc.content_free_logprobs.shape == (3, 2)
     assert sc.predictions().shape == (3,) and sc.predictions(calibrate=True).shape == (3,)
 
@@ -232,10 +251,16 @@ def test_minilm_nearest_neighbour_is_the_paraphrase():
 
     enc = load_model("sentence-transformers/all-MiniLM-L6-v2", "encoder", verbose=False)
     assert enc.is_pretrained
-    pool = ["the film was a delight from start to finish", "interest rates rose again this quarter",
-            "the team won the championship game", "how many moons does jupiter have ?"]
+    pool = [
+        "the film was a delight from start to finish",
+        "interest rates rose again this quarter",
+        "the team won the championship game",
+        "how many moons does jupiter have ?",
+    ]
     queries = ["an utterly delightful movie", "the central bank raised rates", "how many moons orbit saturn ?"]
     e_pool = icl.embed_sentences(enc.model, enc.tokenizer, pool)
     e_q = icl.embed_sentences(enc.model, enc.tokenizer, queries)
-    assert torch.allclose(e_pool.norm(dim=-1), torch.ones(len(pool)), atol=1e-5)
+    torch.testing.assert_close(
+        e_pool.norm(dim=-1), torch.ones(len(pool)), rtol=1e-5, atol=1e-6
+    )  # norms of 384-d float32 unit vectors
     assert icl.nearest_neighbour_indices(e_pool, e_q, 1)[:, 0].tolist() == [0, 1, 3]

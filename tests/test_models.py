@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pt_helpers.errors import ModelNotFoundError
-from pt_helpers.models import (MINILM_NAME, context_length, load_model, model_family, random_model)
+from pt_helpers.models import MINILM_NAME, context_length, load_model, model_family, random_model
 
 
 @pytest.fixture
@@ -11,6 +11,7 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.setenv("PT_MODELS_DIR", str(tmp_path / "models"))
     monkeypatch.delenv("PT_RANDOM_FALLBACK", raising=False)
     from pt_helpers import models
+
     models.hub_reachable.cache_clear()
     yield tmp_path
     models.hub_reachable.cache_clear()

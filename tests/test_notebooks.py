@@ -1,8 +1,8 @@
 """Notebook hygiene and papermill re-runs. (Each notebook is also executed by `pytest --nbval-lax`.)"""
+
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -38,27 +38,42 @@ def test_notebook_is_committed_clean_and_parametrised(path):
 
 def _stdout(nb_path):
     nb = json.loads(Path(nb_path).read_text(encoding="utf-8"))
-    return "".join("".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code"
-                   for o in c.get("outputs", []) if o.get("name") == "stdout")
+    return "".join(
+        "".join(o.get("text", ""))
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
+        if o.get("name") == "stdout"
+    )
 
 
 @pytest.mark.notebook
 def test_papermill_rerun_of_01_follows_its_parameter(tmp_path):
     """Rerun notebook 01 on another text: the token count it reports must be the new text's."""
     import papermill as pm
-    from pt_helpers.models import GPT2_TOKENIZER_DIR
     from transformers import AutoTokenizer
+
+    from pt_helpers.models import GPT2_TOKENIZER_DIR
 
     new_text = "Prompt tuning trains a few vectors."
     out = tmp_path / "01_rerun.ipynb"
     os.environ.setdefault("PT_RANDOM_FALLBACK", "1")
-    pm.execute_notebook(str(NOTEBOOKS[0]), str(out), parameters={"text": new_text, "n_sentences": 5},
-                        kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOKS[0].parent))
+    pm.execute_notebook(
+        str(NOTEBOOKS[0]),
+        str(out),
+        parameters={"text": new_text, "n_sentences": 5},
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(NOTEBOOKS[0].parent),
+    )
     n_new = len(AutoTokenizer.from_pretrained(str(GPT2_TOKENIZER_DIR))(new_text)["input_ids"])
     stdout = _stdout(out)
     assert f"{n_new} tokens after BOS" in stdout
-    default_text = re.search(r'^text = "(.*)"', "".join(
-        c["source"] if isinstance(c["source"], str) else "".join(c["source"]) for c in _cells(NOTEBOOKS[0])), re.M)
+    default_text = re.search(
+        r'^text = "(.*)"',
+        "".join(c["source"] if isinstance(c["source"], str) else "".join(c["source"]) for c in _cells(NOTEBOOKS[0])),
+        re.M,
+    )
     n_default = len(AutoTokenizer.from_pretrained(str(GPT2_TOKENIZER_DIR))(default_text.group(1))["input_ids"])
     assert n_new != n_default and f"{n_default} tokens after BOS" not in stdout
     assert "median perplexity of 5 sentences" in stdout

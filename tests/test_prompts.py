@@ -2,6 +2,7 @@
 
 Mechanics on the random GPT-2 / BERT stand-ins (equalities with hand computations), behaviour on real MiniLM.
 """
+
 import math
 
 import pytest
@@ -10,28 +11,44 @@ import torch.nn.functional as F
 
 from pt_helpers.errors import CourseError, LabelWordError
 from pt_helpers.lm import conditional_logprob, token_logprobs
-from pt_helpers.prompts import (Template, TemplateError, Verbalizer, accuracy, autoprompt_search,
-                                candidate_token_mask, causal_word_scores, cloze_input_ids, cloze_word_scores,
-                                continuation_logprobs, embedding_label_scores, generate_with_prompt,
-                                greedy_phrase_search, label_scores, lead_words, prompt_grid, rouge,
-                                search_then_evaluate, selected_token_logprobs, spread, word_token_ids)
+from pt_helpers.prompts import (
+    Template,
+    TemplateError,
+    Verbalizer,
+    accuracy,
+    autoprompt_search,
+    candidate_token_mask,
+    causal_word_scores,
+    cloze_input_ids,
+    cloze_word_scores,
+    continuation_logprobs,
+    embedding_label_scores,
+    generate_with_prompt,
+    greedy_phrase_search,
+    label_scores,
+    lead_words,
+    prompt_grid,
+    rouge,
+    search_then_evaluate,
+    selected_token_logprobs,
+    spread,
+    word_token_ids,
+)
 
-TEXTS = ["a gripping , funny film", "dull and far too long", "the cast is wonderful",
-         "an utter waste of time", "it never finds its feet"]
+TEXTS = [
+    "a gripping , funny film",
+    "dull and far too long",
+    "the cast is wonderful",
+    "an utter waste of time",
+    "it never finds its feet",
+]
 EXAMPLES = [{"text": t} for t in TEXTS]
 LABELS = [1, 0, 1, 0, 0]
-
-
-@pytest.fixture(scope="module")
-def gpt2(gpt2_random):
-    return gpt2_random
-
-
-@pytest.fixture(scope="module")
-def bert():
-    from pt_helpers.models import random_model
-
-    return random_model("bert-base-uncased", "masked", seed=0)
+# Word log-probs through two code paths (batched/padded vs one prompt, LM head on selected rows vs all):
+# ≈ −10 per token on the random stand-ins, sums to −31. atol 1e-4 also covers a real GPT-2, whose logits sit
+# ~100 below zero (path differences ~3e-5 there); rtol adds 1e-5 of a multi-token sum. An off-by-one
+# position or mask moves a log-prob by > 0.05 here.
+LP = dict(rtol=1e-5, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------- templates
@@ -47,16 +64,19 @@ def test_template_fields_split_and_format():
     assert cloze.split({"text": "ok"}) == ("ok It was ", ".")
 
 
-@pytest.mark.parametrize("pattern, fragment", [
-    ("Sentiment: {mask}", "needs {text}"),                     # missing input placeholder
-    ("{text} and again {text}", "repeats"),                    # repeated placeholder
-    ("{text} {mask} {mask}", "repeats"),
-    ("{txt} {mask}", "unknown placeholder {txt}"),             # typo
-    ("{text} {}", "empty placeholder"),
-    ("{premise} {mask}", "needs {text}"),                      # half of a pair
-    ("{text} {premise} {hypothesis}", "needs {text}"),         # mixed
-    ("{text} {", "not a valid pattern"),
-])
+@pytest.mark.parametrize(
+    "pattern, fragment",
+    [
+        ("Sentiment: {mask}", "needs {text}"),  # missing input placeholder
+        ("{text} and again {text}", "repeats"),  # repeated placeholder
+        ("{text} {mask} {mask}", "repeats"),
+        ("{txt} {mask}", "unknown placeholder {txt}"),  # typo
+        ("{text} {}", "empty placeholder"),
+        ("{premise} {mask}", "needs {text}"),  # half of a pair
+        ("{text} {premise} {hypothesis}", "needs {text}"),  # mixed
+        ("{text} {", "not a valid pattern"),
+    ],
+)
 def test_template_errors_name_the_fix(pattern, fragment):
     with pytest.raises(TemplateError) as err:
         Template(pattern)
@@ -89,67 +109,73 @@ def test_verbalizer_order_words_and_errors():
         Verbalizer.for_task("sst2", {"neg": "bad", "positive": "good"})
 
 
-def test_verbalizer_tokenisation_errors(bert, gpt2):
-    tok = bert.tokenizer
+def test_verbalizer_tokenisation_errors(random_bert_mlm, random_gpt2):
+    tok = random_bert_mlm.tokenizer
     with pytest.raises(LabelWordError, match="tokenizes to nothing"):
         Verbalizer({"a": "\u200b", "b": "good"}).token_ids(tok, leading_space=False)
-    with pytest.raises(LabelWordError, match="same tokens"):   # uncased BERT strips accents: café == cafe
+    with pytest.raises(LabelWordError, match="same tokens"):  # uncased BERT strips accents: café == cafe
         Verbalizer({"a": "café", "b": "cafe"}).token_ids(tok, leading_space=False)
     with pytest.raises(LabelWordError, match="unknown token"):
-        word_token_ids(tok, "\u2603", leading_space=False)     # a snowman: [UNK] in BERT's vocabulary
-    ids = Verbalizer({"a": "science and technology", "b": "sports"}).token_ids(gpt2.tokenizer)
-    assert ids[0] == gpt2.tokenizer(" science and technology")["input_ids"] and len(ids[0]) == 3
+        word_token_ids(tok, "\u2603", leading_space=False)  # a snowman: [UNK] in BERT's vocabulary
+    ids = Verbalizer({"a": "science and technology", "b": "sports"}).token_ids(random_gpt2.tokenizer)
+    assert ids[0] == random_gpt2.tokenizer(" science and technology")["input_ids"] and len(ids[0]) == 3
 
 
 def test_aggregate_pools_words_per_label():
     v = Verbalizer({"n": ["bad", "awful"], "p": "good"})
     ws = torch.log(torch.tensor([[0.1, 0.2, 0.3]]))
-    assert torch.allclose(v.aggregate(ws, "logsumexp"), torch.log(torch.tensor([[0.3, 0.3]])))
-    assert torch.allclose(v.aggregate(ws, "max"), torch.log(torch.tensor([[0.2, 0.3]])))
-    assert torch.allclose(v.aggregate(ws, "mean"), torch.tensor([[(math.log(.1) + math.log(.2)) / 2, math.log(.3)]]))
+    tol = dict(rtol=1e-5, atol=1e-6)  # float32 logs of 0.1–0.3 (|x| ≤ 2.3): ulp ~2e-7
+    torch.testing.assert_close(v.aggregate(ws, "logsumexp"), torch.log(torch.tensor([[0.3, 0.3]])), **tol)
+    torch.testing.assert_close(v.aggregate(ws, "max"), torch.log(torch.tensor([[0.2, 0.3]])), **tol)
+    torch.testing.assert_close(
+        v.aggregate(ws, "mean"), torch.tensor([[(math.log(0.1) + math.log(0.2)) / 2, math.log(0.3)]]), **tol
+    )
     with pytest.raises(ValueError):
         v.aggregate(ws, "median")
 
 
 # ---------------------------------------------------------------------------- causal scoring
-def test_causal_scores_equal_the_chain_rule(gpt2):
-    model, tok = gpt2
+def test_causal_scores_equal_the_chain_rule(random_gpt2):
+    model, tok = random_gpt2
     t = Template("Review: {text}\nSentiment: {mask}")
-    words = ["good", "bad", "science and technology"]          # the last one is 3 tokens
+    words = ["good", "bad", "science and technology"]  # the last one is 3 tokens
     got = causal_word_scores(model, tok, t, words, EXAMPLES[:2], batch_size=4)
     got_mean = causal_word_scores(model, tok, t, words, EXAMPLES[:2], reduction="mean")
     for i, ex in enumerate(EXAMPLES[:2]):
         prompt = t.split(ex)[0].rstrip(" ")
         for j, w in enumerate(words):
-            assert got[i, j].item() == pytest.approx(conditional_logprob(model, tok, prompt, " " + w), abs=1e-4)
+            assert got[i, j].item() == pytest.approx(
+                conditional_logprob(model, tok, prompt, " " + w), rel=LP["rtol"], abs=LP["atol"]
+            )
         assert got_mean[i, 2].item() == pytest.approx(
-            conditional_logprob(model, tok, prompt, " " + words[2], reduction="mean"), abs=1e-4)
-    alone = causal_word_scores(model, tok, t, words, EXAMPLES[1:2])       # padding changes nothing
-    assert torch.allclose(alone[0], got[1], atol=1e-4)
+            conditional_logprob(model, tok, prompt, " " + words[2], reduction="mean"), rel=LP["rtol"], abs=LP["atol"]
+        )
+    alone = causal_word_scores(model, tok, t, words, EXAMPLES[1:2])  # padding changes nothing
+    torch.testing.assert_close(alone[0], got[1], **LP)
 
 
-def test_selected_positions_equal_full_token_logprobs(gpt2):
-    model, tok = gpt2
+def test_selected_positions_equal_full_token_logprobs(random_gpt2):
+    model, tok = random_gpt2
     ids = torch.tensor([tok("<|endoftext|>the film was great")["input_ids"]])
     mask = torch.ones_like(ids)
-    full = token_logprobs(model, ids, mask)[0]                              # (T-1,)
+    full = token_logprobs(model, ids, mask)[0]  # (T-1,)
     pos = torch.arange(1, ids.shape[1])
     sel = selected_token_logprobs(model, mask, torch.zeros_like(pos), pos, ids[0, 1:], input_ids=ids)
-    assert torch.allclose(sel, full, atol=1e-5)
+    torch.testing.assert_close(sel, full, **LP)
     cont = continuation_logprobs(model, [ids[0, :3].tolist()], [ids[0, 3:].tolist()])
-    assert cont[0, 0].item() == pytest.approx(full[2:].sum().item(), abs=1e-4)
+    assert cont[0, 0].item() == pytest.approx(full[2:].sum().item(), rel=LP["rtol"], abs=LP["atol"])
 
 
-def test_causal_answer_slot_must_be_last(gpt2):
+def test_causal_answer_slot_must_be_last(random_gpt2):
     with pytest.raises(TemplateError, match="at the end"):
-        causal_word_scores(*gpt2, Template("{text} It was {mask} overall."), ["good"], EXAMPLES[:1])
+        causal_word_scores(*random_gpt2, Template("{text} It was {mask} overall."), ["good"], EXAMPLES[:1])
 
 
 # ---------------------------------------------------------------------------- cloze scoring
-def test_cloze_score_equals_masked_lm_by_hand(bert):
-    model, tok = bert
+def test_cloze_score_equals_masked_lm_by_hand(random_bert_mlm):
+    model, tok = random_bert_mlm
     t = Template("{text} It was {mask}.")
-    words = ["great", "unwatchable"]                            # 1 token, 3 word pieces
+    words = ["great", "unwatchable"]  # 1 token, 3 word pieces
     w_ids = [tok(w, add_special_tokens=False)["input_ids"] for w in words]
     assert [len(w) for w in w_ids] == [1, 3]
     par = cloze_word_scores(model, tok, t, words, EXAMPLES[:2])
@@ -159,34 +185,36 @@ def test_cloze_score_equals_masked_lm_by_hand(bert):
         text = t.format(ex, " ".join([tok.mask_token] * 3))
         enc = tok(text, return_tensors="pt")
         with torch.no_grad():
-            lp = model(**enc).logits.log_softmax(-1)[0]                       # (T, vocab)
+            lp = model(**enc).logits.log_softmax(-1)[0]  # (T, vocab)
         masks = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten()
-        by_hand = sum(lp[p, w].item() for p, w in zip(masks, w_ids[1]))      # parallel: all 3 masks at once
-        assert par[i, 1].item() == pytest.approx(by_hand, abs=1e-4)
-        assert mean[i, 1].item() == pytest.approx(by_hand / 3, abs=1e-4)
+        by_hand = sum(lp[p, w].item() for p, w in zip(masks, w_ids[1]))  # parallel: all 3 masks at once
+        assert par[i, 1].item() == pytest.approx(by_hand, rel=LP["rtol"], abs=LP["atol"])
+        assert mean[i, 1].item() == pytest.approx(by_hand / 3, rel=LP["rtol"], abs=LP["atol"])
         one = tok(t.format(ex, tok.mask_token), return_tensors="pt")
         with torch.no_grad():
             lp1 = model(**one).logits.log_softmax(-1)[0]
         m1 = (one["input_ids"][0] == tok.mask_token_id).nonzero().item()
-        assert par[i, 0].item() == pytest.approx(lp1[m1, w_ids[0][0]].item(), abs=1e-4)
-        assert l2r[i, 0].item() == pytest.approx(par[i, 0].item(), abs=1e-5)   # one token: same thing
-        ids = enc["input_ids"].clone()                                        # left to right by hand
+        assert par[i, 0].item() == pytest.approx(lp1[m1, w_ids[0][0]].item(), rel=LP["rtol"], abs=LP["atol"])
+        assert l2r[i, 0].item() == pytest.approx(par[i, 0].item(), rel=1e-5, abs=1e-5)  # one token: same thing
+        ids = enc["input_ids"].clone()  # left to right by hand
         total = 0.0
-        for k, (p, w) in enumerate(zip(masks, w_ids[1])):
+        for p, w in zip(masks, w_ids[1]):
             with torch.no_grad():
-                total += model(input_ids=ids, attention_mask=enc["attention_mask"]).logits.log_softmax(-1)[0, p, w].item()
+                total += (
+                    model(input_ids=ids, attention_mask=enc["attention_mask"]).logits.log_softmax(-1)[0, p, w].item()
+                )
             ids[0, p] = w
-        assert l2r[i, 1].item() == pytest.approx(total, abs=1e-4)
+        assert l2r[i, 1].item() == pytest.approx(total, rel=LP["rtol"], abs=LP["atol"])
 
 
-def test_cloze_needs_a_mask_token(gpt2):
+def test_cloze_needs_a_mask_token(random_gpt2):
     with pytest.raises(TemplateError, match="masked LM"):
-        cloze_input_ids(gpt2.tokenizer, "a", "b", 1)
+        cloze_input_ids(random_gpt2.tokenizer, "a", "b", 1)
 
 
 # ---------------------------------------------------------------------------- grid and accuracy
-def test_grid_matches_single_evaluations_and_spread(gpt2):
-    model, tok = gpt2
+def test_grid_matches_single_evaluations_and_spread(random_gpt2):
+    model, tok = random_gpt2
     ts = [Template("{text} {mask}"), Template("Review: {text}\nSentiment: {mask}")]
     vs = [Verbalizer({"n": "bad", "p": "good"}), Verbalizer({"n": ["terrible", "not good"], "p": "great"})]
     grid = prompt_grid(model, tok, ts, vs, EXAMPLES, LABELS, progress=False)
@@ -194,13 +222,15 @@ def test_grid_matches_single_evaluations_and_spread(gpt2):
     for ti, t in enumerate(ts):
         for vi, v in enumerate(vs):
             assert grid.iloc[ti, vi] == accuracy(label_scores(model, tok, t, v, EXAMPLES), LABELS)
-    assert spread(grid) == pytest.approx(grid.values.max() - grid.values.min())
+    assert spread(grid) == pytest.approx(
+        grid.values.max() - grid.values.min(), rel=1e-9, abs=1e-12
+    )  # float64, same numbers
     assert accuracy(torch.tensor([[0.0, 1.0], [2.0, 1.0]]), [1, 1]) == 0.5
 
 
 # ---------------------------------------------------------------------------- search
-def test_autoprompt_one_hot_gradient_and_monotone_loss(gpt2):
-    model, tok = gpt2
+def test_autoprompt_one_hot_gradient_and_monotone_loss(random_gpt2):
+    model, tok = random_gpt2
     v = Verbalizer({"n": "bad", "p": "good"})
     W = model.get_input_embeddings().weight
     # the gradient wrt a one-hot token is W @ (gradient wrt its embedding): the first-order rule
@@ -208,12 +238,16 @@ def test_autoprompt_one_hot_gradient_and_monotone_loss(gpt2):
     e = one_hot @ W
     e.retain_grad()
     model(inputs_embeds=e[None]).logits[0, -1, 922].backward()
-    assert torch.allclose(one_hot.grad[0], W.detach() @ e.grad[0], atol=1e-5)
+    ref = W.detach() @ e.grad[0]  # (vocab,) entries up to ~1, median ~0.2
+    # each entry is a d-term dot product: its float32 error scales with the row (max |ref|), not the entry
+    torch.testing.assert_close(one_hot.grad[0], ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
     model.zero_grad(set_to_none=True)
-    res = autoprompt_search(model, tok, v, EXAMPLES[:3], LABELS[:3], n_trigger=2, n_iterations=2,
-                            n_candidates=2, progress=False)
+    res = autoprompt_search(
+        model, tok, v, EXAMPLES[:3], LABELS[:3], n_trigger=2, n_iterations=2, n_candidates=2, progress=False
+    )
     losses = [h["train_loss"] for h in res.history]
-    assert all(b <= a + 1e-6 for a, b in zip(losses, losses[1:]))
+    # non-increasing up to float32 rounding of a loss ≈ 0.7 (ulp 6e-8); a worse swap raises it by far more
+    assert all(b <= a or math.isclose(b, a, rel_tol=1e-5, abs_tol=1e-6) for a, b in zip(losses, losses[1:]))
     allowed = candidate_token_mask(tok, [t for w in v.token_ids(tok) for t in w], W.shape[0])
     assert all(allowed[t] or t == tok(" the")["input_ids"][0] for t in res.trigger_ids)
     assert all(p.requires_grad for p in model.parameters())
@@ -236,8 +270,8 @@ class _Spy(list):
         return super().__getitem__(i)
 
 
-def test_search_never_touches_the_evaluation_split(gpt2):
-    model, tok = gpt2
+def test_search_never_touches_the_evaluation_split(random_gpt2):
+    model, tok = random_gpt2
     v = Verbalizer({"n": "bad", "p": "good"})
     phrases = ["It was", "Overall,"]
     log, seen = [], []
@@ -256,14 +290,16 @@ def test_search_never_touches_the_evaluation_split(gpt2):
     assert log.index("search done") < log.index("heldout read")
     assert not set(seen) & {x["text"] for x in EXAMPLES[3:]}
     flipped = search_then_evaluate(search, EXAMPLES[:3], LABELS[:3], EXAMPLES[3:], [1 - y for y in LABELS[3:]], score)
-    assert flipped["template"] == out["template"]                  # held-out labels cannot change the search
-    assert flipped["heldout_accuracy"] == pytest.approx(1 - out["heldout_accuracy"])
-    assert 0 <= out["train_accuracy"] <= 1 and out["gap"] == pytest.approx(out["train_accuracy"] - out["heldout_accuracy"])
+    assert flipped["template"] == out["template"]  # held-out labels cannot change the search
+    # accuracies are fractions k/n computed in float32 (≈6e-8 relative); a miscount moves them by ≥ 1/n
+    assert flipped["heldout_accuracy"] == pytest.approx(1 - out["heldout_accuracy"], rel=1e-6, abs=1e-7)
+    assert 0 <= out["train_accuracy"] <= 1
+    assert out["gap"] == pytest.approx(out["train_accuracy"] - out["heldout_accuracy"], rel=1e-6, abs=1e-7)
 
 
 # ---------------------------------------------------------------------------- generation
-def test_generation_greedy_is_deterministic_and_sampling_is_seeded(gpt2):
-    model, tok = gpt2
+def test_generation_greedy_is_deterministic_and_sampling_is_seeded(random_gpt2):
+    model, tok = random_gpt2
     t = Template("{text}\nTL;DR:")
     a = generate_with_prompt(model, tok, t, EXAMPLES[:1], max_new_tokens=3)
     assert a == generate_with_prompt(model, tok, t, EXAMPLES[:1], max_new_tokens=3)
@@ -277,7 +313,9 @@ def test_rouge_uses_rouge_score_and_lead_baseline():
 
     r = rouge(["the cat sat on the mat"], ["a cat sat on a mat"])
     ref = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True).score("a cat sat on a mat", "the cat sat on the mat")
-    assert r["rouge1"] == pytest.approx(ref["rouge1"].fmeasure)
+    assert r["rouge1"] == pytest.approx(
+        ref["rouge1"].fmeasure, rel=1e-9, abs=1e-12
+    )  # the same float64 F1, averaged once
     assert rouge(["same words"], ["same words"])["rougeL"] == 1.0
     assert lead_words("one two three four", 2) == "one two"
     with pytest.raises(ValueError):
@@ -288,8 +326,15 @@ def test_rouge_uses_rouge_score_and_lead_baseline():
 def test_embedding_verbaliser_on_real_minilm(minilm):
     model, tok = minilm
     v = Verbalizer({"negative": "negative", "positive": "positive"})
-    xs = [{"text": s} for s in ["I loved it, a wonderful and moving film.", "Terrible, boring and badly acted.",
-                                "A delightful, joyful experience.", "The worst movie I have ever seen."]]
+    xs = [
+        {"text": s}
+        for s in [
+            "I loved it, a wonderful and moving film.",
+            "Terrible, boring and badly acted.",
+            "A delightful, joyful experience.",
+            "The worst movie I have ever seen.",
+        ]
+    ]
     scores = embedding_label_scores(model, tok, Template("Review: {text} Sentiment: {mask}"), v, xs)
-    assert scores.shape == (4, 2) and scores.abs().max() <= 1.0 + 1e-5   # cosine similarities
+    assert scores.shape == (4, 2) and scores.abs().max() <= 1.0 + 1e-5  # cosine similarities
     assert accuracy(scores, [1, 0, 1, 0]) >= 0.75

@@ -1,17 +1,23 @@
 """Tests of pt_helpers.site: course-map fields from fake executed notebooks (no kernel is started)."""
+
 from __future__ import annotations
 
 import json
+import re
 
 import nbformat
 import pytest
 
 from pt_helpers import run, site
 
-MINILM_LINE = ("sentence-transformers/all-MiniLM-L6-v2 (encoder) ← package: /x/model · pretrained weights · "
-               "22.7 M parameters · on cpu\n")
-GPT2_LINE = ("gpt2 (causal) ← random: GPT-2 family, 4 layers × 256 dims, real GPT-2 tokenizer · RANDOMLY "
-             "INITIALISED weights · 29.6 M parameters · on cpu\n")
+MINILM_LINE = (
+    "sentence-transformers/all-MiniLM-L6-v2 (encoder) ← package: /x/model · pretrained weights · "
+    "22.7 M parameters · on cpu\n"
+)
+GPT2_LINE = (
+    "gpt2 (causal) ← random: GPT-2 family, 4 layers × 256 dims, real GPT-2 tokenizer · RANDOMLY "
+    "INITIALISED weights · 29.6 M parameters · on cpu\n"
+)
 GPT2_BANNER = "!" * 78 + "\n!! RANDOM WEIGHTS: no pretrained 'gpt2' could be loaded here, so this is a small,\n"
 INTRO = """# {num} · {en} · {zh}
 
@@ -46,7 +52,9 @@ def test_detect_weights_pretrained_random_mixed_none(tmp_path):
     assert site.detect_weights(rnd).status == "random" and site.detect_weights(rnd).random == ["gpt2"]
     w = site.detect_weights(mixed)
     assert (w.status, w.pretrained, w.random) == ("mixed", ["sentence-transformers/all-MiniLM-L6-v2"], ["gpt2"])
-    assert "pretrained: sentence-transformers/all-MiniLM-L6-v2" in w.describe() and "RANDOM weights: gpt2" in w.describe()
+    assert (
+        "pretrained: sentence-transformers/all-MiniLM-L6-v2" in w.describe() and "RANDOM weights: gpt2" in w.describe()
+    )
     assert site.detect_weights(banner_only).status == "random"
     assert site.detect_weights(none).status == "no model"
 
@@ -65,22 +73,31 @@ def test_build_site_map_timings_per_device_and_glossary(tmp_path):
     executed, notebooks, html_dir = tmp_path / "executed", tmp_path / "notebooks", tmp_path / "html"
     executed.mkdir(), notebooks.mkdir()
     _executed(executed / "01_alpha.ipynb", "01", "Alpha", "阿尔法", [MINILM_LINE])
-    _executed(executed / "02_beta.ipynb", "02", "Beta", "贝塔", [MINILM_LINE, GPT2_LINE + GPT2_BANNER],
-              papermill_duration=42.0)
+    _executed(
+        executed / "02_beta.ipynb",
+        "02",
+        "Beta",
+        "贝塔",
+        [MINILM_LINE, GPT2_LINE + GPT2_BANNER],
+        papermill_duration=42.0,
+    )
     _executed(notebooks / "03_gamma.ipynb", "03", "Gamma", "伽马", [])  # in the course, not executed
-    (notebooks / "glossary.md").write_text("# Glossary · 术语表\n\n| English | 中文 |\n|---|---|\n| soft prompt | 软提示 |\n")
+    (notebooks / "glossary.md").write_text(
+        "# Glossary · 术语表\n\n| English | 中文 |\n|---|---|\n| soft prompt | 软提示 |\n"
+    )
     timings = tmp_path / "timings.json"
     run.record_timing(timings, run.RunRecord("01_alpha.ipynb", "o", 125.0, "cpu", "cpu (2 threads)"))
-    run.record_timing(timings, run.RunRecord("01_alpha.ipynb", "o", 14.0, "cuda", "cuda (NVIDIA H100)",
-                                             {"n_virtual_tokens": 50}))
+    run.record_timing(
+        timings, run.RunRecord("01_alpha.ipynb", "o", 14.0, "cuda", "cuda (NVIDIA H100)", {"n_virtual_tokens": 50})
+    )
     index = site.build_site(executed, html_dir, timings_file=timings, notebooks_dir=notebooks)
     page = index.read_text(encoding="utf-8")
     assert (html_dir / "01_alpha.html").is_file() and (html_dir / "02_beta.html").is_file()
     assert not (html_dir / "03_gamma.html").exists()
     assert "Alpha" in page and "阿尔法" in page and "href='01_alpha.html'" in page
-    assert "2 min 05 s" in page and "cpu (2 threads)" in page           # CPU and GPU timings both shown
+    assert "2 min 05 s" in page and "cpu (2 threads)" in page  # CPU and GPU timings both shown
     assert "14 s" in page and "NVIDIA H100" in page and "n_virtual_tokens=50" in page
-    assert "42 s" in page and "device not recorded" in page             # papermill's own duration as fallback
+    assert "42 s" in page and "device not recorded" in page  # papermill's own duration as fallback
     assert "w-mixed" in page and "RANDOM weights: gpt2" in page and "w-pretrained" in page
     assert "not executed in this build" in page and "Gamma" in page
     glossary = (html_dir / "glossary.html").read_text(encoding="utf-8")
@@ -93,5 +110,114 @@ def test_build_site_map_timings_per_device_and_glossary(tmp_path):
 
 def test_build_site_without_executed_notebooks_is_a_clear_error(tmp_path):
     with pytest.raises(site.SiteError, match="pt_helpers.run all"):
-        site.build_site(tmp_path / "nothing", tmp_path / "html", timings_file=tmp_path / "t.json",
-                        notebooks_dir=tmp_path)
+        site.build_site(
+            tmp_path / "nothing", tmp_path / "html", timings_file=tmp_path / "t.json", notebooks_dir=tmp_path
+        )
+
+
+def _failure(executed, name, *, copy=True, evalue="planted failure", cell_index=3):
+    """What pt_helpers.run leaves for a failed run: NN.failed.json and (usually) NN.failed.ipynb."""
+    stem = name.removesuffix(".ipynb")
+    failed_copy = None
+    if copy:
+        nb = nbformat.v4.new_notebook()
+        nb.cells.append(nbformat.v4.new_markdown_cell("# 02 · Beta · 贝塔\n\n**Goals.** fail."))
+        cell = nbformat.v4.new_code_cell("raise ValueError('planted failure')")
+        cell.outputs = [
+            nbformat.v4.new_output(
+                "error",
+                ename="ValueError",
+                evalue=evalue,
+                traceback=["Traceback (most recent call last)", "ValueError: " + evalue],
+            )
+        ]
+        nb.cells.append(cell)
+        failed_copy = executed / f"{stem}.failed.ipynb"
+        nbformat.write(nb, failed_copy)
+    record = {
+        "notebook": name,
+        "error": f"notebook {name} failed",
+        "cell_index": cell_index,
+        "ename": "ValueError",
+        "evalue": evalue,
+        "failed_at": "2026-05-01T12:34:56+00:00",
+        "failed_copy": str(failed_copy) if failed_copy else None,
+        "last_good": None,
+        "parameters": {},
+    }
+    (executed / f"{stem}.failed.json").write_text(json.dumps(record))  # fmt: skip
+
+
+def test_build_site_shows_a_failed_chapter_and_keeps_its_last_good_page(tmp_path):
+    executed, html_dir = tmp_path / "executed", tmp_path / "html"
+    executed.mkdir()
+    _executed(executed / "01_alpha.ipynb", "01", "Alpha", "阿尔法", [MINILM_LINE])
+    _executed(executed / "02_beta.ipynb", "02", "Beta", "贝塔", [GPT2_LINE])  # last good run of 02 …
+    _failure(executed, "02_beta.ipynb")  # … and its latest run failed
+    _failure(executed, "03_gamma.ipynb", evalue="<b>no</b> good run")  # failed, never succeeded
+    index = site.build_site(executed, html_dir, timings_file=tmp_path / "t.json", notebooks_dir=tmp_path / "none")
+    page = index.read_text(encoding="utf-8")
+    rows = {r.split("class='num'>")[1][:2]: r for r in page.split("<tr")[2:]}
+    assert "FAILED" not in rows["01"]
+    beta = rows["02"]
+    assert " class='failed'" in beta and "✗ FAILED" in beta and "2026-05-01 12:34 UTC" in beta and "cell 3" in beta
+    assert "ValueError: planted failure" in beta
+    assert "href='02_beta.html'" in beta and "href='02_beta.failed.html'" in beta  # old good page still linked
+    assert "last good run" in beta and "RANDOM weights: gpt2" in beta  # weights of the good run
+    gamma = rows["03"]
+    assert "✗ FAILED" in gamma and "href='03_gamma.html'" not in gamma and "no good run of this chapter yet" in gamma
+    assert "&lt;b&gt;no&lt;/b&gt; good run" in gamma  # the error text is escaped
+    assert "2 chapter(s) failed" in page
+    assert "ValueError: planted failure" in (html_dir / "02_beta.failed.html").read_text(encoding="utf-8")
+    assert not (html_dir / "03_gamma.html").exists() and (html_dir / "03_gamma.failed.html").is_file()
+    course_map = {c["file"]: c for c in json.loads((html_dir / "course_map.json").read_text(encoding="utf-8"))}
+    assert course_map["01_alpha.ipynb"]["failed"] is None and course_map["02_beta.ipynb"]["page"] == "02_beta.html"
+    assert course_map["02_beta.ipynb"]["failed"]["evalue"] == "planted failure"
+    assert course_map["03_gamma.ipynb"]["page"] is None and course_map["03_gamma.ipynb"]["failed"]["cell_index"] == 3
+
+    # 02 ran fine since (pt_helpers.run removed its record): its failed page goes, the row is plain again
+    (executed / "02_beta.failed.json").unlink()
+    site.build_site(executed, html_dir, timings_file=tmp_path / "t.json", notebooks_dir=tmp_path / "none")
+    assert not (html_dir / "02_beta.failed.html").exists() and (html_dir / "03_gamma.failed.html").is_file()
+
+
+def test_build_site_survives_damaged_files(tmp_path):
+    executed, html_dir = tmp_path / "executed", tmp_path / "html"
+    executed.mkdir()
+    _executed(executed / "01_alpha.ipynb", "01", "Alpha", "阿尔法", [MINILM_LINE])
+    (executed / "02_beta.ipynb").write_text("{not json")  # a damaged executed copy
+    (executed / "03_gamma.failed.json").write_text("[]")  # a damaged failure record
+    with pytest.warns(UserWarning) as caught:
+        index = site.build_site(executed, html_dir, timings_file=tmp_path / "t.json", notebooks_dir=tmp_path / "none")
+    messages = " ".join(str(w.message) for w in caught)
+    assert "02_beta.ipynb is unreadable" in messages and "03_gamma.failed.json is unreadable" in messages
+    assert "href='01_alpha.html'" in index.read_text(encoding="utf-8")
+
+
+def test_site_serves_mathjax_itself_and_loads_nothing_from_a_cdn(tmp_path):
+    executed, html_dir = tmp_path / "executed", tmp_path / "html"
+    executed.mkdir()
+    nb = _executed(executed / "01_alpha.ipynb", "01", "Alpha", "阿尔法", [MINILM_LINE])
+    nb.cells.append(nbformat.v4.new_markdown_cell("$$ P(w) = \\prod_i P(w_i \\mid w_{<i}) $$"))
+    nbformat.write(nb, executed / "01_alpha.ipynb")
+    index = site.build_site(executed, html_dir, timings_file=tmp_path / "t.json", notebooks_dir=tmp_path / "none")
+    mathjax = html_dir / "mathjax"
+    assert (mathjax / "tex-chtml.js").is_file() and (mathjax / "LICENSE").is_file()
+    assert list((mathjax / "output" / "chtml" / "fonts" / "woff-v2").glob("*.woff"))  # the CHTML fonts
+    assert (mathjax / "input" / "tex" / "extensions" / "physics.js").is_file()  # autoloaded TeX packages
+    for page in (index, html_dir / "01_alpha.html"):
+        text = page.read_text(encoding="utf-8")
+        assert re.search(r'<script defer(="")? src="mathjax/tex-chtml.js">', text) and "window.MathJax" in text
+        assert not re.findall(r"<script[^>]*src=\"https?:", text), page  # no CDN script at all
+        assert "MathJax.Hub" not in text  # nbconvert's MathJax 2 configuration is gone
+    stamp = (mathjax / ".version").read_text()
+    (mathjax / "tex-chtml.js").write_text("// kept: same version, not copied again")
+    site.build_site(executed, html_dir, timings_file=tmp_path / "t.json", notebooks_dir=tmp_path / "none")
+    assert (mathjax / "tex-chtml.js").read_text().startswith("// kept") and (mathjax / ".version").read_text() == stamp
+
+
+def test_site_without_the_mathjax_package_warns_and_falls_back_to_the_cdn(tmp_path, monkeypatch):
+    monkeypatch.setattr(site, "mathjax_source", lambda: None)
+    with pytest.warns(UserWarning, match="django-static-mathjax is not installed"):
+        src = site.install_mathjax(tmp_path)
+    assert src == site.MATHJAX_CDN and not (tmp_path / "mathjax").exists()

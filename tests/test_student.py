@@ -1,4 +1,5 @@
 """Tests of pt_helpers.student: solution cells become stubs, outputs are stripped, the rest is kept."""
+
 from __future__ import annotations
 
 import nbformat
@@ -34,13 +35,13 @@ def test_student_copy_replaces_solutions_and_strips_outputs(tmp_path):
     stub = nb.cells[2]
     assert stub.source == "# YOUR CODE HERE\nraise NotImplementedError" and "SECRET" not in stub.source
     assert "solution" not in stub.metadata.get("tags", []) and stub.id == original.cells[2].id
-    assert nb.cells[0].source == original.cells[0].source                  # everything else kept
+    assert nb.cells[0].source == original.cells[0].source  # everything else kept
     assert nb.cells[1].source == "seed = 0" and nb.cells[1].metadata["tags"] == ["parameters"]
     assert nb.cells[3].source == "ch01.check_1(answer)"
     assert all(c.outputs == [] and c.execution_count is None for c in nb.cells if c.cell_type == "code")
     assert (tmp_path / "student" / "glossary.md").is_file()
     src = nbformat.read(tmp_path / "notebooks" / "01_demo.ipynb", as_version=4)
-    assert "SECRET" in src.cells[2].source                                  # the source is untouched
+    assert "SECRET" in src.cells[2].source  # the source is untouched
 
 
 def test_student_cli_and_errors(tmp_path, capsys):

@@ -3,6 +3,7 @@
 Every checker returns a :class:`Feedback` that says "correct" or what is wrong, never just False.
 One module per chapter (``ch01``, ``ch02``, …); each is tested against its reference solutions.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,8 +36,9 @@ def wrong(message: str) -> Feedback:
     return Feedback(False, message)
 
 
-def close(value, expected, *, atol: float = 1e-4, what: str = "your value") -> Feedback:
-    """Compare a number (or array) to the expected one within ``atol``, with a helpful message."""
+def close(value, expected, *, atol: float = 1e-4, rtol: float = 0.0, what: str = "your value") -> Feedback:
+    """Compare a number (or array) to the expected one within ``atol + rtol · |expected|``, with a helpful
+    message (rtol for values whose float32 round-off grows with their size, such as log-probabilities)."""
     import numpy as np
 
     try:
@@ -46,7 +48,7 @@ def close(value, expected, *, atol: float = 1e-4, what: str = "your value") -> F
     expected_arr = np.asarray(expected, dtype=float)
     if value_arr.shape != expected_arr.shape:
         return wrong(f"{what} has shape {value_arr.shape}, expected {expected_arr.shape}.")
-    if np.allclose(value_arr, expected_arr, atol=atol, rtol=0):
-        return correct(f"{what} matches to within {atol:g}.")
+    if np.allclose(value_arr, expected_arr, atol=atol, rtol=rtol):
+        return correct(f"{what} matches to within {atol:g}" + (f" + {rtol:g}·|value|." if rtol else "."))
     err = float(np.max(np.abs(value_arr - expected_arr)))
-    return wrong(f"{what} is off by up to {err:.3g} (tolerance {atol:g}).")
+    return wrong(f"{what} is off by up to {err:.3g} (tolerance {atol:g}" + (f" + {rtol:g}·|value|)." if rtol else ")."))

@@ -1,4 +1,5 @@
 """Checkers for the exercises of notebook 05 (soft prompt tuning 提示微调)."""
+
 from __future__ import annotations
 
 import torch
@@ -19,10 +20,11 @@ def check_1(tokens_per_step) -> Feedback:
                 return wrong(f"tokens_per_step({n}, {T}, {B}, shared={shared}) raised {exc!r}.")
             if got != expected:
                 how = "once for the whole batch" if shared else "once per example"
-                return wrong(f"tokens_per_step({n}, {T}, {B}, shared={shared}) = {got}, expected {expected}: "
-                             f"the n virtual tokens are processed {how}, the T real tokens once per example.")
-    return correct("the shared prompt saves (B − 1)·n token positions per step — 1,500 of 2,080 at n=100, "
-                   "T=30, B=16.")
+                return wrong(
+                    f"tokens_per_step({n}, {T}, {B}, shared={shared}) = {got}, expected {expected}: "
+                    f"the n virtual tokens are processed {how}, the T real tokens once per example."
+                )
+    return correct("the shared prompt saves (B − 1)·n token positions per step — 1,500 of 2,080 at n=100, T=30, B=16.")
 
 
 def check_2(positions) -> Feedback:
@@ -41,10 +43,14 @@ def check_2(positions) -> Feedback:
             return wrong(f"positions(mask, {n}) has shape {tuple(got.shape)}, expected {tuple(mask.shape)}.")
         real = mask.bool()
         if not torch.equal(got[real].long(), expected[real]):
-            return wrong(f"with n={n}, the first real token of every row must get position {n}, the next "
-                         f"{n + 1}, … whatever padding sits on its left; got {got.tolist()}.")
-    return correct("left padding no longer shifts the positions: each example sees the prompt at 0..n-1 "
-                   "and its own first token at n.")
+            return wrong(
+                f"with n={n}, the first real token of every row must get position {n}, the next "
+                f"{n + 1}, … whatever padding sits on its left; got {got.tolist()}."
+            )
+    return correct(
+        "left padding no longer shifts the positions: each example sees the prompt at 0..n-1 "
+        "and its own first token at n."
+    )
 
 
 def check_3(fraction, n_virtual_tokens: int = 20, hidden_size: int = 384, n_base: int = 22_713_216) -> Feedback:

@@ -1,4 +1,5 @@
 """Checkers for the exercises of notebook 06 (deep prompts and the method comparison)."""
+
 from __future__ import annotations
 
 import torch
@@ -6,52 +7,64 @@ import torch
 from . import Feedback, close, correct, wrong
 
 
-def deep_prompt_parameters(n_virtual_tokens: int, n_layers: int, d_model: int) -> int:
-    """Reference: a deep prompt holds a key and a value vector (d_model each) per virtual token per layer."""
-    return 2 * n_layers * d_model * n_virtual_tokens
+def deep_prompt_parameters(n_virtual_tokens: int, n_layers: int, kv_width: int) -> int:
+    """Reference: a deep prompt holds a key and a value vector per virtual token per layer, each
+    ``kv_width`` = n_kv_heads · head_dim wide (= the hidden size d without grouped-query attention)."""
+    return 2 * n_layers * kv_width * n_virtual_tokens
 
 
-def check_1(answer, n_virtual_tokens: int = 10, n_layers: int = 6, d_model: int = 384) -> Feedback:
+def check_1(answer, n_virtual_tokens: int = 10, n_layers: int = 6, kv_width: int = 384) -> Feedback:
     """Exercise 1: the number of trained parameters of a deep prompt (no MLP) on all-MiniLM-L6-v2."""
-    expected = deep_prompt_parameters(n_virtual_tokens, n_layers, d_model)
+    expected = deep_prompt_parameters(n_virtual_tokens, n_layers, kv_width)
     try:
         value = int(answer)
     except (TypeError, ValueError):
         return wrong(f"give a whole number of parameters, got {answer!r}.")
     if value == expected:
-        return correct(f"{expected:,} = 2 (key and value) × {n_layers} layers × {d_model} × {n_virtual_tokens} "
-                       f"virtual tokens — {2 * n_layers}× a shallow prompt of the same length.")
-    if value == n_virtual_tokens * d_model:
+        return correct(
+            f"{expected:,} = 2 (key and value) × {n_layers} layers × {kv_width} × {n_virtual_tokens} "
+            f"virtual tokens — {2 * n_layers}× a shallow prompt of the same length."
+        )
+    if value == n_virtual_tokens * kv_width:
         return wrong("that is a shallow prompt (input layer only): a deep prompt has keys AND values at EVERY layer.")
-    if value == n_layers * d_model * n_virtual_tokens:
+    if value == n_layers * kv_width * n_virtual_tokens:
         return wrong("every layer needs keys and values: two vectors per virtual token per layer.")
     return wrong(f"{value:,} is not it: count vectors per virtual token per layer, times their width.")
 
 
 def check_2(layer_values_fn) -> Feedback:
-    """Exercise 2: ``layer_values_fn(flat, n_layers, n_heads, layer) -> (n_heads, n, head_dim)`` reads the
-    values of one layer out of PEFT's flat layout (n, [K_0, V_0, K_1, V_1, …])."""
-    from ..prefix import PrefixEncoder, PrefixGeometry
+    """Exercise 2: ``layer_values_fn(flat, n_layers, n_kv_heads, layer) -> (n_kv_heads, n, head_dim)`` reads the
+    values of one layer out of PEFT's flat layout (n, [K_0, V_0, K_1, V_1, …]).
 
-    geometry = PrefixGeometry(n_layers=3, n_heads=2, head_dim=4)
+    Checked on a grouped-query geometry (4 query heads sharing 2 key/value heads): a prefix holds keys and
+    values for the key/value heads only.
+    """
+    from ..frozen import AttentionGeometry
+    from ..prefix import PrefixEncoder
+
+    geometry = AttentionGeometry(n_layers=3, n_kv_heads=2, head_dim=4, n_heads=4)
     torch.manual_seed(0)
     encoder = PrefixEncoder(geometry, 5)
     flat = encoder().detach()
+    layers = [(k[0].detach(), v[0].detach()) for k, v in encoder.virtual_key_values()]  # (n_kv_heads, n, head_dim)
     try:
-        for layer in range(geometry.n_layers):
-            got = torch.as_tensor(layer_values_fn(flat, geometry.n_layers, geometry.n_heads, layer))
-            expected = encoder.key_values()[layer][1][0].detach()   # (heads, n, head_dim)
+        for layer, (keys, expected) in enumerate(layers):
+            got = torch.as_tensor(layer_values_fn(flat, geometry.n_layers, geometry.n_kv_heads, layer))
             if tuple(got.shape) != tuple(expected.shape):
-                return wrong(f"layer {layer}: shape {tuple(got.shape)}, expected (n_heads, n, head_dim) = "
-                             f"{tuple(expected.shape)}.")
-            if torch.allclose(got, encoder.key_values()[layer][0][0].detach()):
+                return wrong(
+                    f"layer {layer}: shape {tuple(got.shape)}, expected (n_kv_heads, n, head_dim) = "
+                    f"{tuple(expected.shape)}."
+                )
+            if torch.allclose(got, keys):
                 return wrong(f"layer {layer}: those are the KEYS; the values come right after them.")
             if not torch.allclose(got, expected):
-                return wrong(f"layer {layer}: wrong numbers — layer ℓ's values are columns "
-                             "[(2ℓ+1)·d, (2ℓ+2)·d) of each row, then split into heads.")
+                return wrong(
+                    f"layer {layer}: wrong numbers — layer ℓ's values are columns "
+                    "[(2ℓ+1)·w, (2ℓ+2)·w) of each row (w = n_kv_heads · head_dim), then split into heads."
+                )
     except Exception as exc:  # a learner's function may fail in any way; say how
         return wrong(f"your function raised {type(exc).__name__}: {exc}")
-    return correct("you can read a prefix in PEFT's layout, layer by layer and head by head.")
+    return correct("you can read a prefix in PEFT's layout, layer by layer and key/value head by key/value head.")
 
 
 def check_3(answer_mib, n_parameters: int) -> Feedback:

@@ -10,10 +10,11 @@
   start_logits[start] + end_logits[end]; the feedback recognises an end before the start and a
   token id returned instead of a position.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +26,13 @@ def _attention_cases() -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     gen = torch.Generator().manual_seed(7)
     cases = []
     for t_q, t_k, d_k, d_v in ((5, 5, 8, 8), (3, 6, 4, 10), (7, 7, 16, 5)):
-        cases.append((torch.randn(t_q, d_k, generator=gen), torch.randn(t_k, d_k, generator=gen),
-                      torch.randn(t_k, d_v, generator=gen)))
+        cases.append(
+            (
+                torch.randn(t_q, d_k, generator=gen),
+                torch.randn(t_k, d_k, generator=gen),
+                torch.randn(t_k, d_v, generator=gen),
+            )
+        )
     return cases
 
 
@@ -47,18 +53,23 @@ def check_1(attention_fn: Callable) -> Feedback:
         expected = reference_attention(q, k, v)
         scores = q @ k.T / math.sqrt(q.shape[-1])
         if out.shape == (q.shape[0], k.shape[0]):
-            return wrong(f"the output has shape {tuple(out.shape)} = (T_q, T_k): these are the attention "
-                         "weights. Multiply them by V to get one d_v-vector per query.")
+            return wrong(
+                f"the output has shape {tuple(out.shape)} = (T_q, T_k): these are the attention "
+                "weights. Multiply them by V to get one d_v-vector per query."
+            )
         if out.shape != expected.shape:
             return wrong(f"the output has shape {tuple(out.shape)}, expected (T_q, d_v) = {tuple(expected.shape)}.")
         if torch.allclose(out, scores @ v, atol=1e-4):
-            return wrong("this is (QKᵀ/√d_k)·V without the softmax: the weights must be non-negative and "
-                         "each row must sum to 1 — apply softmax over the key axis first.")
+            return wrong(
+                "this is (QKᵀ/√d_k)·V without the softmax: the weights must be non-negative and "
+                "each row must sum to 1 — apply softmax over the key axis first."
+            )
         if torch.allclose(out, torch.softmax(q @ k.T, dim=-1) @ v, atol=1e-4) and q.shape[-1] != 1:
             return wrong("you forgot the scaling: divide the scores by √d_k before the softmax.")
         if torch.allclose(out, torch.softmax(scores, dim=0) @ v, atol=1e-4):
-            return wrong("the softmax runs over the wrong axis: each *query's* row (dim=-1, over the keys) "
-                         "must sum to 1.")
+            return wrong(
+                "the softmax runs over the wrong axis: each *query's* row (dim=-1, over the keys) must sum to 1."
+            )
         if not torch.allclose(out, expected, atol=1e-4):
             err = (out - expected).abs().max().item()
             return wrong(f"the shape is right but the values are off by up to {err:.3g}.")
@@ -78,14 +89,17 @@ def check_2(loss_fn: Callable) -> Feedback:
         except Exception as exc:  # noqa: BLE001
             return wrong(f"your function raised {type(exc).__name__}: {exc}")
         if value.numel() != 1:
-            return wrong(f"the loss must be one number (a scalar), got shape {tuple(value.shape)}: average over "
-                         "the batch.")
+            return wrong(
+                f"the loss must be one number (a scalar), got shape {tuple(value.shape)}: average over the batch."
+            )
         value = value.reshape(())
         expected = F.cross_entropy(logits, labels)
         picked = logits[torch.arange(batch), labels]
         if torch.isclose(value, -expected, atol=1e-4):
-            return wrong("the sign is flipped: you are *maximising* the loss (like a reward). Prompt tuning "
-                         "minimises −log p(y|x), a positive number.")
+            return wrong(
+                "the sign is flipped: you are *maximising* the loss (like a reward). Prompt tuning "
+                "minimises −log p(y|x), a positive number."
+            )
         if torch.isclose(value, -picked.mean(), atol=1e-4):
             return wrong("you used the raw logit of the label; take log_softmax over the classes first.")
         if batch > 1 and torch.isclose(value, expected * batch, atol=1e-4):
@@ -95,13 +109,14 @@ def check_2(loss_fn: Callable) -> Feedback:
     return correct("mean −log softmax(logits)[label]: labels and a loss, no reward, no policy.")
 
 
-def reference_best_span(start_logits: torch.Tensor, end_logits: torch.Tensor,
-                        max_answer_len: int = 30) -> tuple[int, int]:
+def reference_best_span(
+    start_logits: torch.Tensor, end_logits: torch.Tensor, max_answer_len: int = 30
+) -> tuple[int, int]:
     """Positions (start, end), start ≤ end < start + max_answer_len, maximising start + end logits."""
     start_logits, end_logits = torch.as_tensor(start_logits).flatten(), torch.as_tensor(end_logits).flatten()
     T = start_logits.shape[0]
-    scores = start_logits[:, None] + end_logits[None, :]                      # (T, T): [start, end]
-    offsets = torch.arange(T)[None, :] - torch.arange(T)[:, None]             # end − start
+    scores = start_logits[:, None] + end_logits[None, :]  # (T, T): [start, end]
+    offsets = torch.arange(T)[None, :] - torch.arange(T)[:, None]  # end − start
     valid = (offsets >= 0) & (offsets < max_answer_len)
     flat = scores.masked_fill(~valid, float("-inf")).argmax().item()
     return divmod(flat, T)
@@ -134,20 +149,27 @@ def check_3(span_fn: Callable) -> Feedback:
             got = span_fn(s.clone(), e.clone(), max_len)
             start, end = (int(x) for x in got)
         except Exception as exc:  # noqa: BLE001
-            return wrong(f"case {i}: your function should return two positions (start, end); it gave "
-                         f"{type(exc).__name__}: {exc}")
+            return wrong(
+                f"case {i}: your function should return two positions (start, end); it gave {type(exc).__name__}: {exc}"
+            )
         expected = reference_best_span(s, e, max_len)
         T = s.shape[0]
         if not (0 <= start < T and 0 <= end < T):
-            return wrong(f"case {i}: ({start}, {end}) is not a pair of positions in 0..{T - 1}. Start/end "
-                         "logits score *positions*; the answer's token ids are input_ids[start:end + 1].")
+            return wrong(
+                f"case {i}: ({start}, {end}) is not a pair of positions in 0..{T - 1}. Start/end "
+                "logits score *positions*; the answer's token ids are input_ids[start:end + 1]."
+            )
         if end < start:
-            return wrong(f"case {i}: your span ({start}, {end}) ends before it starts. Taking the two argmaxes "
-                         "separately is not enough: maximise start_logits[s] + end_logits[e] over s ≤ e.")
+            return wrong(
+                f"case {i}: your span ({start}, {end}) ends before it starts. Taking the two argmaxes "
+                "separately is not enough: maximise start_logits[s] + end_logits[e] over s ≤ e."
+            )
         if end - start + 1 > max_len:
             return wrong(f"case {i}: your span is {end - start + 1} tokens long, over max_answer_len={max_len}.")
         if (start, end) != expected:
             best = (s[expected[0]] + e[expected[1]]).item()
-            return wrong(f"case {i}: ({start}, {end}) scores {(s[start] + e[end]).item():.2f}, but a valid span "
-                         f"scores {best:.2f}.")
+            return wrong(
+                f"case {i}: ({start}, {end}) scores {(s[start] + e[end]).item():.2f}, but a valid span "
+                f"scores {best:.2f}."
+            )
     return correct("the best valid span: start ≤ end, within the length limit, positions not token ids.")

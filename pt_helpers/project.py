@@ -1,0 +1,92 @@
+"""Where the course's files live, and how they are written: one home for paths, timings and atomic writes.
+
+Every default path is anchored at the project folder that holds this package, never at the current
+directory: notebooks run from ``notebooks/`` but write beside ``build/results`` and ``build/html``.
+``run`` (executing notebooks) and ``site`` (rendering them) both read from here, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+EXECUTED_DIR = PROJECT_ROOT / "build" / "executed"
+TIMINGS_FILE = PROJECT_ROOT / "build" / "timings.json"
+NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_[\w\-]+\.ipynb$")
+
+
+def build_dir(*parts: str) -> Path:
+    """A folder under the project's ``build/`` (created if missing), whatever the working directory."""
+    path = PROJECT_ROOT.joinpath("build", *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    A reader (or a run killed half-way) sees the old file or the new one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """``atomic_write_bytes`` for UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj, **kwargs) -> Path:
+    """``obj`` as indented JSON, written atomically."""
+    kwargs.setdefault("indent", 1)
+    kwargs.setdefault("ensure_ascii", False)
+    return atomic_write_text(path, json.dumps(obj, **kwargs))
+
+
+def load_timings(timings_file: str | Path = TIMINGS_FILE) -> dict[str, dict[str, dict]]:
+    """``{notebook file name: {device type: record dict}}`` from ``timings_file`` ({} if absent).
+
+    A damaged file (not JSON, or not such a mapping) must not break every later run: it is moved aside to
+    ``<name>.corrupt`` with a warning that names both files, and the timings start afresh.
+    """
+    path = Path(timings_file)
+    if not path.is_file():
+        return {}
+    try:
+        timings = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(timings, dict) and all(isinstance(v, dict) for v in timings.values()):
+            return timings
+        problem = "it is not a mapping of notebook → device → record"
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        problem = f"it is not valid JSON ({exc})"
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    warnings.warn(
+        f"{path} was unreadable ({problem}); moved it to {aside} and started the timings afresh "
+        "(rerun the chapters to measure them again).",
+        stacklevel=2,
+    )
+    return {}
+
+
+def format_seconds(seconds: float) -> str:
+    """``75.3`` → ``"1 min 15 s"``; ``8.2`` → ``"8 s"``."""
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
