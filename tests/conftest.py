@@ -57,3 +57,52 @@ def minilm():
     from pt_helpers.models import MINILM_NAME, load_model
 
     return load_model(MINILM_NAME, "encoder", allow_random=False, verbose=False)
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No hub, no random fallback, an empty $PT_MODELS_DIR under tmp_path (yielded): the resolver's offline case."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("PT_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.delenv("PT_RANDOM_FALLBACK", raising=False)
+    from pt_helpers import models
+
+    models.hub_reachable.cache_clear()
+    yield tmp_path
+    models.hub_reachable.cache_clear()
+
+
+@pytest.fixture
+def random_fallback(monkeypatch):
+    """Offline with PT_RANDOM_FALLBACK=1: names resolve to bannered random stand-ins (as in CI)."""
+    monkeypatch.setenv("PT_RANDOM_FALLBACK", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def two_step_train_argv():
+    """``argv(model, method, out)``: the train CLI's flags for a two-step run on 16 SST-2 sentences."""
+
+    def argv(model, method, out):
+        sizes = ["--max-steps", "2", "--batch-size", "4", "--train-size", "16", "--select-size", "4"]
+        return [
+            "--model",
+            str(model),
+            "--task",
+            "sst2",
+            "--method",
+            method,
+            "--n-virtual-tokens",
+            "2",
+            *sizes,
+            "--eval-size",
+            "8",
+            "--eval-every",
+            "1",
+            "--cpu",
+            "--no-progress",
+            "--output-dir",
+            str(out),
+        ]
+
+    return argv

@@ -286,41 +286,14 @@ CLI_RUNS = [(f, "deep") for f in FAMILIES] + [("qwen2", "soft"), ("gemma2", "sof
 
 
 @pytest.mark.parametrize("family, method", CLI_RUNS)
-def test_train_cli_two_steps_and_reload(stand_in, family, method, tmp_path, monkeypatch):
+def test_train_cli_two_steps_and_reload(stand_in, family, method, tmp_path, monkeypatch, two_step_train_argv):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     loaded = stand_in(family)
     folder = tmp_path / f"my-{family}"  # any name: the kind and family come from config.json
     loaded.model.save_pretrained(folder)
     loaded.tokenizer.save_pretrained(folder)
     out = tmp_path / "run"
-    metrics = main(
-        [
-            "--model",
-            str(folder),
-            "--task",
-            "sst2",
-            "--method",
-            method,
-            "--n-virtual-tokens",
-            "2",
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "4",
-            "--train-size",
-            "16",
-            "--select-size",
-            "4",
-            "--eval-size",
-            "8",
-            "--eval-every",
-            "1",
-            "--cpu",
-            "--no-progress",
-            "--output-dir",
-            str(out),
-        ]
-    )
+    metrics = main(two_step_train_argv(folder, method, out))
     assert metrics["steps"] == 2 and metrics["model_family"] == family and metrics["method"] == method
     saved_metrics = json.loads((out / "metrics.json").read_text())
     assert saved_metrics["model_kind"] == "causal" and saved_metrics["head"] == "label words"

@@ -45,18 +45,6 @@ def stand_in(family: str):
     return _cache[family]
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("PT_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.delenv("PT_RANDOM_FALLBACK", raising=False)
-    from pt_helpers import models
-
-    models.hub_reachable.cache_clear()
-    yield tmp_path
-    models.hub_reachable.cache_clear()
-
-
 def test_the_table_has_every_family_once_and_every_name_points_into_it():
     assert set(RANDOM_FAMILIES) == set(CAUSAL_NAMES) | {"bert"}
     for model_type, fam in RANDOM_FAMILIES.items():

@@ -5,18 +5,6 @@ from pt_helpers.errors import ModelNotFoundError
 from pt_helpers.models import MINILM_NAME, context_length, load_model, model_family, random_model
 
 
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("PT_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.delenv("PT_RANDOM_FALLBACK", raising=False)
-    from pt_helpers import models
-
-    models.hub_reachable.cache_clear()
-    yield tmp_path
-    models.hub_reachable.cache_clear()
-
-
 def test_missing_model_offline_says_what_was_tried_and_how_to_fix(offline):
     with pytest.raises(ModelNotFoundError) as err:
         load_model("gpt2")

@@ -53,10 +53,7 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _random_fallback(monkeypatch):
-    monkeypatch.setenv("PT_RANDOM_FALLBACK", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("random_fallback")
 
 
 def test_help_lists_every_setting():
@@ -193,41 +190,14 @@ def test_label_words_are_one_gpt2_token_each():
             assert len(label_token_ids(tok, words)) == len(info.label_sentences) == len(info.label_names)
 
 
-def test_a_causal_folder_with_any_name_trains_as_a_causal_lm(tmp_path):
+def test_a_causal_folder_with_any_name_trains_as_a_causal_lm(tmp_path, two_step_train_argv):
     """The kind comes from the config: a tiny random Llama in a folder called my-lm trains with label words."""
     llama = load_model("meta-llama/Llama-3.2-1B", allow_random=True, verbose=False)
     folder = tmp_path / "my-lm"
     llama.model.save_pretrained(folder)
     llama.tokenizer.save_pretrained(folder)
     out = tmp_path / "run"
-    metrics = main(
-        [
-            "--model",
-            str(folder),
-            "--task",
-            "sst2",
-            "--method",
-            "deep",
-            "--n-virtual-tokens",
-            "2",
-            "--max-steps",
-            "2",
-            "--batch-size",
-            "4",
-            "--train-size",
-            "16",
-            "--select-size",
-            "4",
-            "--eval-size",
-            "8",
-            "--eval-every",
-            "1",
-            "--cpu",
-            "--no-progress",
-            "--output-dir",
-            str(out),
-        ]
-    )
+    metrics = main(two_step_train_argv(folder, "deep", out))
     assert metrics["model_kind"] == "causal" and metrics["head"] == "label words"
     assert metrics["model_family"] == "llama" and metrics["steps"] == 2
     config = json.loads((out / CONFIG_FILE).read_text())
