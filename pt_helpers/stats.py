@@ -93,6 +93,21 @@ def mcnemar_exact(correct_a, correct_b) -> PairedTest:
     )
 
 
+def _bootstrap_mean_interval(values: np.ndarray, confidence: float, n_resamples: int, seed: int):
+    """(low, high) percentile-bootstrap interval of the mean; values without variation give the point itself."""
+    if np.all(values == values[0]):
+        return float(values[0]), float(values[0])
+    res = st.bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def paired_bootstrap(
     correct_a, correct_b, *, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0
 ) -> PairedTest:
@@ -101,18 +116,7 @@ def paired_bootstrap(
     a, b = _pair(correct_a, correct_b)
     diff = a.astype(float) - b.astype(float)
     mc = mcnemar_exact(a, b)
-    if np.all(diff == diff[0]):  # no variation: the interval is the point
-        low = high = float(diff[0])
-    else:
-        res = st.bootstrap(
-            (diff,),
-            np.mean,
-            n_resamples=n_resamples,
-            confidence_level=confidence,
-            method="percentile",
-            random_state=np.random.default_rng(seed),
-        )
-        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    low, high = _bootstrap_mean_interval(diff, confidence, n_resamples, seed)
     return PairedTest(
         mc.accuracy_a,
         mc.accuracy_b,
@@ -152,23 +156,8 @@ def seed_interval(
         raise CourseError("values must be a non-empty list of one number per seed")
     if v.size == 1:
         return SeedSummary(float(v[0]), 1, None, None, None)
-    if np.all(v == v[0]):
-        return SeedSummary(float(v[0]), int(v.size), 0.0, float(v[0]), float(v[0]))
-    res = st.bootstrap(
-        (v,),
-        np.mean,
-        n_resamples=n_resamples,
-        confidence_level=confidence,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    return SeedSummary(
-        float(v.mean()),
-        int(v.size),
-        float(v.std(ddof=1)),
-        float(res.confidence_interval.low),
-        float(res.confidence_interval.high),
-    )
+    low, high = _bootstrap_mean_interval(v, confidence, n_resamples, seed)
+    return SeedSummary(float(v.mean()), int(v.size), float(v.std(ddof=1)), low, high)
 
 
 @dataclass(frozen=True)
