@@ -9,7 +9,13 @@ Used wherever the course ranks two numbers (chapters 03–08):
   bootstrap interval (``scipy.stats.bootstrap``, paired: both methods resampled together);
 * ``seed_interval`` — the mean over seeds with a bootstrap interval; one seed is "n/a (1 seed)";
 * ``spread_test`` — is the best-minus-worst spread over several variants (templates, verbalisers …)
-  more than noise? A permutation test that shuffles which variant each example's outcome belongs to.
+  more than noise? A permutation test that shuffles which variant each example's outcome belongs to;
+* ``split_half_selection`` — pick the best and the worst variant on one half of the examples and test
+  them, paired, on the other half (a selection is evaluated on data it did not see).
+
+A ``PairedTest`` whose two arms are right and wrong on exactly the same examples is *degenerate*: the data
+cannot tell them apart (for instance a random-weight model that ignores what the two arms change). It says
+so instead of printing a difference of zero that reads like a finding.
 """
 
 from __future__ import annotations
@@ -68,7 +74,18 @@ class PairedTest:
     high: float = float("nan")
     test: str = ""
 
+    @property
+    def degenerate(self) -> bool:
+        """True when no example separates the arms: both right, or both wrong, on every example."""
+        return self.only_a + self.only_b == 0
+
     def __str__(self) -> str:
+        if self.degenerate:
+            return (
+                f"degenerate comparison: both arms right on the same {round(self.accuracy_a * self.n)} of "
+                f"{self.n} examples (accuracy {self.accuracy_a:.3f}); no example separates them, so the data say "
+                "nothing about which is better"
+            )
         ci = f" [{self.low:+.3f}, {self.high:+.3f}]" if np.isfinite(self.low) else ""
         return (
             f"Δ = {self.difference:+.3f}{ci} (n = {self.n}, {self.only_a} vs {self.only_b} discordant), "
@@ -203,3 +220,38 @@ def spread_test(correct, *, n_resamples: int = 9_999, seed: int = 0) -> SpreadTe
         random_state=np.random.default_rng(seed),
     )
     return SpreadTest(float(res.statistic), int(c.shape[0]), int(c.shape[1]), float(res.pvalue))
+
+
+@dataclass(frozen=True)
+class SplitHalfSelection:
+    """Best and worst variant chosen on the selection half, compared on the held-out half."""
+
+    best: int  # index of the variant best on the selection half
+    worst: int  # index of the variant worst on the selection half
+    selection_spread: float  # best − worst accuracy on the selection half (optimistic: it was maximised there)
+    held_out: PairedTest  # best vs worst on the other half, paired
+    n_selection: int
+
+    def __str__(self) -> str:
+        return (
+            f"chosen on {self.n_selection} examples: variant {self.best} best, {self.worst} worst "
+            f"(spread there {self.selection_spread:.3f}); on the other {self.held_out.n}: {self.held_out}"
+        )
+
+
+def split_half_selection(correct, *, seed: int = 0, n_resamples: int = 10_000) -> SplitHalfSelection:
+    """Select best and worst of V variants on a random half of the n examples, test them on the other half.
+
+    ``correct``: (V, n) 0/1 outcomes of every variant on the same examples. The spread measured where it was
+    selected is biased upwards; the held-out paired test (``paired_bootstrap``) is what survives selection.
+    """
+    c = np.asarray(correct)
+    if c.ndim != 2 or c.shape[0] < 2 or c.shape[1] < 4:
+        raise CourseError(f"correct must be (variants ≥ 2, examples ≥ 4) of 0/1, got shape {c.shape}")
+    c = np.stack([_outcomes(row, "each variant's outcomes") for row in c])
+    order = np.random.default_rng(seed).permutation(c.shape[1])
+    select, test = order[: c.shape[1] // 2], order[c.shape[1] // 2 :]
+    acc = c[:, select].mean(axis=1)
+    best, worst = int(np.argmax(acc)), int(np.argmin(acc))
+    held_out = paired_bootstrap(c[best, test], c[worst, test], n_resamples=n_resamples, seed=seed)
+    return SplitHalfSelection(best, worst, float(acc[best] - acc[worst]), held_out, int(select.size))

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from pt_helpers.errors import CourseError
-from pt_helpers.stats import accuracy_interval, mcnemar_exact, paired_bootstrap, seed_interval, spread_test
+from pt_helpers.stats import (
+    accuracy_interval,
+    mcnemar_exact,
+    paired_bootstrap,
+    seed_interval,
+    split_half_selection,
+    spread_test,
+)
 
 
 def test_wilson_interval_matches_the_textbook_value():
@@ -62,3 +69,21 @@ def test_bad_outcomes_are_clear_errors():
         accuracy_interval([])
     with pytest.raises(CourseError, match="variants"):
         spread_test([[1, 0, 1]])
+
+
+def test_a_comparison_no_example_separates_is_labelled_degenerate():
+    same = paired_bootstrap([1, 0, 1, 1] * 10, [1, 0, 1, 1] * 10)
+    assert same.degenerate and "degenerate" in str(same) and "Δ" not in str(same)
+    assert not paired_bootstrap([1, 0, 1, 1], [1, 1, 1, 1]).degenerate
+
+
+def test_split_half_selection_finds_a_real_gap_and_not_noise():
+    rng = np.random.default_rng(1)
+    noise = rng.random((21, 200)) < 0.55  # 21 exchangeable variants: the selected gap must not survive
+    sel = split_half_selection(noise, n_resamples=2000)
+    assert sel.selection_spread > 0.1 and sel.held_out.p_value > 0.05 and sel.held_out.n + sel.n_selection == 200
+    real = np.vstack([rng.random((3, 200)) < 0.5, rng.random((1, 200)) < 0.95])
+    sel = split_half_selection(real, n_resamples=2000)
+    assert sel.best == 3 and sel.held_out.difference > 0.25 and sel.held_out.p_value < 1e-3
+    with pytest.raises(CourseError, match="variants"):
+        split_half_selection(np.ones((1, 10)))
