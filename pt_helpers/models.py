@@ -19,6 +19,15 @@ Mistral, Qwen2, Gemma 2, Phi-3; BERT for encoders). Every causal stand-in uses t
 that ships in this package, dressed in its family's special-token convention (see ``TOKENIZER_CONVENTIONS``);
 the BERT stand-in uses MiniLM's tokenizer.
 
+Random weights at a trained model's *magnitudes* (``magnitudes="pretrained"``, see ``imitate_pretrained``):
+transformers' initialisation gives logits near 0 and hidden states of size ~1, which a trained model
+never has (real GPT-2's logits all sit tens below zero). Float32 round-off grows with the magnitude of
+what is compared, so an identity that holds to 1e-6 near 0 may not at −60; the stand-in therefore
+imitates a trained model's scale and offset, so CI meets the same numbers a learner with real weights
+does. This is the default of ``load_model``'s random fallback; ``random_model`` (asked for directly by
+unit tests of mechanics) keeps transformers' initialisation unless told (``magnitudes=``);
+``$PT_STANDIN_MAGNITUDES`` (``"pretrained"`` or ``"init"``) overrides both defaults.
+
 Random weights keep every *mechanical* identity of the course true (chain rule = loss, attention =
 layer, cache = recomputation, gradients flow only to the prompt) and make every accuracy meaningless.
 ``LoadedModel.is_pretrained`` says which case you are in, and ``banner()`` says it loudly.
@@ -313,6 +322,141 @@ KNOWN_NAMES: tuple[tuple[str, str], ...] = (
 )
 
 
+# ---------------------------------------------------------------------------------------------------
+# A trained model's magnitudes, imitated on random weights
+# ---------------------------------------------------------------------------------------------------
+# What is imitated, and how the values were chosen. Real GPT-2 weights cannot be downloaded here, so no
+# value below is fitted to them; each is chosen to reproduce a published *qualitative* fact at a size in
+# the range those facts describe, and ``tests/test_real_magnitudes.py`` checks the resulting statistics.
+#
+# * Logits sit tens below zero for every token (issue 19 observed this with GPT-2; any trained tied-
+#   embedding LM shows it). The mechanism imitated: token embeddings share one common direction
+#   (anisotropy: Ethayarajh, EMNLP 2019, §4, GPT-2's representations fill a narrow cone; Gao et al.,
+#   ICLR 2019, §3, the "representation degeneration" of tied embeddings), and the residual stream carries
+#   a large constant in a few fixed feature dimensions (Sun et al., "Massive Activations in Large Language
+#   Models", COLM 2024, §2, shown for GPT-2 and Llama). Here: ``OFFSET_DIMS`` fixed dimensions get
+#   ``EMBED_OFFSET`` added in every token embedding (and in every row of an untied output head), and the
+#   final norm maps that dimension to a large *negative* value (gain ``-FINAL_GAIN``; bias ``-FINAL_BIAS``
+#   where the norm has one). Every logit then gets the same large negative share, and each token a fixed
+#   "prior" from its own noise in those dimensions. Measured with ``logit_statistics`` on one 13-token
+#   sentence (tests/test_real_magnitudes.py pins the ranges): GPT-2 stand-in mean logit −33, within-row
+#   std 3.0 (initialisation: 0.0 and 0.3); GPT-NeoX −33, OPT −30, Llama/Mistral/Qwen2/Phi-3 −22 to −23,
+#   Gemma 2 −16 (its soft cap of 30 bounds it).
+# * Embedding scale: token embeddings with std ``TOKEN_STD`` = 0.11 and learned positions with std
+#   ``POSITION_STD`` = 0.05 instead of the initialiser's 0.02: chosen (not fitted) so that a logit row's
+#   spread is a few units, the order at which a trained LM's next-token distribution is peaked rather
+#   than flat (with the initialiser's scale the stand-in's rows have std 0.3: nearly uniform).
+# * BERT (hidden states, not logits): the outlier dimensions of BERT's LayerNorms (Kovaleva et al.,
+#   "BERT Busters", Findings of ACL 2021, §3: a few dimensions whose LayerNorm gain and output are far
+#   larger than the rest). Here every LayerNorm's gain and bias in ``OFFSET_DIMS`` are ``BERT_OUTLIER_GAIN``,
+#   so a few hidden dimensions are tens of times larger than the rest (measured: largest |hidden state|
+#   134 on one sentence, 3.5 at initialisation), and the token embeddings have std ``TOKEN_STD``.
+# Attention and MLP weights keep transformers' initialisation: the identities of the course are about
+# positions, masks and caches, whose round-off these magnitudes are what matters for.
+PRETRAINED, INIT = "pretrained", "init"
+MAGNITUDES = (PRETRAINED, INIT)
+MAGNITUDES_ENV_VAR = "PT_STANDIN_MAGNITUDES"
+# Defaults when neither magnitudes= nor $PT_STANDIN_MAGNITUDES says: load_model's random fallback (what a
+# notebook gets offline, and what CI runs every notebook on) imitates a trained model; random_model, the
+# stand-in that unit tests of mechanics ask for directly, keeps transformers' initialisation.
+FALLBACK_MAGNITUDES, DIRECT_MAGNITUDES = PRETRAINED, INIT
+OFFSET_DIMS = (3, 7)  # fixed feature dimensions (any would do; the stand-ins' smallest width is 96)
+TOKEN_STD, POSITION_STD = 0.11, 0.05
+EMBED_OFFSET = 1.0  # added to every token embedding (and untied head row) in each of OFFSET_DIMS
+FINAL_GAIN, FINAL_BIAS = 2.0, 6.0  # the final norm's gain (negated) and bias (negated) in OFFSET_DIMS
+BERT_OUTLIER_GAIN = 8.0
+
+
+def standin_magnitudes(magnitudes: str | None = None, default: str = FALLBACK_MAGNITUDES) -> str:
+    """``magnitudes`` itself, or ``$PT_STANDIN_MAGNITUDES``, or ``default``; a clear error for anything else."""
+    value = magnitudes if magnitudes is not None else os.environ.get(MAGNITUDES_ENV_VAR, "") or default
+    if value not in MAGNITUDES:
+        raise ModelNotFoundError(
+            f"random stand-in magnitudes must be one of {list(MAGNITUDES)}, got {value!r} "
+            f"(from ${MAGNITUDES_ENV_VAR} or the magnitudes= argument): use {PRETRAINED!r} for a trained "
+            f"model's scale and offset, {INIT!r} for transformers' initialisation."
+        )
+    return value
+
+
+def _final_norm(model: PreTrainedModel) -> torch.nn.Module:
+    """The norm just before the output head (GPT-2 ``ln_f``, OPT/NeoX ``final_layer_norm``, Llama-style ``norm``)."""
+    body = model.base_model
+    for owner in (body, getattr(body, "decoder", None)):
+        for attr in ("ln_f", "final_layer_norm", "norm"):
+            mod = getattr(owner, attr, None) if owner is not None else None
+            if isinstance(mod, torch.nn.Module) and getattr(mod, "weight", None) is not None:
+                return mod
+    raise ModelNotFoundError(f"no final norm found in {type(model).__name__}; cannot imitate its magnitudes")
+
+
+def _gain_is_one_plus_weight(norm: torch.nn.Module) -> bool:
+    """True when the norm scales by ``1 + weight`` (Gemma), read from its behaviour at weight = 0."""
+    saved = norm.weight.detach().clone()
+    with torch.no_grad():
+        norm.weight.zero_()
+        bias = getattr(norm, "bias", None)
+        saved_bias = bias.detach().clone() if bias is not None else None
+        if bias is not None:
+            bias.zero_()
+        probe = torch.linspace(-1.0, 1.0, saved.numel()).to(saved.dtype)[None]
+        nonzero = bool(norm(probe).abs().max() > 0)
+        norm.weight.copy_(saved)
+        if bias is not None:
+            bias.copy_(saved_bias)
+    return nonzero
+
+
+@torch.no_grad()
+def imitate_pretrained(model: PreTrainedModel, seed: int = 0) -> PreTrainedModel:
+    """Give a random model a trained model's magnitudes, in place (see the comment above ``MAGNITUDES``).
+
+    Still random: every weight set here is drawn from ``seed`` or is a fixed constant, nothing is learned.
+    """
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    dims = list(OFFSET_DIMS)
+
+    def redraw(weight: torch.Tensor, std: float) -> None:
+        weight.copy_(torch.randn(weight.shape, generator=gen, dtype=torch.float32).to(weight.dtype) * std)
+
+    emb = model.get_input_embeddings()
+    if getattr(model.config, "model_type", "") == "bert":
+        redraw(emb.weight, TOKEN_STD)
+        for name, mod in model.named_modules():
+            if isinstance(mod, torch.nn.LayerNorm) and not name.startswith("cls"):
+                mod.weight[dims] = BERT_OUTLIER_GAIN
+                mod.bias[dims] = BERT_OUTLIER_GAIN
+        return model
+    # the stored rows are what a tied head multiplies by (Gemma scales them by √d only on the way in)
+    redraw(emb.weight, TOKEN_STD)
+    emb.weight[:, dims] += EMBED_OFFSET
+    head = model.get_output_embeddings()
+    if head is not None and head.weight is not emb.weight:
+        redraw(head.weight, TOKEN_STD)
+        head.weight[:, dims] += EMBED_OFFSET
+    for attr in ("wpe", "embed_positions"):  # learned positions (GPT-2; OPT's sit under .decoder)
+        pos = getattr(model.base_model, attr, None) or getattr(getattr(model.base_model, "decoder", None), attr, None)
+        if pos is not None:
+            redraw(pos.weight, POSITION_STD)
+    norm = _final_norm(model)
+    norm.weight[dims] = -FINAL_GAIN - (1.0 if _gain_is_one_plus_weight(norm) else 0.0)
+    if getattr(norm, "bias", None) is not None:
+        norm.bias[dims] = -FINAL_BIAS
+    return model
+
+
+@torch.no_grad()
+def logit_statistics(model: PreTrainedModel, input_ids: torch.Tensor) -> dict[str, float]:
+    """Mean logit, mean within-row spread (std over the vocabulary) and largest |hidden state| on ``input_ids``."""
+    out = model(input_ids=input_ids, output_hidden_states=True)
+    logits = out.logits.float()
+    return dict(
+        mean=float(logits.mean()),
+        row_std=float(logits.std(-1).mean()),
+        max_abs_hidden=float(max(h.abs().max() for h in out.hidden_states)),
+    )
+
+
 @dataclass
 class LoadedModel:
     """A model, its tokenizer, and where they came from. Unpacks as ``model, tokenizer = loaded``.
@@ -561,8 +705,15 @@ def _load_checkpoint(location: str | Path, kind: str) -> tuple[PreTrainedModel, 
     return _from_folder(location, kind), kind
 
 
-def _random_model(name: str, kind: str, seed: int) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str, str]:
-    """(model, tokenizer, where, resolved kind) of ``name``'s family's stand-in, seeded."""
+def _random_model(
+    name: str, kind: str, seed: int, magnitudes: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str, str]:
+    """(model, tokenizer, where, resolved kind) of ``name``'s family's stand-in, seeded.
+
+    ``magnitudes``: ``"pretrained"`` (a trained model's scale and offset, ``imitate_pretrained``) or ``"init"``
+    (transformers' initialisation); None reads ``$PT_STANDIN_MAGNITUDES``, else ``FALLBACK_MAGNITUDES``.
+    """
+    magnitudes = standin_magnitudes(magnitudes)
     family = RANDOM_FAMILIES[model_family(name)]
     kind = family.natural_kind if kind == AUTO_KIND else kind
     cls = family.classes.get(kind)
@@ -586,6 +737,8 @@ def _random_model(name: str, kind: str, seed: int) -> tuple[PreTrainedModel, Pre
                 **family.config, bos_token_id=bos, eos_token_id=tok.eos_token_id, pad_token_id=None
             )
         model = _quiet(cls, cfg)
+        if magnitudes == PRETRAINED:
+            imitate_pretrained(model, seed)
     if family.model_type == "gpt2":
         where = (
             f"GPT-2-family stand-in, {RANDOM_GPT2['n_layer']} layers × {RANDOM_GPT2['n_embd']} dims, "
@@ -601,6 +754,8 @@ def _random_model(name: str, kind: str, seed: int) -> tuple[PreTrainedModel, Pre
             f"{family.label}-family stand-in, {family.shape()}, real GPT-2 tokenizer in {family.label}'s "
             f"convention ({_CONVENTION_SHORT[family.tokenizer]})"
         )
+    if magnitudes == PRETRAINED:
+        where += ", a trained model's magnitudes"
     return model, tok, where, kind
 
 
@@ -610,15 +765,22 @@ def _check_kind(kind: str) -> None:
 
 
 def random_model(
-    name: str = "gpt2", kind: str = AUTO_KIND, *, seed: int = 0, device: str | torch.device | None = None
+    name: str = "gpt2",
+    kind: str = AUTO_KIND,
+    *,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    magnitudes: str | None = None,
 ) -> LoadedModel:
     """The small randomly initialised stand-in of ``name``'s family, directly (tests of mechanics use it).
 
     ``kind="auto"``: the family's natural kind (causal for GPT-2, Llama, Qwen2 …; encoder for BERT).
-    Same seed → bit-identical weights. ``is_pretrained`` is False.
+    ``magnitudes``: ``"pretrained"`` or ``"init"`` (None: ``$PT_STANDIN_MAGNITUDES``, else
+    ``DIRECT_MAGNITUDES``, transformers' initialisation). Same seed → bit-identical weights.
+    ``is_pretrained`` is False.
     """
     _check_kind(kind)
-    model, tok, where, kind = _random_model(name, kind, seed)
+    model, tok, where, kind = _random_model(name, kind, seed, standin_magnitudes(magnitudes, DIRECT_MAGNITUDES))
     model.to(get_device(device)).eval()
     model.is_pretrained = False
     return LoadedModel(

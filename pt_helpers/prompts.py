@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import CourseError, LabelWordError
+from .errors import CourseError, LabelWordError, PromptError
 from .frozen import check_context
 from .lm import bos_token_id
 from .scoring import REDUCTIONS, accuracy, check_reduction, embed_sentences, reduce_logprobs  # noqa: F401
@@ -751,6 +751,9 @@ def _trigger_word_logprobs(model, batch, trigger_embeds, n_examples, n_words):
     return per_row.view(n_examples, n_words)
 
 
+AUTOPROMPT_CHUNK = 4  # training examples per forward/backward pass of the search (bounds peak memory)
+
+
 def autoprompt_search(
     model,
     tokenizer,
@@ -764,6 +767,7 @@ def autoprompt_search(
     init_token: str = " the",
     seed: int = 0,
     progress: bool = True,
+    chunk_size: int = AUTOPROMPT_CHUNK,
 ) -> SearchResult:
     """AutoPrompt (Shin et al. 2020) on a causal LM: template ``base [T]…[T] {mask}``, triggers searched on train.
 
@@ -772,6 +776,10 @@ def autoprompt_search(
     takes the ``n_candidates`` tokens with the largest first-order decrease −(e_v·∇), re-scores each
     candidate *exactly* on the training batch, and keeps the best one if it lowers the loss.
     Label words are pooled with log-sum-exp; only the training examples are ever read.
+
+    The loss is a mean over examples, so the gradient is accumulated over chunks of ``chunk_size``
+    examples: the same gradient (up to float32 summation order), with activations of one chunk alive
+    at a time instead of the whole batch (at GPT-2 size, 24 examples at once held ~2.5 GB).
     """
     from tqdm.auto import tqdm
 
@@ -785,19 +793,31 @@ def autoprompt_search(
     triggers = [init] * n_trigger
     labels = torch.as_tensor(list(train_labels))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    batch = _trigger_batch(
-        tokenizer, train_examples, word_ids, n_trigger, lambda ex: base_t.split(ex)[0].rstrip(" "), pad
-    )
+    if chunk_size < 1:
+        raise PromptError(f"chunk_size must be at least 1 training example, got {chunk_size}")
+    before = lambda ex: base_t.split(ex)[0].rstrip(" ")  # noqa: E731
+    starts = range(0, len(train_examples), chunk_size)
+    batches = [  # (start, batch of examples start … start + chunk_size − 1)
+        (a, _trigger_batch(tokenizer, train_examples[a : a + chunk_size], word_ids, n_trigger, before, pad))
+        for a in starts
+    ]
 
-    def loss_of(scores_words):  # (n, n_words) → scalar
-        lab = torch.stack(
+    def label_scores_of(scores_words):  # (n, n_words) → (n, n_labels)
+        return torch.stack(
             [scores_words[:, label_of_word == li].logsumexp(-1) for li in range(len(verbalizer.labels))], -1
-        )  # (n, n_labels)
-        return -lab.log_softmax(-1).gather(-1, labels[:, None]).mean(), lab
+        )
+
+    def summed_loss(lab, gold):  # Σ over examples of −log softmax_labels[gold]
+        return -lab.log_softmax(-1).gather(-1, gold[:, None]).sum()
+
+    def chunk_scores(a, b, trigger_embeds):
+        n = len(train_examples[a : a + chunk_size])
+        return label_scores_of(_trigger_word_logprobs(model, b, trigger_embeds, n, len(word_ids)))
 
     def exact(trig):
         with torch.no_grad():
-            return loss_of(_trigger_word_logprobs(model, batch, W[trig], len(train_examples), len(word_ids)))
+            lab = torch.cat([chunk_scores(a, b, W[trig]) for a, b in batches])
+            return summed_loss(lab, labels) / len(labels), lab
 
     loss, lab = exact(triggers)
     history = [
@@ -816,8 +836,9 @@ def autoprompt_search(
             # [autoprompt-step]
             pos = int(torch.randint(n_trigger, (1,), generator=gen))
             one_hot = F.one_hot(torch.tensor(triggers), W.shape[0]).to(W.device, W.dtype).requires_grad_(True)
-            sw = _trigger_word_logprobs(model, batch, one_hot @ W, len(train_examples), len(word_ids))
-            loss_of(sw)[0].backward()
+            for a, b in batches:  # L = mean over examples: accumulate each chunk's share of the gradient
+                gold = labels[a : a + chunk_size]
+                (summed_loss(chunk_scores(a, b, one_hot @ W), gold) / len(labels)).backward()
             grad = one_hot.grad[pos].cpu()  # (vocab,) = W @ ∂L/∂e_pos
             first_order = (-grad).masked_fill(~allowed, float("-inf"))  # predicted decrease of L
             cands = first_order.topk(n_candidates).indices.tolist()

@@ -20,6 +20,9 @@ Each successful run's wall time is stored in ``build/timings.json`` under the no
 type* (``cpu`` or ``cuda``), so a CPU build and a GPU build of the same course both appear on the course
 map. A notebook that fails stops the run with a message naming the notebook, the cell and the error; the
 CLI then exits with status 1 (2 for bad arguments, 130 when interrupted).
+
+The real-size record (``benchmarks/real_size_profile.json``, shown on the course map) is written by
+:func:`record_real_size` from a ``/usr/bin/time -v`` measurement of a papermill run (:func:`parse_gnu_time`).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from .project import (
     format_seconds,
     load_timings,
 )
-from .site import FAILED_RECORD_SUFFIX
+from .site import FAILED_RECORD_SUFFIX, REAL_SIZE_PROFILE_FILE, load_real_size_profile
 
 # NN_name.failed.json (FAILED_RECORD_SUFFIX, read by the site) says what went wrong in the last run;
 # NN_name.failed.ipynb is the executed copy of that failed run
@@ -573,6 +576,51 @@ def record_timing(timings_file: str | Path, record: RunRecord) -> None:
     entry = asdict(record)
     timings.setdefault(record.notebook, {})[record.device_type] = entry
     atomic_write_json(path, timings, sort_keys=True, default=repr)
+
+
+def parse_gnu_time(text: str) -> tuple[float, float]:
+    """(wall seconds, peak resident MiB) from the report of ``/usr/bin/time -v`` (GNU time).
+
+    The peak is "Maximum resident set size" of the largest process measured: for a papermill run, the
+    notebook's kernel (a child of papermill, waited for before papermill exits).
+    """
+    wall = peak_kib = None
+    for line in text.splitlines():
+        key, _, value = line.strip().rpartition(": ")
+        if key.startswith("Elapsed (wall clock) time"):
+            parts = [float(x) for x in value.split(":")]  # h:mm:ss or m:ss.ss
+            wall = sum(x * 60**i for i, x in enumerate(reversed(parts)))
+        elif key == "Maximum resident set size (kbytes)":
+            peak_kib = float(value)
+    if wall is None or peak_kib is None:
+        raise ParameterError(
+            "not a `/usr/bin/time -v` report: it needs the lines 'Elapsed (wall clock) time' and 'Maximum resident "
+            "set size (kbytes)'; run the notebook under /usr/bin/time -v (GNU time, not the shell's time)."
+        )
+    return wall, peak_kib / 1024
+
+
+def record_real_size(
+    notebook: str,
+    seconds: float,
+    peak_rss_mib: float,
+    status: str = "completed",
+    *,
+    record_file: str | Path = REAL_SIZE_PROFILE_FILE,
+    **meta: Any,
+) -> dict:
+    """Store one chapter's real-size measurement (and ``meta``: device, date, versions, load, command …)."""
+    if not NOTEBOOK_PATTERN.match(notebook) or seconds <= 0 or peak_rss_mib <= 0:
+        raise ParameterError(
+            f"a real-size measurement needs a notebook file name like 05_soft_prompt_tuning.ipynb and positive "
+            f"seconds and memory; got {notebook!r}, {seconds!r} s, {peak_rss_mib!r} MiB"
+        )
+    record = load_real_size_profile(record_file) or {"chapters": {}}
+    record.update(meta)
+    record["chapters"][notebook] = dict(seconds=round(seconds, 1), peak_rss_mib=round(peak_rss_mib), status=status)
+    record["chapters"] = dict(sorted(record["chapters"].items()))
+    atomic_write_json(Path(record_file), record, indent=2, ensure_ascii=False)
+    return record
 
 
 def run_many(

@@ -11,6 +11,10 @@ The course map (``index.html``) has one row per chapter, read from the notebooks
   ``… · pretrained weights`` or ``… · RANDOMLY INITIALISED weights`` (and a ``RANDOM WEIGHTS`` banner),
   so a chapter is *pretrained*, *random*, *mixed* (which model was which is listed) or *no model*.
 
+* the quick profile at the real model size on a 2-core CPU (time and peak memory) — *measured* once with
+  random weights of the real shapes (``gpt2`` 12 × 768, ``bert-base-uncased``) under ``$PT_MODELS_DIR``
+  and committed in ``benchmarks/real_size_profile.json`` (:func:`load_real_size_profile`); a chapter not
+  measured there says so;
 * whether its last run failed — :mod:`pt_helpers.run` leaves ``NN_name.failed.json`` beside the executed
   copies when a run fails: the map then marks the chapter FAILED with the error and the failing cell,
   links the failed run's page (``NN_name.failed.html``, with the traceback) and keeps linking the last
@@ -58,6 +62,8 @@ from .project import (
 
 GLOSSARY_NAME = "glossary.md"
 HTML_DIR = PROJECT_ROOT / "build" / "html"  # the default site folder, whatever the working directory
+REAL_SIZE_PROFILE_FILE = PROJECT_ROOT / "benchmarks" / "real_size_profile.json"
+REAL_SIZE_LABEL = "quick profile, real model size, 2-core CPU"
 FAILED_RECORD_SUFFIX = ".failed.json"  # written by pt_helpers.run beside the executed copies
 MATHJAX_PACKAGE = "django-static-mathjax"  # MathJax 3's browser files, as a wheel (no Django needed)
 MATHJAX_DIR = "mathjax"  # under the site folder
@@ -415,6 +421,38 @@ def _runtime_cell(file_name: str, timings: dict, nb: nbformat.NotebookNode | Non
     return "<br>".join(lines) or "<span class='dim'>not run in this build</span>"
 
 
+def load_real_size_profile(path: str | Path = REAL_SIZE_PROFILE_FILE) -> dict:
+    """The committed real-size measurements: ``{"chapters": {file: {...}}, "device": …, …}`` ({} if absent).
+
+    Each chapter entry holds ``seconds`` (wall time), ``peak_rss_mib`` (peak resident memory of the kernel)
+    and ``status`` (``"completed"`` or what stopped it). A file that is not such a record is a clear error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SiteError(f"{path} is not valid JSON ({exc}); restore it from git.") from exc
+    if not isinstance(record, dict) or not isinstance(record.get("chapters"), dict):
+        raise SiteError(f"{path} has no 'chapters' mapping of notebook file → measurement; restore it from git.")
+    for name, entry in record["chapters"].items():
+        if not isinstance(entry, dict) or not {"seconds", "peak_rss_mib", "status"} <= set(entry):
+            raise SiteError(f"{path}: the entry for {name!r} needs seconds, peak_rss_mib and status.")
+    return record
+
+
+def _real_size_cell(file_name: str, real_size: dict) -> str:
+    entry = (real_size.get("chapters") or {}).get(file_name)
+    if entry is None:
+        return "<span class='dim'>not measured</span>"
+    text = f"{format_seconds(entry['seconds'])} · peak {entry['peak_rss_mib'] / 1024:.1f} GB"
+    if entry["status"] != "completed":
+        text += f" <span class='failed'>({html.escape(str(entry['status']))})</span>"
+    when = html.escape(str(real_size.get("date", ""))[:10])
+    return f"{text} <span class='dim'>({when})</span>" if when else text
+
+
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","PingFang SC",sans-serif;
 max-width:1200px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
@@ -455,13 +493,16 @@ def build_index(
     *,
     failures: dict[str, dict] | None = None,
     mathjax_src: str = f"{MATHJAX_DIR}/{MATHJAX_SCRIPT}",
+    real_size: dict | None = None,
 ) -> str:
     """The course map page (HTML): one row per chapter, measured times, weight provenance, failed runs.
 
     ``failures`` maps a notebook file name to its failure record (see :func:`load_failures`), with the
-    file name of its rendered failed run under ``"page"``.
+    file name of its rendered failed run under ``"page"``. ``real_size``: the record of
+    :func:`load_real_size_profile` (time and peak memory of the quick profile at the real model size).
     """
     failures = failures or {}
+    real_size = real_size or {}
     rows = []
     for info, weights, has_page in chapters:
         title = (
@@ -483,7 +524,8 @@ def build_index(
             f"<span class='dim'>{html.escape(info.file)}</span>"
             f"{_failure_cell(failure, has_page) if failure else ''}</td>"
             f"<td>{_markdown_html(info.goals)}</td><td>{_markdown_html(info.prerequisites)}</td>"
-            f"<td>{_runtime_cell(info.file, timings, executed.get(info.file))}</td><td>{w}</td></tr>"
+            f"<td>{_runtime_cell(info.file, timings, executed.get(info.file))}</td>"
+            f"<td>{_real_size_cell(info.file, real_size)}</td><td>{w}</td></tr>"
         )
     glossary = (
         "<p>📖 <a href='glossary.html'>Glossary · 术语表</a> — the course's key terms in English and Chinese.</p>"
@@ -510,12 +552,29 @@ def build_index(
 (one entry per device type, from <code>build/timings.json</code>). “Weights” is read from each executed
 notebook's own output: numbers from RANDOM weights show mechanics only and are meaningless as results.
 Built {built}.</p>
+{_real_size_note(real_size)}
 <table><thead><tr><th>#</th><th>Chapter · 章节</th><th>What it teaches · 学习目标</th>
-<th>Prerequisites · 先修</th><th>Run time (measured) · 运行时间</th><th>Weights · 权重</th></tr></thead>
+<th>Prerequisites · 先修</th><th>Run time (measured) · 运行时间</th>
+<th>{REAL_SIZE_LABEL} · 真实模型规模</th><th>Weights · 权重</th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
 </tbody></table></body></html>
 """
+
+
+def _real_size_note(real_size: dict) -> str:
+    if not real_size:
+        return ""
+    parts = [
+        f"{k}: {html.escape(str(real_size[k]))}"
+        for k in ("device", "date", "versions", "load", "models")
+        if k in real_size
+    ]
+    return (
+        f"<p class='dim'>“{REAL_SIZE_LABEL}”: measured once (wall time and peak resident memory of the notebook's "
+        f"kernel) with random weights of the real model shapes, from <code>benchmarks/real_size_profile.json</code>"
+        f" — {'; '.join(parts)}.</p>"
+    )
 
 
 def _notebook_files(folder: Path) -> list[Path]:
@@ -529,6 +588,7 @@ def build_site(
     timings_file: str | Path = TIMINGS_FILE,
     notebooks_dir: str | Path = NOTEBOOKS_DIR,
     glossary: str | Path | None = None,
+    real_size_file: str | Path = REAL_SIZE_PROFILE_FILE,
 ) -> Path:
     """Render every executed ``NN_*.ipynb`` to HTML, the glossary, and ``index.html``; return its path.
 
@@ -546,6 +606,7 @@ def build_site(
     html_dir.mkdir(parents=True, exist_ok=True)
     mathjax_src = install_mathjax(html_dir)
     timings = load_timings(timings_file)
+    real_size = load_real_size_profile(real_size_file)
     chapters = []
     for name in sorted(set(executed) | set(source_files) | set(failures)):
         failure = failures.get(name)
@@ -577,7 +638,15 @@ def build_site(
     index = html_dir / "index.html"
     atomic_write_text(
         index,
-        build_index(chapters, timings, executed, glossary_path.is_file(), failures=failures, mathjax_src=mathjax_src),
+        build_index(
+            chapters,
+            timings,
+            executed,
+            glossary_path.is_file(),
+            failures=failures,
+            mathjax_src=mathjax_src,
+            real_size=real_size,
+        ),
     )
     course_map = []
     for info, weights, has_page in chapters:
@@ -589,6 +658,7 @@ def build_site(
                 page=f"{Path(info.file).stem}.html" if has_page else None,
                 weights=None if weights is None else weights.__dict__,
                 timings=timings.get(info.file, {}),
+                real_size=(real_size.get("chapters") or {}).get(info.file),
                 failed=None
                 if failure is None
                 else {k: failure.get(k) for k in ("failed_at", "cell_index", "ename", "evalue", "page")},

@@ -34,6 +34,22 @@ def random_bert_mlm():
 
 
 @pytest.fixture(scope="module")
+def realistic_gpt2():
+    """The random GPT-2 stand-in at a trained model's magnitudes (logits tens below zero; models.imitate_pretrained)."""
+    from pt_helpers.models import PRETRAINED, random_model
+
+    return random_model("gpt2", "causal", seed=0, magnitudes=PRETRAINED)
+
+
+@pytest.fixture(scope="module")
+def realistic_bert():
+    """The random BERT-family encoder at a trained model's magnitudes (a few outlier hidden dimensions)."""
+    from pt_helpers.models import PRETRAINED, random_model
+
+    return random_model("bert-base-uncased", "encoder", seed=0, magnitudes=PRETRAINED)
+
+
+@pytest.fixture(scope="module")
 def tiny_gpt2():
     """A GPT-2-shaped model of 2 layers × 64 (real architecture, random weights, full vocabulary): fast CPU tests."""
     import torch

@@ -34,7 +34,7 @@ from pt_helpers import icl
 from pt_helpers.adapters import PromptedModel
 from pt_helpers.checkpoint import TENSORS_FILE, load_prompt
 from pt_helpers.frozen import attention_geometry
-from pt_helpers.models import RANDOM_FAMILIES, random_model
+from pt_helpers.models import PRETRAINED, RANDOM_FAMILIES, random_model
 from pt_helpers.prefix import PrefixEncoder, peft_twin, text_key_values
 from pt_helpers.soft_prompt import make_prompt
 from pt_helpers.train import main
@@ -73,13 +73,14 @@ def close(actual, expected, rtol=RTOL, what=""):
 
 @pytest.fixture(scope="module")
 def stand_in():
-    """``stand_in(family)``: the random stand-in of one family, built once per module (never modified: tests
-    deep-copy the model before wrapping it, because PromptedModel freezes it)."""
+    """``stand_in(family)``: the random stand-in of one family at a trained model's magnitudes (logits tens below
+    zero, as the notebooks' random fallback gives), built once per module (never modified: tests deep-copy the
+    model before wrapping it, because PromptedModel freezes it)."""
     built = {}
 
     def get(family):
         if family not in built:
-            built[family] = random_model(HUB_NAMES[family], seed=0)
+            built[family] = random_model(HUB_NAMES[family], seed=0, magnitudes=PRETRAINED)
             assert built[family].model.config.model_type == family
         return built[family]
 

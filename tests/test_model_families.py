@@ -12,6 +12,7 @@ from pt_helpers.errors import ModelNotFoundError
 from pt_helpers.frozen import attention_geometry, context_length, is_causal_lm
 from pt_helpers.models import (
     KNOWN_NAMES,
+    PRETRAINED,
     RANDOM_FAMILIES,
     TOKENIZER_CONVENTIONS,
     load_model,
@@ -39,9 +40,10 @@ _cache: dict[str, object] = {}
 
 
 def stand_in(family: str):
-    """random_model(<hub name of family>), built once per test session (each takes ~0.3 s)."""
+    """random_model(<hub name of family>) at a trained model's magnitudes (logits tens below zero, as the
+    notebooks' random fallback gives), built once per test session (each takes ~0.3 s)."""
     if family not in _cache:
-        _cache[family] = random_model(CAUSAL_NAMES[family], seed=0)
+        _cache[family] = random_model(CAUSAL_NAMES[family], seed=0, magnitudes=PRETRAINED)
     return _cache[family]
 
 

@@ -66,3 +66,21 @@ def test_unknown_family_and_kind_are_clear_errors():
         model_family("t5-small")
     with pytest.raises(ValueError, match="kind must be one of"):
         load_model("gpt2", "seq2seq")
+
+
+def test_fallback_imitates_a_trained_model_and_direct_stand_ins_keep_the_initialisation(offline, monkeypatch):
+    from pt_helpers.models import MAGNITUDES_ENV_VAR, logit_statistics
+
+    monkeypatch.setenv("PT_RANDOM_FALLBACK", "1")
+    monkeypatch.delenv(MAGNITUDES_ENV_VAR, raising=False)
+    ids = torch.tensor([[50256, 15496, 995]])
+    fallback = load_model("gpt2", verbose=False)
+    assert "trained model's magnitudes" in fallback.location and fallback.is_pretrained is False
+    assert logit_statistics(fallback.model, ids)["mean"] < -20  # logits tens below zero, as a trained GPT-2's
+    direct = random_model("gpt2")
+    assert abs(logit_statistics(direct.model, ids)["mean"]) < 1  # transformers' initialisation: near 0
+    monkeypatch.setenv(MAGNITUDES_ENV_VAR, "init")
+    assert "magnitudes" not in load_model("gpt2", verbose=False).location
+    monkeypatch.setenv(MAGNITUDES_ENV_VAR, "loud")
+    with pytest.raises(ModelNotFoundError, match="PT_STANDIN_MAGNITUDES"):
+        load_model("gpt2", verbose=False)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pt_helpers.errors import CourseError, LabelWordError
+from pt_helpers.errors import CourseError, LabelWordError, PromptError
 from pt_helpers.lm import conditional_logprob, token_logprobs
 from pt_helpers.prompts import (
     Template,
@@ -252,6 +252,21 @@ def test_autoprompt_one_hot_gradient_and_monotone_loss(random_gpt2):
     assert all(allowed[t] or t == tok(" the")["input_ids"][0] for t in res.trigger_ids)
     assert all(p.requires_grad for p in model.parameters())
     assert res.template.fields == ("text",) and res.template.has_mask
+
+
+def test_autoprompt_chunked_gradient_is_the_whole_batch_gradient(tiny_gpt2, gpt2_tokenizer):
+    """Chunks of 1 and of all examples pick the same triggers with the same losses (the loss is a mean over
+    examples, so the gradient is a sum of chunk shares); chunking only bounds the memory of one backward pass."""
+    v = Verbalizer({"n": "bad", "p": "good"})
+    kw = dict(n_trigger=2, n_iterations=2, n_candidates=3, progress=False)
+    one = autoprompt_search(tiny_gpt2, gpt2_tokenizer, v, EXAMPLES[:3], LABELS[:3], chunk_size=1, **kw)
+    whole = autoprompt_search(tiny_gpt2, gpt2_tokenizer, v, EXAMPLES[:3], LABELS[:3], chunk_size=3, **kw)
+    assert one.trigger_ids == whole.trigger_ids
+    a, b = ([h["train_loss"] for h in r.history] for r in (one, whole))
+    # a mean of 3 float32 terms ≈ 0.7 summed in another order: a few ulps (1e-7); a different swap moves it far more
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    with pytest.raises(PromptError, match="chunk_size"):
+        autoprompt_search(tiny_gpt2, gpt2_tokenizer, v, EXAMPLES[:3], LABELS[:3], chunk_size=0, **kw)
 
 
 class _Spy(list):

@@ -355,3 +355,27 @@ def test_failure_before_any_cell_is_recorded_without_a_copy(course, monkeypatch)
 def test_cli_unknown_notebook_exits_2(course, capsys):
     assert run.main(["09", "--notebooks-dir", str(course / "notebooks")]) == 2
     assert "no notebook" in capsys.readouterr().err
+
+
+GNU_TIME = """\tCommand being timed: "papermill x.ipynb y.ipynb"
+\tUser time (seconds): 900.12
+\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02:03
+\tMaximum resident set size (kbytes): 1468416
+\tExit status: 0
+"""
+
+
+def test_real_size_record_from_gnu_time(tmp_path):
+    seconds, mib = run.parse_gnu_time(GNU_TIME)
+    assert seconds == 3723.0 and mib == 1434.0
+    assert run.parse_gnu_time(GNU_TIME.replace("1:02:03", "4:10.50"))[0] == 250.5  # m:ss.ss form
+    with pytest.raises(run.ParameterError, match="time -v"):
+        run.parse_gnu_time("real 0m1.0s")
+    record_file = tmp_path / "real.json"
+    run.record_real_size("04_x.ipynb", seconds, mib, record_file=record_file, device="cpu", date="2026-12-01")
+    run.record_real_size("01_y.ipynb", 12.0, 500.0, "stopped at cell 3", record_file=record_file)
+    record = site.load_real_size_profile(record_file)
+    assert list(record["chapters"]) == ["01_y.ipynb", "04_x.ipynb"] and record["device"] == "cpu"
+    assert record["chapters"]["04_x.ipynb"] == {"seconds": 3723.0, "peak_rss_mib": 1434, "status": "completed"}
+    with pytest.raises(run.ParameterError, match="notebook file name"):
+        run.record_real_size("notes.txt", 1.0, 1.0, record_file=record_file)

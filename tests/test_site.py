@@ -221,3 +221,49 @@ def test_site_without_the_mathjax_package_warns_and_falls_back_to_the_cdn(tmp_pa
     with pytest.warns(UserWarning, match="django-static-mathjax is not installed"):
         src = site.install_mathjax(tmp_path)
     assert src == site.MATHJAX_CDN and not (tmp_path / "mathjax").exists()
+
+
+def test_course_map_shows_real_size_time_and_memory_from_the_record(tmp_path):
+    executed, notebooks, html_dir = tmp_path / "executed", tmp_path / "notebooks", tmp_path / "html"
+    executed.mkdir(), notebooks.mkdir()
+    _executed(executed / "01_alpha.ipynb", "01", "Alpha", "阿尔法", [MINILM_LINE])
+    _executed(executed / "02_beta.ipynb", "02", "Beta", "贝塔", [MINILM_LINE])
+    record = tmp_path / "real_size_profile.json"
+    record.write_text(
+        json.dumps(
+            {
+                "device": "2-core CPU (test)",
+                "date": "2026-12-01T11:00:00Z",
+                "chapters": {
+                    "01_alpha.ipynb": {"seconds": 250.0, "peak_rss_mib": 1434.0, "status": "completed"},
+                    "02_beta.ipynb": {"seconds": 30.0, "peak_rss_mib": 900.0, "status": "stopped at cell 7"},
+                },
+            }
+        )
+    )
+    index = site.build_site(
+        executed, html_dir, timings_file=tmp_path / "t.json", notebooks_dir=notebooks, real_size_file=record
+    )
+    page = index.read_text(encoding="utf-8")
+    assert site.REAL_SIZE_LABEL in page and "2-core CPU (test)" in page
+    assert "4 min 10 s · peak 1.4 GB" in page and "2026-12-01" in page
+    assert "30 s · peak 0.9 GB" in page and "stopped at cell 7" in page  # an unfinished run says so
+    course_map = json.loads((html_dir / "course_map.json").read_text(encoding="utf-8"))
+    assert course_map[0]["real_size"]["peak_rss_mib"] == 1434.0
+    record.write_text(json.dumps({"chapters": {"01_alpha.ipynb": {"seconds": 1.0}}}))
+    with pytest.raises(site.SiteError, match="peak_rss_mib"):
+        site.load_real_size_profile(record)
+    assert site.load_real_size_profile(tmp_path / "absent.json") == {}
+    page = site.build_index([], {}, {}, False, real_size={})
+    assert "not measured" not in page  # no rows, and no note without a record
+
+
+def test_the_committed_real_size_record_names_real_notebooks():
+    record = site.load_real_size_profile()
+    if not record:
+        pytest.skip("no benchmarks/real_size_profile.json committed yet")
+    names = {p.name for p in site.NOTEBOOKS_DIR.glob("*.ipynb")}
+    assert set(record["chapters"]) <= names
+    assert {"device", "date", "versions", "load", "command"} <= set(record)
+    for entry in record["chapters"].values():
+        assert entry["seconds"] > 0 and entry["peak_rss_mib"] > 0
