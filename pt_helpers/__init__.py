@@ -17,11 +17,14 @@ One home per idea; a module imports only modules above it in this list (no impor
     adapters    the prompt-adapter protocol and the one engine that runs any adapter (chapters 05–06)
     soft_prompt the soft-prompt adapter (chapter 05)
     prefix      the deep-prompt adapter: prefix tuning / P-Tuning v2 (chapter 06)
+    p_tuning    the P-tuning adapter: a prompt produced by a small encoder (chapter 08)
     classifiers frozen model + adapter + head (label words or label sentences)
     checkpoint  one saved-prompt format for every adapter
     training    TrainSettings and the one training loop, fit (chapters 05–07 and the CLI)
     train       the command line: python -m pt_helpers.train
-    comparison  the method comparison of chapter 06
+    comparison  the comparison of chapter 06: lr sweeps chosen on a selection split, seeds, paired tables, LoRA merge
+    serving     one frozen model, many tasks: mixed-task batches, prompt ensembles, prompt transfer (chapter 08)
+    chat        instruction-tuned models: chat templates, few-shot as a conversation, chat soft prompts (chapter 09)
     results     the shared results table; plots, source (show package code by markers), site, run, student
 """
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from torch import nn
 
-from . import prefix, soft_prompt  # noqa: F401  (importing them registers the course's adapters)
+from . import p_tuning, prefix, soft_prompt  # noqa: F401  (importing them registers the course's adapters)
 from .adapters import ADAPTERS, PromptAdapter
 from .errors import BaseModelMismatchError, CheckpointError, PromptShapeError
 from .frozen import input_embeddings, model_kind

@@ -321,6 +321,7 @@ def fit(
     accelerator=None,
     desc: str = "training",
     state_dir: str | Path | None = None,
+    extra_loss=None,
 ) -> FitResult:
     """Train ``classifier`` (``forward(ids, mask) → (B, C)``, ``tokenize(texts)``); see the module docstring.
 
@@ -329,6 +330,8 @@ def fit(
     With ``state_dir``, the training state is saved there every ``settings.save_every`` steps, and with
     ``settings.resume`` training continues from the last saved state — reaching the same parameters as an
     uninterrupted run, because the data order, the learning rate and the optimiser state are all restored.
+    ``extra_loss``: an optional callable ``() → scalar tensor`` added to every step's loss (e.g. chapter 08's
+    pull of a prompt toward a chosen reading); None (the default) trains on the cross-entropy alone.
     """
     from tqdm.auto import tqdm
 
@@ -387,6 +390,8 @@ def fit(
                 with autocast_for(device, s.amp):
                     logits = model(ids, mask)
                 loss = F.cross_entropy(logits.float(), y) * len(chunk) / len(mine)  # mean over this share
+                if extra_loss is not None:  # an added term of the objective (None: cross-entropy only)
+                    loss = loss + extra_loss() * len(chunk) / len(mine)
                 (accelerator.backward(loss) if accelerator is not None else loss.backward())
             step_loss += loss.item()
             correct_run += int((logits.argmax(-1) == y).sum())
