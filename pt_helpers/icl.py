@@ -6,16 +6,19 @@ prompt built from k demonstrations (Brown et al. 2020):
     prompt = [instruction] demo_1 ⏎⏎ demo_2 ⏎⏎ … demo_k ⏎⏎ "Review: x⏎Sentiment:"
     ŷ      = argmax_c  log P(label_words[c] | prompt)
 
-Every test input shares the same demonstrations, so the naive loop (one forward pass per input × label,
-as in Zhao et al.'s code) recomputes the shared *prefix* n × C times. :func:`score_label_words_cached`
-encodes the prefix once, keeps its key/value cache, and runs only the short suffixes (test input, then
-label tokens) on top of it — a batch of inputs packed into one sequence with a block attention mask
-and explicit position ids, so the prefix's keys/values are never copied per input. It returns the same
-log-probabilities as :func:`score_label_words_naive` (tested to ≤ 1e-4).
+Every test input shares the same demonstrations, so the naive loop (one forward pass per input × label)
+recomputes the shared *prefix* n × C times. (Zhao et al.'s code does something else again: one pass per
+input, reading each one-token label's probability from the top-100 log-probs of that pass, with an extra
+pass per label missing from the top 100; we score every label word, all of its tokens, exactly.)
+:func:`score_label_words_cached` encodes the prefix once, keeps its key/value cache, and runs only the
+short suffixes (test input, then label tokens) on top of it — a batch of inputs packed into one sequence
+with a block attention mask and explicit position ids, so the prefix's keys/values are never copied per
+input. It returns the same log-probabilities as :func:`score_label_words_naive` (tested to ≤ 1e-4).
 
 Also here: contextual calibration (Zhao et al. 2021), demonstration choice — random, nearest
-neighbours by sentence embeddings (KATE, Liu et al. 2022), random labels (Min et al. 2022) — and the
-accuracy-vs-k experiment of notebook 03.
+neighbours by sentence embeddings (KATE, Liu et al. 2022), random labels (Min et al. 2022) — the
+accuracy-vs-k experiment of notebook 03, and its paired comparisons (``compare_paired``, ``compare_runs``:
+n, Wilson intervals, a paired test, and "degenerate" when no example separates the two arms).
 
 Tokenization convention: the prefix, each input and each label word are tokenized *separately* and
 concatenated (as :func:`pt_helpers.lm.conditional_logprob` does), with the BOS token in front of the
@@ -39,6 +42,7 @@ from .errors import ContextWindowError, CourseError, LabelWordError
 from .frozen import cache_layers, check_context, check_model_and_tokenizer, context_length, expand_cache
 from .lm import bos_token_id
 from .scoring import REDUCTIONS, accuracy, as_continuation, check_reduction, embed_sentences, reduce_logprobs  # noqa: F401
+from .stats import accuracy_interval, paired_bootstrap
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,7 +100,7 @@ def prompt_format(task: str) -> PromptFormat:
     )
 
 
-def _text_of(example: Any) -> str:
+def text_of(example: Any) -> str:
     if isinstance(example, str):
         return example
     if isinstance(example, Mapping):
@@ -104,7 +108,7 @@ def _text_of(example: Any) -> str:
     return example[0]
 
 
-def _as_demos(demonstrations: Iterable[Any]) -> list[tuple[str, int]]:
+def as_demos(demonstrations: Iterable[Any]) -> list[tuple[str, int]]:
     """(text, label) pairs from pairs or from dataset rows / dicts with ``text`` and ``label``."""
     out = []
     for d in demonstrations:
@@ -129,7 +133,7 @@ def format_example(text: str, fmt: PromptFormat, label: int | None = None) -> st
 def build_prefix(demonstrations: Iterable[Any], fmt: PromptFormat) -> str:
     """The shared part of every prompt: instruction and the k labelled demonstrations (may be ``""``)."""
     pieces = ([fmt.instruction] if fmt.instruction else []) + [
-        format_example(t, fmt, y) for t, y in _as_demos(demonstrations)
+        format_example(t, fmt, y) for t, y in as_demos(demonstrations)
     ]
     return fmt.demo_sep.join(pieces)
 
@@ -139,7 +143,7 @@ def build_query(test_example: Any, fmt: PromptFormat, *, after_prefix: bool = Tr
 
     ``test_example`` is a string or a row with ``text`` (its ``label``, if any, is never read).
     """
-    body = format_example(_text_of(test_example), fmt)
+    body = format_example(text_of(test_example), fmt)
     return (fmt.demo_sep + body) if after_prefix else body
 
 
@@ -148,13 +152,13 @@ def build_prompt(demonstrations: Iterable[Any], test_example: Any, fmt: PromptFo
 
     Raises :class:`DemonstrationLeakError` when the test text is one of the demonstrations.
     """
-    demos = _as_demos(demonstrations)
+    demos = as_demos(demonstrations)
     check_no_leak(demos, [test_example])
     prefix = build_prefix(demos, fmt)
     return prefix + build_query(test_example, fmt, after_prefix=bool(prefix))
 
 
-def _check_examples(test_examples, what: str = "test_examples") -> None:
+def check_examples(test_examples, what: str = "test_examples") -> None:
     """A list of examples, never one string (whose characters would each be scored as an example)."""
     if isinstance(test_examples, (str, bytes)):
         raise TypeError(
@@ -169,8 +173,8 @@ def build_prefix_and_queries(
     demonstrations: Iterable[Any], test_examples: Sequence[Any], fmt: PromptFormat
 ) -> tuple[str, list[str]]:
     """``(prefix, queries)`` for the cached scorer: ``prefix + queries[i]`` is the prompt of example i."""
-    _check_examples(test_examples)
-    demos = _as_demos(demonstrations)
+    check_examples(test_examples)
+    demos = as_demos(demonstrations)
     check_no_leak(demos, test_examples)
     prefix = build_prefix(demos, fmt)
     return prefix, [build_query(x, fmt, after_prefix=bool(prefix)) for x in test_examples]
@@ -178,8 +182,8 @@ def build_prefix_and_queries(
 
 def check_no_leak(demonstrations: Iterable[Any], test_examples: Iterable[Any]) -> None:
     """Raise :class:`DemonstrationLeakError` if any test text appears among the demonstrations."""
-    demo_texts = {t for t, _ in _as_demos(demonstrations)}
-    leaked = [t for t in map(_text_of, test_examples) if t in demo_texts]
+    demo_texts = {t for t, _ in as_demos(demonstrations)}
+    leaked = [t for t in map(text_of, test_examples) if t in demo_texts]
     if leaked:
         raise DemonstrationLeakError(
             f"{len(leaked)} test example(s) are also demonstrations (e.g. {leaked[0][:60]!r}), so their "
@@ -541,7 +545,7 @@ def contextual_calibration(label_logprobs: torch.Tensor, content_free_logprobs: 
 def _pool_rows(pool: Any) -> list[dict]:
     if hasattr(pool, "column_names"):  # a datasets.Dataset
         return [{"text": t, "label": int(y)} for t, y in zip(pool["text"], pool["label"])]
-    return [{"text": t, "label": y} for t, y in _as_demos(pool)]
+    return [{"text": t, "label": y} for t, y in as_demos(pool)]
 
 
 def sample_demonstrations(
@@ -595,7 +599,7 @@ def shuffle_demonstrations(demonstrations: Sequence[Any], seed: int) -> list:
 def randomize_labels(demonstrations: Sequence[Any], n_labels: int, seed: int) -> list[dict]:
     """Demonstrations whose labels are replaced by labels drawn uniformly at random (Min et al. 2022)."""
     rng = np.random.default_rng(seed)
-    return [{"text": t, "label": int(rng.integers(n_labels))} for t, _ in _as_demos(demonstrations)]
+    return [{"text": t, "label": int(rng.integers(n_labels))} for t, _ in as_demos(demonstrations)]
 
 
 def nearest_neighbour_indices(
@@ -730,8 +734,8 @@ def score_icl(
     ``demonstrations``: (text, label) pairs or rows; ``test_examples``: strings or rows (labels unread).
     """
     check_model_and_tokenizer(model, tokenizer, "score_icl")
-    _check_examples(test_examples)
-    _check_examples(content_free_inputs, "content_free_inputs")
+    check_examples(test_examples)
+    check_examples(content_free_inputs, "content_free_inputs")
     demos = fit_demonstrations(
         tokenizer,
         demonstrations,
@@ -801,13 +805,137 @@ def accuracy_vs_k(
         if random_labels:
             demos = randomize_labels(demos, len(fmt.label_words), seed=seed * 1000 + 10 * k + s)
         sc = score_icl(model, tokenizer, demos, texts, fmt, batch_size=batch_size)
+        raw, cal = sc.predictions(), sc.predictions(calibrate=True)
         rows.append(
             dict(
                 k=k,
                 demo_set=s,
                 ordering=o,
-                accuracy=accuracy(sc.predictions(), labels),
-                calibrated_accuracy=accuracy(sc.predictions(calibrate=True), labels),
+                accuracy=accuracy(raw, labels),
+                calibrated_accuracy=accuracy(cal, labels),
+                predictions=raw.tolist(),
+                calibrated_predictions=cal.tolist(),
+                correct=correct_outcomes(raw, labels).tolist(),
+                calibrated_correct=correct_outcomes(cal, labels).tolist(),
             )
         )
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Paired comparisons: every ranking with its n, an interval and a paired test on the same examples
+# ---------------------------------------------------------------------------------------------------
+
+
+def correct_outcomes(predictions: Sequence[int] | torch.Tensor, labels: Sequence[int]) -> np.ndarray:
+    """0/1 per example: was the prediction right? (n,) — the input of every paired test."""
+    pred, gold = np.asarray(torch.as_tensor(predictions)), np.asarray(labels)
+    if pred.shape != gold.shape:
+        raise CourseError(f"{pred.size} predictions for {gold.size} labels: they must be the same examples")
+    return (pred == gold).astype(int)
+
+
+def compare_paired(
+    comparison: str,
+    correct_a: Sequence[int],
+    correct_b: Sequence[int],
+    *,
+    names: tuple[str, str] = ("A", "B"),
+    predictions_a: Sequence[int] | None = None,
+    predictions_b: Sequence[int] | None = None,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict:
+    """One row of a paired comparison of two methods on the SAME examples.
+
+    Each accuracy with its Wilson interval and n; the difference A − B with a paired bootstrap interval and
+    McNemar's exact p (``stats.paired_bootstrap``); and a verdict. When no example separates the arms (both
+    right, or both wrong, on every example — ``PairedTest.degenerate``), or the predictions are identical,
+    the verdict is "degenerate": the data cannot rank them, whatever the two accuracies look like.
+    """
+    a_name, b_name = names
+    test = paired_bootstrap(correct_a, correct_b, seed=seed)
+    acc_a, acc_b = accuracy_interval(correct_a), accuracy_interval(correct_b)
+    identical = None
+    if predictions_a is not None and predictions_b is not None:
+        identical = bool(np.array_equal(np.asarray(predictions_a), np.asarray(predictions_b)))
+    if test.degenerate or identical:
+        what = "identical predictions" if identical else "the same examples right"
+        verdict = f"degenerate: {what}, no example separates them"
+    elif test.p_value < alpha:
+        verdict = f"{a_name if test.difference > 0 else b_name} higher (p < {alpha:g})"
+    else:
+        verdict = f"no detectable difference (p ≥ {alpha:g})"
+    row = {
+        "comparison": comparison,
+        "n": test.n,
+        f"{a_name} [95% CI]": f"{acc_a.value:.3f} [{acc_a.low:.3f}, {acc_a.high:.3f}]",
+        f"{b_name} [95% CI]": f"{acc_b.value:.3f} [{acc_b.low:.3f}, {acc_b.high:.3f}]",
+        "Δ [95% CI]": f"{test.difference:+.3f} [{test.low:+.3f}, {test.high:+.3f}]",
+        "discordant (A only / B only)": f"{test.only_a} / {test.only_b}",
+        "McNemar p": round(test.p_value, 4),
+        "verdict": verdict,
+        "degenerate": bool(test.degenerate or identical),
+    }
+    if identical is not None:
+        row["identical predictions"] = identical
+    return row
+
+
+def compare_runs(
+    runs_a: pd.DataFrame,
+    runs_b: pd.DataFrame,
+    column_a: str = "correct",
+    column_b: str = "correct",
+    *,
+    names: tuple[str, str] = ("A", "B"),
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Paired comparisons of two sets of ``accuracy_vs_k`` runs, run by run.
+
+    Rows are matched on (k, demo_set, ordering): the same demonstrations' texts, the same test examples.
+    ``column_a`` / ``column_b`` pick the outcomes (``"correct"`` or ``"calibrated_correct"``), so one
+    DataFrame can be compared with itself (raw vs calibrated). Returns one ``compare_paired`` row per run.
+    """
+    import pandas as pd
+
+    keys = ["k", "demo_set", "ordering"]
+    both = runs_a.merge(runs_b, on=keys, suffixes=("_a", "_b"))
+    if both.empty:
+        raise CourseError("no run of the first set matches a run of the second on (k, demo_set, ordering)")
+    pred = {"correct": "predictions", "calibrated_correct": "calibrated_predictions"}
+    rows = []
+    for _, r in both.iterrows():
+        ca = r[f"{column_a}_a"] if f"{column_a}_a" in r else r[column_a]
+        cb = r[f"{column_b}_b"] if f"{column_b}_b" in r else r[column_b]
+        row = compare_paired(
+            f"k={r.k}, set {r.demo_set}" + (f", order {r.ordering}" if r.ordering else ""),
+            ca,
+            cb,
+            names=names,
+            predictions_a=r.get(f"{pred[column_a]}_a"),
+            predictions_b=r.get(f"{pred[column_b]}_b"),
+            seed=seed,
+        )
+        rows.append({"k": r.k, **row})
+    return pd.DataFrame(rows)
+
+
+def comparison_verdict(table: pd.DataFrame, names: tuple[str, str] = ("A", "B"), alpha: float = 0.05) -> str:
+    """One sentence over the rows of a ``compare_paired`` table: how many comparisons each arm won at the
+    table's significance level ``alpha`` (the one ``compare_paired`` used), how many showed no detectable
+    difference, how many were degenerate — and how many "wins" chance alone would give over that many tests."""
+    n = len(table)
+    degenerate = int(table["degenerate"].sum())
+    if degenerate == n:
+        return (
+            f"DEGENERATE: in all {n} paired comparisons {names[0]} and {names[1]} are right on exactly the "
+            "same examples; the data cannot rank them, and no conclusion about either follows"
+        )
+    won = {name: int(table["verdict"].str.startswith(f"{name} higher").sum()) for name in names}
+    none = n - degenerate - sum(won.values())
+    chance = f" (with no real difference, about {alpha * n:.2g} of {n} tests at p < {alpha:g} happen by chance)"
+    return (
+        f"of {n} paired comparisons: {names[0]} significantly higher in {won[names[0]]}, {names[1]} in "
+        f"{won[names[1]]}, no detectable difference in {none}, degenerate in {degenerate}" + (chance if n > 1 else "")
+    )
