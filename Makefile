@@ -1,5 +1,6 @@
 # Two commands for a newcomer:  make run   (execute the course, build the HTML site)
 #                               make test  (ruff, unit tests + every notebook executed; what CI runs)
+#                               make bench (the course's engines vs lm-eval and PEFT; table in benchmarks/README.md)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run lint test student clean
+.PHONY: install run lint test student bench clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +33,11 @@ test: install lint
 
 student: install
 	$(PY) -m pt_helpers.student notebooks build/student
+
+# lm-eval (the bench extra) needs python-dateutil < 3: every other pin of .ci/constraints.txt applies
+bench: install
+	$(PY) -c "import lm_eval" 2>/dev/null || $(PY) -m pip install -q -c <(grep -v '^python-dateutil==' .ci/constraints.txt) -e ".[bench]"
+	$(PY) -m benchmarks
 
 clean:
 	rm -rf build

@@ -1,228 +1,164 @@
-"""Benchmark: one soft-prompt training step (forward + backward + AdamW step), ours vs PEFT.
+"""Benchmark: one soft-prompt training step (forward + backward + AdamW step), ours vs PEFT ``PromptTuningConfig``.
 
 Ours (``pt_helpers.adapters.PromptedModel`` with a ``SoftPrompt``, ``share_prompt_cache=True``) runs the n
 virtual tokens through the frozen GPT-2 ONCE per batch (batch size 1, gradients flowing) and shares their
 per-layer keys/values across the batch through a ``DynamicCache``; PEFT's ``PromptTuningConfig``
-concatenates the prompt in front of every example, so each step processes B·(n+T) tokens instead of n + B·T.
+concatenates the prompt in front of every example, so each step processes B·(n+T) token positions
+instead of n + B·T.
 
 Model: GPT-2-small-sized (12 layers, 768 dims, 50,257-token vocabulary), RANDOM weights (speed does
-not depend on them). Inputs: real SST-2 dev sentences tokenized with the real GPT-2 tokenizer (their
-median length is about SST-2's), batch 16. Checks that both losses agree within 1e-4, prints ratios.
+not depend on them). Inputs: real SST-2 dev sentences tokenized with the real GPT-2 tokenizer, batch 16.
+Both start from the same prompt; their losses must agree (checked) before anything is timed. Steps are
+interleaved (ours, PEFT, ours, …) after one warm-up each; medians of ``--repeats``. Memory: the tensors
+autograd keeps for backward in one step (``_common.saved_for_backward_mib``; every device) and, on CUDA,
+the allocator's peak.
 
-    python benchmarks/soft_prompt_step.py                      # CPU (and CUDA if present)
-    python benchmarks/soft_prompt_step.py --n 20 100 --repeats 3 --device cpu --threads 1
+    python benchmarks/soft_prompt_step.py --threads 1                # n = 20 and 100, batch 16
     python benchmarks/soft_prompt_step.py --n-layer 24 --n-embd 1024 --n-head 16 --device cuda   # a larger size
 
-Writes the rows to build/benchmarks/soft_prompt_step.json (``--out``), the latest run per device.
-
-Times are interleaved (ours, PEFT, ours, …) and medians reported, as wall-clock time and as process CPU
-time. On a machine shared with other jobs, wall time is noisy and, with several threads, CPU time counts
-OpenMP spin-waiting too: there ``--threads 1`` and the CPU-time ratio are the fair comparison.
+Writes build/benchmarks/soft_prompt_step.json (``--out``): one record per (device, threads), the latest run.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
-import json
-import statistics
-import time
-from pathlib import Path
 
+import _common as C
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from pt_helpers.adapters import PromptedModel
 from pt_helpers.classifiers import autocast_for
 from pt_helpers.data import load_task
-from pt_helpers.device import describe_device
+from pt_helpers.device import get_device
 from pt_helpers.frozen import freeze
 from pt_helpers.models import load_tokenizer
-from pt_helpers.project import atomic_write_json, build_dir
 from pt_helpers.soft_prompt import SoftPrompt
 
 # A seconds-long setting that tests/test_benchmarks.py runs, so a rename in the package can never break this script.
-SMOKE_ARGS = [
-    "--n",
-    "2",
-    "--batch-size",
-    "2",
-    "--repeats",
-    "1",
-    "--n-layer",
-    "1",
-    "--n-embd",
-    "32",
-    "--n-head",
-    "2",
-    "--device",
-    "cpu",
-    "--threads",
-    "1",
-]
+SMOKE_ARGS = ["--n", "2", "--batch-size", "2", "--repeats", "1", "--n-layer", "1", "--n-embd", "32", "--n-head", "2"]
+SMOKE_ARGS += ["--device", "cpu", "--threads", "1"]
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def sst2_batch(tokenizer, batch_size: int, device: torch.device, offset: int = 0):
+    """``batch_size`` SST-2 dev sentences (cycled if more are asked for), right-padded: ids, mask, labels."""
+    texts = load_task("sst2", "dev")["text"]
+    picked = [texts[(offset + i) % len(texts)] for i in range(batch_size)]
+    enc = tokenizer(picked, return_tensors="pt", padding=True)  # right padding: PEFT's own position ids agree
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    return ids, mask, ids.masked_fill(mask == 0, -100)
 
 
-def run(
-    n: int,
-    device: torch.device,
-    batch_size: int,
-    repeats: int,
-    amp: bool,
-    n_layer: int = 12,
-    n_embd: int = 768,
-    n_head: int = 12,
-) -> dict:
+def measure_steps(ours, peft, ours_params, peft_params, batch, device, repeats: int, amp: bool) -> dict:
+    """Equal initial losses (checked), then interleaved timed steps and the memory of one step of each."""
+    ids, mask, labels = batch
+    opt = {"ours": torch.optim.AdamW(ours_params, lr=1e-3), "peft": torch.optim.AdamW(peft_params, lr=1e-3)}
+    losses = {
+        "ours": lambda: ours(ids, mask, labels).loss,
+        "peft": lambda: peft(input_ids=ids, attention_mask=mask, labels=labels).loss,
+    }
+    with torch.no_grad():
+        l0 = {k: f().item() for k, f in losses.items()}
+    # the same function computed two ways: float32 round-off relative to the loss (≈ 11 for random weights)
+    tol = 1e-5 * max(1.0, abs(l0["peft"]))
+    if abs(l0["ours"] - l0["peft"]) > tol:
+        raise RuntimeError(f"losses differ: ours {l0['ours']} vs PEFT {l0['peft']} (tolerance {tol:.1e})")
+    mem = {k: C.saved_for_backward_mib(f, ours, peft) for k, f in losses.items()}
+
+    def step(name):
+        def fn():
+            opt[name].zero_grad(set_to_none=True)
+            with autocast_for(device, amp):
+                loss = losses[name]()
+            loss.backward()
+            opt[name].step()
+            return loss.item()
+
+        return fn
+
+    steps = {k: step(k) for k in losses}
+    cuda_peak = {k: C.cuda_peak_mib(f, device) for k, f in steps.items()}
+    stats, _ = C.interleaved(steps, repeats, device)
+    return dict(
+        loss_ours=l0["ours"],
+        loss_peft=l0["peft"],
+        loss_tolerance=tol,
+        ours_s=stats["ours"]["wall_s"],
+        peft_s=stats["peft"]["wall_s"],
+        cpu_ours_s=stats["ours"]["cpu_s"],
+        cpu_peft_s=stats["peft"]["cpu_s"],
+        times=stats,
+        speedup=stats["peft"]["wall_s"] / stats["ours"]["wall_s"],
+        cpu_speedup=stats["peft"]["cpu_s"] / max(stats["ours"]["cpu_s"], 1e-9),
+        saved_mib_ours=mem["ours"],
+        saved_mib_peft=mem["peft"],
+        cuda_peak_mib_ours=cuda_peak["ours"],
+        cuda_peak_mib_peft=cuda_peak["peft"],
+    )
+
+
+def run_one(model, tokenizer, n: int, batch_size: int, device, repeats: int, amp: bool = True) -> dict:
+    """One setting (n virtual tokens, batch size) on ``model`` (frozen; left unchanged)."""
     from peft import PromptTuningConfig, get_peft_model
 
-    torch.manual_seed(0)
-    model = freeze(GPT2LMHeadModel(GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head)).to(device))
-    tok = load_tokenizer()
-    texts = load_task("sst2", "dev")["text"][:batch_size]
-    enc = tok(texts, return_tensors="pt", padding=True)  # right padding: PEFT's own position ids agree
-    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    labels = ids.masked_fill(mask == 0, -100)
-    init = torch.randn(n, model.config.n_embd) * 0.02
-
-    ours = PromptedModel(model, SoftPrompt(n, model.config.n_embd, init).to(device), share_prompt_cache=True)
-    opt_ours = torch.optim.AdamW(ours.adapter.parameters(), lr=1e-3)
+    batch = sst2_batch(tokenizer, batch_size, device)
+    d = model.config.n_embd
+    init = torch.randn(n, d, generator=torch.Generator().manual_seed(n)) * 0.02
+    ours = PromptedModel(model, SoftPrompt(n, d, init).to(device), share_prompt_cache=True)
     peft = get_peft_model(copy.deepcopy(model), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n))
-    peft.eval()
-    peft_weight = peft.prompt_encoder["default"].embedding.weight
+    peft.eval()  # no dropout: the same function as ours
+    weight = peft.prompt_encoder["default"].embedding.weight
     with torch.no_grad():
-        peft_weight.copy_(init.to(device))
-    opt_peft = torch.optim.AdamW([peft_weight], lr=1e-3)
-
-    def autocast():
-        return autocast_for(device, amp)
-
-    # losses of the same initial prompt must agree before anything is timed
-    with torch.no_grad():
-        l_ours = ours(ids, mask, labels).loss.item()
-        l_peft = peft(input_ids=ids, attention_mask=mask, labels=labels).loss.item()
-    # the same function computed two ways: float32 round-off relative to the loss (~11 for random weights)
-    assert abs(l_ours - l_peft) <= 1e-5 * max(1.0, abs(l_peft)), f"losses differ: ours {l_ours} vs PEFT {l_peft}"
-
-    def step_ours():
-        opt_ours.zero_grad(set_to_none=True)
-        with autocast():
-            loss = ours(ids, mask, labels).loss
-        loss.backward()
-        opt_ours.step()
-        return loss.item()
-
-    def step_peft():
-        opt_peft.zero_grad(set_to_none=True)
-        with autocast():
-            loss = peft(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        opt_peft.step()
-        return loss.item()
-
-    # interleave the two (warm-up, then ours, PEFT, ours, PEFT, …) so that a shared machine's changing load
-    # hits both alike; report medians
-    step_ours(), step_peft()
-    times = {"ours": [], "peft": []}
-    cpu_times = {"ours": [], "peft": []}
-    mem = {"ours": float("nan"), "peft": float("nan")}
-    for _ in range(repeats):
-        for name, step in (("ours", step_ours), ("peft", step_peft)):
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            _sync(device)
-            t, c = time.perf_counter(), time.process_time()
-            step()
-            _sync(device)
-            times[name].append(time.perf_counter() - t)
-            cpu_times[name].append(time.process_time() - c)
-            if device.type == "cuda":
-                mem[name] = torch.cuda.max_memory_allocated() / 2**20
-    t_ours, t_peft = statistics.median(times["ours"]), statistics.median(times["peft"])
-    mem_ours, mem_peft = mem["ours"], mem["peft"]
-    cpu_ours, cpu_peft = statistics.median(cpu_times["ours"]), statistics.median(cpu_times["peft"])
-    return dict(
-        n=n,
-        T=ids.shape[1],
-        B=batch_size,
-        model=f"GPT-2 config, random weights, {n_layer} layers × {n_embd}",
-        ours_s=t_ours,
-        peft_s=t_peft,
-        speedup=t_peft / t_ours,
-        cpu_ours_s=cpu_ours,
-        cpu_peft_s=cpu_peft,
-        cpu_speedup=cpu_peft / cpu_ours,
-        loss_ours=l_ours,
-        loss_peft=l_peft,
-        mem_ours_mib=mem_ours,
-        mem_peft_mib=mem_peft,
-    )
+        weight.copy_(init.to(device))
+    T = batch[0].shape[1]
+    row = dict(n=n, B=batch_size, T=T, positions_ours=n + batch_size * T, positions_peft=batch_size * (n + T))
+    row.update(measure_steps(ours, peft, list(ours.adapter.parameters()), [weight], batch, device, repeats, amp))
+    row["position_ratio"] = row["positions_peft"] / row["positions_ours"]
+    return row
 
 
-def main(argv=None):
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[20, 100])
+    parser.add_argument("--n", type=int, nargs="+", default=[20, 100], help="virtual tokens (one row each)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", nargs="+", default=None, help="cpu and/or cuda (default: cpu, + cuda if present)")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads; on a shared machine use 1 and read the CPU-time ratio",
-    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps of each side, interleaved; medians")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (set OMP_NUM_THREADS the same)")
     parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too (default: bf16 autocast)")
     parser.add_argument("--n-layer", type=int, default=12)
     parser.add_argument("--n-embd", type=int, default=768)
     parser.add_argument("--n-head", type=int, default=12)
     parser.add_argument("--out", default=None, help="JSON file (default: build/benchmarks/soft_prompt_step.json)")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
-    rows = []
-    for dev in devices:
-        device = torch.device(dev)
-        print(f"# {describe_device(device)} · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-        for n in args.n:
-            r = run(
-                n,
-                device,
-                args.batch_size,
-                args.repeats,
-                amp=not args.no_amp,
-                n_layer=args.n_layer,
-                n_embd=args.n_embd,
-                n_head=args.n_head,
-            )
-            r.update(
-                device=describe_device(device),
-                torch=torch.__version__,
-                date=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            )
-            rows.append(r)
-            print(
-                f"n={n:4d} T={r['T']} B={r['B']}: ours {r['ours_s'] * 1e3:8.1f} ms/step · PEFT "
-                f"{r['peft_s'] * 1e3:8.1f} ms/step · speed-up {r['speedup']:.2f}× (wall) · CPU time ours "
-                f"{r['cpu_ours_s']:.2f} s, PEFT {r['cpu_peft_s']:.2f} s: {r['cpu_speedup']:.2f}× · loss ours "
-                f"{r['loss_ours']:.6f} PEFT {r['loss_peft']:.6f}"
-                + (
-                    f" · peak mem ours {r['mem_ours_mib']:.0f} MiB, PEFT {r['mem_peft_mib']:.0f} MiB"
-                    if device.type == "cuda"
-                    else ""
-                ),
-                flush=True,
-            )
-    out = Path(args.out) if args.out else build_dir("benchmarks") / "soft_prompt_step.json"
-    old = json.loads(out.read_text()) if out.is_file() else []
-    done = {r["device"] for r in rows}
-    atomic_write_json(out, [r for r in old if r.get("device") not in done] + rows)  # the latest run per device
-    print(f"wrote {out}")
-    return rows
+    C.set_threads(args.threads)
+    device = get_device(args.device)
+    model = freeze(C.gpt2(args.n_layer, args.n_embd, args.n_head).to(device))
+    tokenizer = load_tokenizer()
+    rec = dict(
+        script="benchmarks/soft_prompt_step.py",
+        comparison="soft-prompt training step: ours (shared prompt cache) vs PEFT PromptTuningConfig",
+        **C.environment(device),
+        model=C.model_label(args.n_layer, args.n_embd),
+        settings=dict(n=args.n, batch_size=args.batch_size, amp=not args.no_amp and device.type == "cuda"),
+        settings_repeats=args.repeats,
+        variant=f"n={','.join(map(str, args.n))}, B={args.batch_size}",
+        rows=[],
+    )
+    out = C.out_path(args.out, "soft_prompt_step")
+    for n in args.n:
+        r = run_one(model, tokenizer, n, args.batch_size, device, args.repeats, amp=not args.no_amp)
+        rec["rows"].append(r)
+        rec["complete"] = len(rec["rows"]) == len(args.n)
+        C.write_record(out, rec)  # after every row: a run stopped half-way keeps what it measured
+        print(
+            f"n={n:4d} T={r['T']} B={r['B']}: ours {r['ours_s'] * 1e3:8.1f} ms · PEFT {r['peft_s'] * 1e3:8.1f} ms"
+            f" · {r['speedup']:.2f}× wall, {r['cpu_speedup']:.2f}× CPU time (positions {r['position_ratio']:.2f}×)"
+            f" · saved for backward ours {r['saved_mib_ours']:.0f} MiB, PEFT {r['saved_mib_peft']:.0f} MiB"
+            f" · loss ours {r['loss_ours']:.6f} PEFT {r['loss_peft']:.6f}",
+            flush=True,
+        )
+    print(f"load average {rec['load_average_start']}")
+    return rec
 
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from .project import PROJECT_ROOT
 
 
 def use_course_style() -> None:
@@ -53,3 +57,83 @@ def heatmap(
         plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     ax.set_title(title)
     return ax
+
+
+# [cost-growth]
+GROWTH_WORK = {
+    "n_inputs": "test inputs n",
+    "k": "demonstrations k",
+    "n_virtual": "virtual tokens n",
+    "batch": "batch B",
+}
+GROWTH_KEY = {"n_inputs": "n_inputs", "k": "k", "n_virtual": "n", "batch": "B"}
+SIDE_NAMES = {"ours": "ours", "peer": "lm-eval", "naive": "naive loop", "peft": "PEFT"}
+
+
+def _growth_record(record: str | Path, threads: int | None) -> tuple[Path, dict | None]:
+    path = Path(record)
+    if path.suffix != ".json":  # a benchmark's name: its record under build/benchmarks
+        path = PROJECT_ROOT / "build" / "benchmarks" / f"{record}.json"
+    elif not path.is_absolute() and not path.is_file():
+        path = PROJECT_ROOT / path
+    if not path.is_file():
+        return path, None
+    records = [r for r in json.loads(path.read_text()) if isinstance(r, dict) and r.get("sweeps")]
+    if threads is not None:
+        records = [r for r in records if r.get("torch_threads") == threads]
+    return path, (max(records, key=lambda r: r.get("date", "")) if records else None)
+
+
+def show_cost_growth(record: str | Path = "icl_growth", threads: int | None = None):
+    """Draw how a method's cost grows with the work, from a growth benchmark's record (``make bench``).
+
+    ``record``: ``"icl_growth"`` or ``"soft_prompt_growth"`` (read from ``build/benchmarks/``) or a JSON path.
+    One row per sweep: left, median wall time per call vs the work for ours and each peer; right, the measured
+    speed ratio peer/ours (solid) against the ratio of token positions each processes (dashed): the limit the
+    ratio would reach if time were proportional to positions. When the record does not exist, says how to make
+    it and returns None (a notebook cell never fails for it); else returns the figure.
+    """
+    path, rec = _growth_record(record, threads)
+    if rec is None:
+        print(f"No growth measurements in {path}: run `make bench` (or `python -m benchmarks --only {path.stem}`).")
+        return None
+    sweeps = [(w, rows) for w, rows in rec["sweeps"].items() if rows]
+    fig, axes = plt.subplots(len(sweeps), 2, figsize=(10, 3.3 * len(sweeps)), squeeze=False)
+    for (work, rows), (ax_t, ax_r) in zip(sweeps, axes):
+        key = GROWTH_KEY.get(work, work)
+        sides = [s for s in SIDE_NAMES if any(s in r["wall_s"] for r in rows)]
+        for i, side in enumerate(sides):
+            pts = [r for r in rows if side in r["wall_s"]]
+            x = [r[key] for r in pts]
+            ax_t.plot(x, [r["wall_s"][side] for r in pts], "o-", color=f"C{i}", label=SIDE_NAMES[side])
+            if side == "ours":
+                continue
+            ax_r.plot(
+                x,
+                [r["wall_s"][side] / r["wall_s"]["ours"] for r in pts],
+                "o-",
+                color=f"C{i}",
+                label=f"{SIDE_NAMES[side]} / ours: time (measured)",
+            )
+            ax_r.plot(
+                x,
+                [r["positions"][side] / r["positions"]["ours"] for r in pts],
+                "--",
+                color=f"C{i}",
+                label=f"{SIDE_NAMES[side]} / ours: token positions (limit)",
+            )
+        ax_t.set(xlabel=GROWTH_WORK.get(work, work), ylabel="median wall time (s)", title="time vs work")
+        ax_r.set(xlabel=GROWTH_WORK.get(work, work), ylabel="ratio", title="speed-up vs its limit")
+        ax_r.axhline(1, color="grey", lw=0.8)
+        ax_t.legend(fontsize=8), ax_r.legend(fontsize=8)
+    load = rec.get("load_average_start") or ["?"]
+    fig.suptitle(
+        f"{rec.get('comparison', path.stem)}\n{rec.get('model', '')}; {rec.get('device', '')}, "
+        f"load {load[0]} on {rec.get('host_cpus', '?')} CPUs, {rec.get('date', '')}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+# [/cost-growth]

@@ -1,13 +1,15 @@
-"""Every script in benchmarks/ starts and finishes on a seconds-long setting (its ``SMOKE_ARGS``).
+"""Every script in benchmarks/ starts and finishes on a seconds-long setting (its ``SMOKE_ARGS``), and the
+README table is generated from what the scripts write.
 
 A benchmark is not run by anything else in CI, so without this a rename in the package breaks it silently
 (as ``soft_prompt_step.py`` once broke on a renamed tokenizer helper). A new script must define
-``SMOKE_ARGS`` and accept ``--out``; this test fails until it does.
+``SMOKE_ARGS`` and accept ``--out``; this test fails until it does. The smoke records then feed the
+README generator and the growth figure, so a change of a record's fields breaks a test too.
 """
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,33 +17,161 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))
+BENCH = ROOT / "benchmarks"
+SCRIPTS = sorted(p for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+sys.path.insert(0, str(BENCH))  # the scripts import their shared helpers as ``_common``
+
+import _common  # noqa: E402
+import _report  # noqa: E402
 
 
-def _smoke_args(script: Path) -> list[str]:
-    for node in ast.parse(script.read_text()).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "SMOKE_ARGS" for t in node.targets):
-            return ast.literal_eval(node.value)
-    pytest.fail(f"{script.name} defines no SMOKE_ARGS (a seconds-long setting for this test)")
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+RUNNER = _load(BENCH / "__main__.py", "benchmarks_runner")
+
+
+@pytest.fixture(scope="module")
+def smoke_records(tmp_path_factory):
+    """Run every script once on its SMOKE_ARGS into one folder: {script stem: (completed process, json path)}."""
+    folder = tmp_path_factory.mktemp("bench")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    done = {}
+    for script in SCRIPTS:
+        out = folder / f"{script.stem}.json"
+        done[script.stem] = (
+            subprocess.run(
+                [sys.executable, str(script), *RUNNER.smoke_args(script), "--out", str(out)],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            ),
+            out,
+        )
+    return folder, done
 
 
 def test_there_are_benchmarks():
-    assert SCRIPTS, "benchmarks/ holds no scripts"
+    expected = {"icl_scoring", "soft_prompt_step", "prefix_step", "p_tuning_step", "icl_growth", "soft_prompt_growth"}
+    assert {p.stem for p in SCRIPTS} >= expected
+
+
+def test_smoke_args_are_read_with_their_extensions(tmp_path):
+    script = tmp_path / "x.py"
+    script.write_text('SMOKE_ARGS = ["--a", "1"]\nSMOKE_ARGS += ["--b", "2"]\n')
+    assert RUNNER.smoke_args(script) == ["--a", "1", "--b", "2"]
+    script.write_text("X = 1\n")
+    with pytest.raises(ValueError, match="defines no SMOKE_ARGS"):
+        RUNNER.smoke_args(script)
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_benchmark_script_runs_on_a_tiny_setting(script, tmp_path):
-    out = tmp_path / "record.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    done = subprocess.run(
-        [sys.executable, str(script), *_smoke_args(script), "--out", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    assert json.loads(out.read_text()), f"{script.name} wrote an empty record"
+def test_benchmark_script_runs_on_a_tiny_setting(script, smoke_records):
+    _, done = smoke_records
+    proc, out = done[script.stem]
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    records = json.loads(out.read_text())
+    assert records, f"{script.name} wrote an empty record"
+    rec = records[-1]
+    for field in ("device", "date", "versions", "load_average_start", "load_average_end", "variant", "model"):
+        assert rec.get(field) is not None, f"{script.name}'s record lacks {field!r}"
+    assert rec["omp_num_threads"] == "1" and rec["torch_threads"] == 1
+
+
+def test_the_sides_agree_in_the_smoke_records(smoke_records):
+    folder, _ = smoke_records
+    icl = json.loads((folder / "icl_scoring.json").read_text())[-1]
+    for side, ag in icl["agreement"].items():
+        assert ag["max_abs_diff"] <= icl["tolerance"] and ag["predictions_identical"], side
+    for name in ("soft_prompt_step", "prefix_step", "p_tuning_step"):
+        for row in json.loads((folder / f"{name}.json").read_text())[-1]["rows"]:
+            assert abs(row["loss_ours"] - row["loss_peft"]) <= row["loss_tolerance"], name
+            assert row["saved_mib_ours"] > 0 and row["saved_mib_peft"] > 0
+
+
+def test_the_readme_table_is_generated_from_the_records(smoke_records, tmp_path):
+    folder, _ = smoke_records
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{_report.BEGIN}\nold hand-typed row\n{_report.END}\noutro\n")
+    body = _report.write_readme(readme, folder)
+    text = readme.read_text()
+    assert "old hand-typed row" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    records = _report.load_records(folder)
+    assert len(body.splitlines()) == 2 + len(records)  # header, rule, one row per record
+    sp = json.loads((folder / "soft_prompt_step.json").read_text())[-1]["rows"][0]
+    assert f"**{sp['speedup']:.2f}×**" in body  # the figure in the table is the record's
+    assert _report.write_readme(readme, folder) == body and readme.read_text() == text  # reruns are stable
+
+
+def test_the_report_says_how_to_measure_when_nothing_is_measured(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{_report.BEGIN}\n{_report.END}\n")
+    assert "run `make bench`" in _report.write_readme(readme, tmp_path / "none")
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="lacks the markers"):
+        _report.write_readme(readme, tmp_path)
+
+
+def test_the_projects_readme_has_the_generated_region():
+    text = (BENCH / "README.md").read_text()
+    assert text.index(_report.BEGIN) < text.index(_report.END)
+
+
+def test_growth_figures_draw_from_the_smoke_records(smoke_records):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pt_helpers.plots import show_cost_growth
+
+    folder, _ = smoke_records
+    for name in ("icl_growth", "soft_prompt_growth"):
+        fig = show_cost_growth(folder / f"{name}.json")
+        assert fig is not None and len(fig.axes) == 4  # two sweeps × (time, ratio)
+
+
+def test_icl_token_positions_follow_the_formulas():
+    import icl_scoring
+
+    # P = 3 (BOS + 2), inputs of 2 and 4 tokens, labels of 1 and 2 tokens
+    req = dict(prefix_ids=[0, 1, 2], input_ids=[[5, 6], [5, 6, 7, 8]], label_ids=[[9], [10, 11]])
+    pos = icl_scoring.positions(req)
+    assert pos["naive"] == (3 + 2 + 1) + (3 + 2 + 2) + (3 + 4 + 1) + (3 + 4 + 2)
+    assert pos["peer"] == (3 + 2) + (3 + 2 + 1) + (3 + 4) + (3 + 4 + 1)  # one pass per context + label[:-1]
+    assert pos["ours"] == 2 + (1 + 2 + 1) + (1 + 4 + 1)  # prefix but its last token once; lead + input + label rest
+
+
+def test_interleaved_timing_alternates_and_takes_medians():
+    calls = []
+    sides = {"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2}
+    stats, results = _common.interleaved(sides, 3, torch.device("cpu"), warmups={"a": lambda: calls.append("wa")})
+    assert calls == ["wa", "b", "a", "b", "a", "b", "a", "b"]
+    assert results == {"a": 1, "b": 2} and len(stats["a"]["wall_all"]) == 3
+    assert stats["a"]["wall_s"] == sorted(stats["a"]["wall_all"])[1] or len(set(stats["a"]["wall_all"])) < 3
+    with pytest.raises(ValueError, match="repeats"):
+        _common.interleaved(sides, 0, torch.device("cpu"))
+
+
+def test_saved_for_backward_counts_activations_not_weights():
+    x = torch.ones(1024, 256)  # 1 MiB of float32
+    linear = torch.nn.Linear(256, 256)
+    assert _common.saved_for_backward_mib(lambda: linear(x).sum(), linear) == pytest.approx(1.0)
+    w = torch.ones(1024, 256, requires_grad=True)
+    assert _common.saved_for_backward_mib(lambda: (w * w).sum()) == pytest.approx(1.0)  # one storage, saved twice
+
+
+def test_a_record_replaces_only_its_own_setting(tmp_path):
+    path = tmp_path / "r.json"
+    base = dict(device_type="cpu", torch_threads=1)
+    _common.write_record(path, dict(base, variant="a", x=1))
+    _common.write_record(path, dict(base, variant="b", x=2))
+    _common.write_record(path, dict(base, variant="a", x=3))
+    assert sorted((r["variant"], r["x"]) for r in json.loads(path.read_text())) == [("a", 3), ("b", 2)]

@@ -51,3 +51,29 @@ def test_heatmap_checks_shape():
     assert ax.get_title() == ""
     with pytest.raises(ValueError, match="does not match"):
         heatmap(np.ones((2, 3)), ["a", "b"], ["x", "y"])
+
+
+def test_cost_growth_figure_from_a_record_and_a_message_without_one(tmp_path, capsys):
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pt_helpers.plots import show_cost_growth
+
+    assert show_cost_growth(tmp_path / "absent.json") is None
+    assert "run `make bench`" in capsys.readouterr().out
+    rows = [
+        dict(n=n, wall_s={"ours": 0.1 * n, "peft": 0.3 * n}, positions={"ours": n + 16 * 30, "peft": 16 * (n + 30)})
+        for n in (1, 20, 100)
+    ]
+    rec = dict(date="2026-01-01 00:00 UTC", torch_threads=1, sweeps={"n_virtual": rows, "batch": []})
+    path = tmp_path / "soft_prompt_growth.json"
+    path.write_text(json.dumps([rec]))
+    fig = show_cost_growth(path)
+    assert len(fig.axes) == 2  # the one non-empty sweep: time, and ratio vs its limit
+    ratio_lines = fig.axes[1].get_lines()
+    measured, limit = ratio_lines[0].get_ydata(), ratio_lines[1].get_ydata()
+    np.testing.assert_allclose(measured, [3.0, 3.0, 3.0])  # 0.3 n / 0.1 n
+    np.testing.assert_allclose(limit, [16 * 31 / 481, 16 * 50 / 500, 16 * 130 / 580])
+    assert show_cost_growth(path, threads=2) is None  # no record at that thread setting
