@@ -517,3 +517,191 @@ def recompute_gpt2_attention(
         block_output="x + attn + MLP(LN₂(·))",
     )
     return LayerRecomputation(ours, theirs, q, k, v, mask, described)
+
+
+# --------------------------------------------------------------------------------------------------
+# The rest of a Transformer block: positions, normalisation, the MLP, the residual stream
+# --------------------------------------------------------------------------------------------------
+
+
+def scaled_tolerance(reference: torch.Tensor, rel: float = 1e-5) -> dict[str, float]:
+    """``assert_close`` tolerances scaled to the magnitudes compared: rtol = ``rel`` and atol = ``rel`` ×
+    the largest |value| of ``reference``.
+
+    Why: a float32 result that is a sum of many products (a matmul, a norm's mean) carries rounding error
+    proportional to the size of the terms summed, i.e. to the largest magnitudes around it, not to each
+    entry's own size; an entry that happens to be near 0 in a tensor of values ~100 is still off by ~1e-5.
+    A real bug (a wrong position, a missing residual, the wrong norm) is off by a sizeable fraction of that
+    scale, orders of magnitude more than ``rel``.
+    """
+    return dict(rtol=rel, atol=rel * max(float(reference.detach().abs().max()), 1e-30))
+
+
+def gpt2_input_embeddings(model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
+    """GPT-2's first hidden state from its own weight tensors: token embedding + learned position embedding.
+
+    input_ids (batch, T) → (batch, T, hidden). GPT-2 learns one vector per position 0..n_positions−1
+    (``wpe``) and *adds* it to the token's vector (``wte``); that sum is ``hidden_states[0]``.
+    """
+    # [learned-positions]
+    base = model.base_model
+    positions = torch.arange(input_ids.shape[-1], device=input_ids.device)  # 0, 1, …, T−1
+    return base.wte.weight[input_ids] + base.wpe.weight[positions]  # (batch, T, hidden)
+    # [/learned-positions]
+
+
+def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary position embedding tables (Su et al. 2021) in the layout of Llama-family models.
+
+    position_ids (batch, T) → cos, sin of shape (batch, T, head_dim). Frequency i (i = 0 … head_dim/2 − 1) is
+    θ_i = theta^(−2i/head_dim); position m rotates the coordinate pair (i, i + head_dim/2) by the angle m·θ_i.
+    """
+    # [rope]
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (head_dim/2,)
+    angles = position_ids[..., None].float() * inv_freq.to(position_ids.device)  # (batch, T, head_dim/2)
+    angles = torch.cat([angles, angles], dim=-1)  # pair i with i + head_dim/2: the "half-split" layout
+    return angles.cos(), angles.sin()
+    # [/rope]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x_i, x_{i+d/2}) of ``x`` (batch, heads, T, d) by its angle: cos, sin (batch, T, d).
+
+    x'_i = x_i cos − x_{i+d/2} sin,  x'_{i+d/2} = x_{i+d/2} cos + x_i sin — a 2-D rotation per pair, so norms
+    are unchanged and q'_m · k'_n depends on the positions only through m − n.
+    """
+    # [apply-rope]
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)  # (−x_{i+d/2}, x_i)
+    return x * cos[:, None] + rotated * sin[:, None]  # cos, sin broadcast over the heads axis
+    # [/apply-rope]
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm (Ba et al. 2016) over the last axis: (x − mean) / √(var + eps) · weight + bias (biased var)."""
+    # [norms]
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)  # the biased variance, as in torch's LayerNorm
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+    # [/norms]
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm (Zhang & Sennrich 2019): x / √(mean(x²) + eps) · weight — no mean subtracted, no bias."""
+    # [rms-norm]
+    return x / torch.sqrt((x.float() ** 2).mean(-1, keepdim=True) + eps).to(x.dtype) * weight
+    # [/rms-norm]
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's GELU (``gelu_new``): 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def gpt2_mlp(mlp: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """GPT-2's MLP from its weights: GELU(h W_fc + b_fc) W_proj + b_proj (Conv1D weights are (in, out))."""
+    # [gpt2-mlp]
+    return gelu_tanh(h @ mlp.c_fc.weight + mlp.c_fc.bias) @ mlp.c_proj.weight + mlp.c_proj.bias
+    # [/gpt2-mlp]
+
+
+def swiglu_mlp(mlp: torch.nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """Llama's gated MLP (SwiGLU, Shazeer 2020): W_down (SiLU(W_gate h) ⊙ W_up h), SiLU(z) = z·σ(z)."""
+    # [swiglu-mlp]
+    gate, up = h @ mlp.gate_proj.weight.T, h @ mlp.up_proj.weight.T  # (batch, T, d_ff) each
+    return (gate * torch.sigmoid(gate) * up) @ mlp.down_proj.weight.T  # (batch, T, hidden)
+    # [/swiglu-mlp]
+
+
+@torch.no_grad()
+def recompute_llama_layer(model: PreTrainedModel, layer: int, input_ids: torch.Tensor) -> LayerRecomputation:
+    """Redo one decoder layer of a Llama-family model from its weight tensors; compare with the model.
+
+    input_ids: (batch, T) (or (T,)), no padding; positions 0..T−1. The layer's input x is read with a hook:
+
+        h = RMSNorm_1(x);  Q = h W_qᵀ, K = h W_kᵀ, V = h W_vᵀ        (n_heads, n_kv_heads, n_kv_heads heads)
+        Q, K = RoPE(Q), RoPE(K)                                   rotary positions, from config's rope_theta
+        K, V repeated n_heads / n_kv_heads times (grouped-query attention)
+        context = merge(softmax(QKᵀ/√d_head + causal) V);  attn_output = context W_oᵀ
+        mid = x + attn_output;  mlp_output = SwiGLU(RMSNorm_2(mid));  layer_output = mid + mlp_output
+
+    Compared: our cos/sin tables ↔ the model's ``rotary_emb``; probs ↔ ``output_attentions``; context ↔ the
+    input of ``o_proj``; attn_output ↔ output of ``self_attn``; mlp_output ↔ output of ``mlp``;
+    layer_output ↔ output of the layer. Only the default RoPE (no scaling) is recomputed.
+    """
+    cfg = model.config
+    rope = dict(getattr(cfg, "rope_parameters", None) or {})
+    theta = rope.get("rope_theta", getattr(cfg, "rope_theta", None))
+    if cfg.model_type != "llama" or rope.get("rope_type", "default") != "default" or theta is None:
+        raise CourseError(
+            f"recompute_llama_layer handles Llama models with default rotary positions; got model_type "
+            f"{cfg.model_type!r}, rope {rope or 'none'}. Use a Llama-family checkpoint (e.g. TinyLlama)."
+        )
+    base = model.base_model
+    _check_layer(base.layers, layer)
+    input_ids, _ = _ids_and_mask(model, input_ids, None)
+    blk, sa = base.layers[layer], base.layers[layer].self_attn
+    hooks = {
+        "x": _capture(blk, inputs=True, kwarg="hidden_states"),
+        "context": _capture(sa.o_proj, inputs=True, kwarg="input"),
+        "attn_output": _capture(sa),
+        "mlp_output": _capture(blk.mlp),
+        "layer_output": _capture(blk),
+    }
+    try:
+        with eager_attention(model):
+            out = model(input_ids=input_ids, output_attentions=True, use_cache=False)
+    finally:
+        for _, handle in hooks.values():
+            handle.remove()
+    x = hooks["x"][0]["x"]  # (batch, T, hidden)
+    batch, T = input_ids.shape
+    d_head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    n_heads, n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+    position_ids = torch.arange(T, device=x.device).expand(batch, T)
+    cos, sin = rope_cos_sin(position_ids, d_head, float(theta))
+    model_cos, model_sin = base.rotary_emb(x, position_ids)
+    h = rms_norm(x, blk.input_layernorm.weight, blk.input_layernorm.variance_epsilon)
+
+    def heads(t, n):  # (batch, T, n·d_head) → (batch, n, T, d_head)
+        return t.view(batch, T, n, d_head).transpose(1, 2)
+
+    q = apply_rope(heads(h @ sa.q_proj.weight.T, n_heads), cos, sin)
+    k = apply_rope(heads(h @ sa.k_proj.weight.T, n_kv), cos, sin)
+    v = heads(h @ sa.v_proj.weight.T, n_kv)
+    k, v = (t.repeat_interleave(n_heads // n_kv, dim=1) for t in (k, v))  # head j reads kv head j // group
+    mask = causal_mask(T, device=x.device)
+    ctx, probs = scaled_dot_product_attention(q, k, v, mask, scale=d_head**-0.5)
+    context = merge_heads(ctx)  # (batch, T, n_heads·d_head)
+    attn_out = context @ sa.o_proj.weight.T
+    mid = x + attn_out  # the residual stream: the attention's output is *added* to its input
+    ln2 = blk.post_attention_layernorm
+    mlp_out = swiglu_mlp(blk.mlp, rms_norm(mid, ln2.weight, ln2.variance_epsilon))
+    ours = dict(
+        cos=cos,
+        sin=sin,
+        probs=probs,
+        context=context,
+        attn_output=attn_out,
+        mlp_output=mlp_out,
+        layer_output=mid + mlp_out,
+    )
+    theirs = dict(
+        cos=model_cos,
+        sin=model_sin,
+        probs=out.attentions[layer],
+        context=hooks["context"][0]["x"],
+        attn_output=hooks["attn_output"][0]["x"],
+        mlp_output=hooks["mlp_output"][0]["x"],
+        layer_output=hooks["layer_output"][0]["x"],
+    )
+    described = dict(
+        cos="cos(m·θ_i), rotary table",
+        sin="sin(m·θ_i), rotary table",
+        probs="causal softmax(RoPE(Q) RoPE(K)ᵀ/√d_head), per head",
+        context="heads merged, before o_proj",
+        attn_output="after o_proj",
+        mlp_output="SwiGLU(RMSNorm₂(x + attn))",
+        layer_output="x + attn + MLP: the residual stream after the layer",
+    )
+    return LayerRecomputation(ours, theirs, q, k, v, mask, described)

@@ -1,13 +1,21 @@
 """The method comparison of chapter 06: every method trained by the same ``training.fit``, measured alike.
 
-``compare_method`` trains one method (deep prompt, deep prompt + MLP, shallow prompt, linear probe, LoRA,
-full fine-tuning) on a *copy* of a frozen sentence encoder and returns one row; ``PeakMemory`` measures
-memory; ``summarise_comparison`` makes the table; ``model_label`` names a loaded model by its provenance.
+* ``train_method`` trains one method (deep prompt, deep prompt + MLP, the two shallow prompts, linear probe,
+  LoRA, full fine-tuning) at ONE learning rate on a *copy* of a frozen sentence encoder;
+* ``run_method`` sweeps the learning rate (the probe: its regularisation C) with the first seed, picks the
+  value of the best **selection-split** accuracy (held-out training examples, never the evaluation data),
+  then trains the remaining seeds at that value; every returned row carries its per-example outcomes on
+  the evaluation set, so methods can be compared *paired*;
+* ``comparison_table`` makes the table: variant, chosen lr, n, Wilson interval, the mean over seeds
+  (``stats.seed_interval``; one seed is "n/a (1 seed)") and the paired test (``stats.paired_bootstrap``)
+  against the row each method is compared with (``COMPARED_WITH``);
+* ``PeakMemory`` measures memory; ``model_label`` names a loaded model by its provenance.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import threading
 import time
@@ -16,11 +24,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .classifiers import LabelSentences, PromptClassifier, evaluate_classifier
+from .classifiers import LabelSentences, PromptClassifier, predict_classes
 from .device import seed_everything
 from .errors import TrainConfigError
 from .prefix import make_prefix
 from .soft_prompt import make_prompt
+from .stats import accuracy_interval, paired_bootstrap, seed_interval
 from .training import TrainSettings, fit
 
 
@@ -84,22 +93,73 @@ def model_label(loaded) -> str:
     return f"{loaded.name} · {loaded.family} family · {weights}"
 
 
-COMPARED_METHODS = ("deep prompt", "deep prompt + MLP", "shallow prompt", "linear probe", "LoRA", "full fine-tuning")
+COMPARED_METHODS = (
+    "deep prompt",
+    "deep prompt + MLP",
+    "shallow prompt",
+    "shallow prompt + pooled states",
+    "linear probe",
+    "LoRA",
+    "full fine-tuning",
+)
+
+# Each method's row is tested, paired on the same evaluation examples, against the row it is compared with.
+COMPARED_WITH = {
+    "deep prompt": "full fine-tuning",  # P-Tuning v2's claim: a deep prompt comes close to fine-tuning
+    "deep prompt + MLP": "deep prompt",  # what the reparameterisation changes
+    "shallow prompt": "deep prompt",  # what prompts at every layer add
+    "shallow prompt + pooled states": "shallow prompt",  # what pooling the prompt's own states adds
+    "linear probe": "full fine-tuning",
+    "LoRA": "full fine-tuning",
+    "full fine-tuning": "zero-shot",
+}
+
+# The values swept with the first seed (learning rates; for the probe, logistic regression's C).
+DEFAULT_SWEEP = {
+    "deep prompt": (3e-3, 1e-2, 3e-2),
+    "deep prompt + MLP": (3e-4, 1e-3, 3e-3),
+    "shallow prompt": (1e-2, 3e-2, 1e-1),
+    "shallow prompt + pooled states": (1e-2, 3e-2, 1e-1),
+    "linear probe": (0.1, 1.0, 10.0),
+    "LoRA": (3e-4, 1e-3, 3e-3),
+    "full fine-tuning": (1e-5, 3e-5, 1e-4),
+}
 
 
-def compare_method(
+def variant(method: str, n_virtual_tokens: int | None = None, lora_rank: int = 8) -> str:
+    """The exact variant a row reports (what is trained, how the sentence embedding is pooled)."""
+    n = n_virtual_tokens
+    return {
+        "deep prompt": f"{n} trained keys + values per layer (P-Tuning v2 style), init from a text's own "
+        "keys/values, no MLP",
+        "deep prompt + MLP": f"{n} tokens, P = MLP(E) while training (Li & Liang's reparameterisation)",
+        "shallow prompt": f"Lester et al.: {n} input vectors, text init; embedding = mean over the input's own "
+        "tokens (pool_prompt=False)",
+        "shallow prompt + pooled states": f"notebook 05's headline: {n} input vectors, text init; the prompt's "
+        "output states averaged into the embedding too (pool_prompt=True)",
+        "linear probe": "logistic regression (L-BFGS) on the frozen mean-pooled embeddings; C swept instead of lr",
+        "LoRA": f"rank {lora_rank}, alpha {2 * lora_rank}, on query and value projections (PEFT)",
+        "full fine-tuning": "every encoder weight, the same label-sentence head",
+        "zero-shot": "the frozen encoder and the label sentences, nothing trained",
+    }[method]
+
+
+def _outcomes(predictions, labels) -> np.ndarray:
+    return (np.asarray(predictions) == np.asarray(list(labels))).astype(np.int8)
+
+
+def train_method(
     method: str,
     encoder,
     tokenizer,
     label_sentences: Sequence[str],
     train_data,
     select_data,
-    eval_data,
     *,
+    lr: float,
     seed: int = 0,
     steps: int = 100,
     batch_size: int = 32,
-    lr: float | None = None,
     n_virtual_tokens: int | None = None,
     init_text: str = "Classify this text",
     lora_rank: int = 8,
@@ -109,52 +169,42 @@ def compare_method(
     lr_schedule: str = "cosine",
     warmup: float = 0.05,
     progress: bool = True,
-) -> dict:
-    """Train one method on a *copy* of the frozen ``encoder`` and measure it. Returns one row (a dict).
+) -> tuple[dict, object]:
+    """Train ``method`` at ONE learning rate ``lr`` (for the probe: its C) on a copy of ``encoder``.
 
-    ``train_data``, ``select_data``, ``eval_data``: (texts, labels). The model of the best
-    ``select_data`` accuracy (checked every ``eval_every`` steps) is kept; ``accuracy`` is measured on
-    ``eval_data``, never used for choices. Every method is trained by ``training.fit`` (warm-up, then
-    ``lr_schedule``). Every method classifies the same way (cosine to the fixed
-    label-sentence embeddings / T), except the linear probe (logistic regression on the frozen embeddings).
-    Row keys: method, seed, trained_params, accuracy, select_accuracy, seconds, peak_mib, memory_measure,
-    and loss_curve (training loss per step; not for the probe).
+    Returns ``(row, predict)``: ``row`` has method, variant, seed, lr, trained_params, select_accuracy (of
+    the best step, chosen on ``select_data`` by ``training.fit``), best_step, steps, seconds, peak_mib,
+    memory_measure, loss_curve; ``predict(texts) → class ids`` runs the trained model. Nothing here looks at
+    evaluation data.
     """
     from peft import LoraConfig, inject_adapter_in_model
     from sklearn.linear_model import LogisticRegression
 
     if method not in COMPARED_METHODS:
         raise TrainConfigError(f"unknown method {method!r}; choose from {COMPARED_METHODS}")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise TrainConfigError(f"lr (the probe: C) must be a positive number, got {lr!r}")
     seed_everything(seed)
     device = next(encoder.parameters()).device
     model = copy.deepcopy(encoder)
-    default_lr = {
-        "deep prompt": 1e-2,
-        "deep prompt + MLP": 1e-3,
-        "shallow prompt": 3e-2,
-        "LoRA": 1e-3,
-        "full fine-tuning": 3e-5,
-    }
-    (tr_x, tr_y), (se_x, se_y), (ev_x, ev_y) = train_data, select_data, eval_data
-    row = dict(method=method, seed=seed)
+    pool_prompt = method == "shallow prompt + pooled states"
+    head = LabelSentences(model, tokenizer, label_sentences, temperature, pool_prompt, max_length)
+    (tr_x, tr_y), (se_x, se_y) = train_data, select_data
+    row = dict(method=method, variant=variant(method, n_virtual_tokens, lora_rank), seed=seed, lr=float(lr))
     with PeakMemory(device) as mem:
         start = time.perf_counter()
         if method == "linear probe":
-            clf = PromptClassifier(
-                model,
-                tokenizer,
-                LabelSentences(model, tokenizer, label_sentences, temperature, max_length=max_length),
-                max_length=max_length,
-            )
+            clf = PromptClassifier(model, tokenizer, head, max_length=max_length)
             n_fit = min(len(tr_x), steps * batch_size)  # the same number of training examples as the others
             feats = clf.encode_texts(list(tr_x[:n_fit]), use_prompt=False).numpy()
-            probe = LogisticRegression(max_iter=2000, C=10.0).fit(feats, np.asarray(tr_y[:n_fit]))
-            row["seconds"] = time.perf_counter() - start
-            row["trained_params"] = int(probe.coef_.size + probe.intercept_.size)
-            row["select_accuracy"] = float(probe.score(clf.encode_texts(list(se_x), use_prompt=False).numpy(), se_y))
-            row["accuracy"] = float(probe.score(clf.encode_texts(list(ev_x), use_prompt=False).numpy(), ev_y))
+            probe = LogisticRegression(max_iter=2000, C=float(lr)).fit(feats, np.asarray(tr_y[:n_fit]))
+
+            def predict(texts, clf=clf, probe=probe):
+                return probe.predict(clf.encode_texts(list(texts), use_prompt=False).numpy())
+
+            row.update(trained_params=int(probe.coef_.size + probe.intercept_.size), best_step=0, steps=0)
+            row.update(loss_curve=[], select_accuracy=float(_outcomes(predict(se_x), se_y).mean()))
         else:
-            head = LabelSentences(model, tokenizer, label_sentences, temperature, max_length=max_length)
             adapter = None
             if method.startswith("deep prompt"):
                 adapter = make_prefix(
@@ -165,22 +215,20 @@ def compare_method(
                     reparameterize=method.endswith("MLP"),
                     init_std=0.5,
                 )
-            elif method == "shallow prompt":
+            elif method.startswith("shallow prompt"):
                 adapter = make_prompt(model, tokenizer, n_virtual_tokens or 20, "text", text=init_text, seed=seed)
             clf = PromptClassifier(model, tokenizer, head, adapter, max_length=max_length)
             if method == "LoRA":
-                inject_adapter_in_model(
-                    LoraConfig(
-                        r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=["query", "value"]
-                    ),
-                    clf.model,
+                config = LoraConfig(
+                    r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=["query", "value"]
                 )
+                inject_adapter_in_model(config, clf.model)
             elif method == "full fine-tuning":
                 clf.model.requires_grad_(True)
             settings = TrainSettings(
                 max_steps=steps,
                 batch_size=batch_size,
-                lr=lr or default_lr[method],
+                lr=float(lr),
                 seed=seed,
                 eval_every=eval_every or max(1, steps // 3),
                 lr_schedule=lr_schedule,
@@ -188,36 +236,157 @@ def compare_method(
                 max_length=max_length,
                 progress=progress,
             )
-            result = fit(clf, (tr_x, tr_y), (se_x, se_y), settings, desc=f"{method} (seed {seed})")
-            row["seconds"] = time.perf_counter() - start
-            row["trained_params"] = int(result.n_trainable)
-            row["select_accuracy"] = float(result.best_select_accuracy)
-            row["accuracy"] = evaluate_classifier(clf, ev_x, ev_y)
-            row["loss_curve"] = list(result.history["loss"])
+            result = fit(clf, (tr_x, tr_y), (se_x, se_y), settings, desc=f"{method} (lr {lr:g}, seed {seed})")
+
+            def predict(texts, clf=clf):
+                return predict_classes(clf, list(texts))
+
+            predict.classifier = clf  # the trained classifier (run_method's keep_classifier)
+
+            row.update(trained_params=int(result.n_trainable), best_step=result.best_step, steps=result.steps)
+            row.update(loss_curve=list(result.history["loss"]), select_accuracy=float(result.best_select_accuracy))
+        row["seconds"] = time.perf_counter() - start
     row["peak_mib"] = mem.mib
     row["memory_measure"] = mem.method
-    del model, clf
-    return row
+    return row, predict
 
 
-def summarise_comparison(rows: Sequence[dict], n_model_parameters: int):
-    """One line per method: trained parameters (absolute, % of the model), time, memory, accuracy mean ± std."""
+def run_method(
+    method: str,
+    encoder,
+    tokenizer,
+    label_sentences: Sequence[str],
+    train_data,
+    select_data,
+    eval_data,
+    *,
+    seeds: Sequence[int] = (0,),
+    sweep: Sequence[float] | None = None,
+    extra_eval: dict | None = None,
+    keep_classifier: bool = False,
+    **train_kwargs,
+) -> list[dict]:
+    """One row per seed for ``method``: the learning rate (probe: C) is chosen with ``seeds[0]`` from
+    ``sweep`` by the best accuracy on ``select_data``; the other seeds train at the chosen value.
+
+    Only the chosen run of each seed is evaluated on ``eval_data``; its row gets ``accuracy``, ``n`` and
+    ``correct`` (0/1 per evaluation example, for paired tests) and ``sweep`` ({value: selection accuracy}).
+    ``extra_eval`` ({name: (texts, labels)}): more evaluation sets, outcomes in ``row["extra_correct"][name]``;
+    ``keep_classifier``: the trained classifier in ``row["classifier"]`` (not for the probe).
+    """
+    seeds = list(seeds)
+    sweep = list(sweep if sweep is not None else DEFAULT_SWEEP.get(method, ()))
+    if not seeds:
+        raise TrainConfigError("seeds is empty: give at least one seed")
+    if not sweep:
+        raise TrainConfigError(f"no learning rates to sweep for {method!r}: pass sweep=[…]")
+    ev_x, ev_y = eval_data
+    data = (method, encoder, tokenizer, label_sentences, train_data, select_data)
+    best_row, best_predict, scores = None, None, {}
+    for value in sweep:  # the sweep, first seed; the first best wins ties
+        row, predict = train_method(*data, lr=value, seed=seeds[0], **train_kwargs)
+        scores[float(value)] = row["select_accuracy"]
+        if best_row is None or row["select_accuracy"] > best_row["select_accuracy"]:
+            best_row, best_predict = row, predict
+        del predict
+    chosen = best_row["lr"]
+    runs = [(best_row, best_predict)]
+    runs += [train_method(*data, lr=chosen, seed=s, **train_kwargs) for s in seeds[1:]]
+    rows = []
+    for row, predict in runs:
+        correct = _outcomes(predict(ev_x), ev_y)
+        row = row | dict(sweep=dict(scores), accuracy=float(correct.mean()), n=len(correct), correct=correct)
+        if extra_eval:
+            row["extra_correct"] = {name: _outcomes(predict(x), y) for name, (x, y) in extra_eval.items()}
+        if keep_classifier:
+            row["classifier"] = getattr(predict, "classifier", None)
+        rows.append(row)
+    return rows
+
+
+def merge_lora(model):
+    """A copy of ``model`` (with PEFT LoRA layers injected) whose LoRA updates are folded into plain weights:
+    W ← W + (α / r) · B A for every adapted ``nn.Linear``; the copy has no LoRA modules, no extra latency."""
+    merged = copy.deepcopy(model)
+    # [lora-merge]
+    for name, module in list(merged.named_modules()):
+        if not hasattr(module, "lora_A"):
+            continue
+        base = module.base_layer  # the frozen nn.Linear: weight (d_out, d_in)
+        with torch.no_grad():
+            for key in module.lora_A:  # one adapter ("default") in the course
+                a, b = module.lora_A[key].weight, module.lora_B[key].weight  # A (r, d_in), B (d_out, r)
+                base.weight += module.scaling[key] * (b @ a)  # W + (α/r) B A
+        parent_name, _, child = name.rpartition(".")
+        setattr(merged.get_submodule(parent_name) if parent_name else merged, child, base)
+    # [/lora-merge]
+    return merged
+
+
+def zero_shot_rows(encoder, tokenizer, label_sentences, eval_data, *, seed=0, temperature=0.05, max_length=64):
+    """The zero-shot row (nothing trained, so one row: every seed would give the same outcomes)."""
+    head = LabelSentences(encoder, tokenizer, label_sentences, temperature, False, max_length)
+    clf = PromptClassifier(encoder, tokenizer, head, max_length=max_length)
+    correct = _outcomes(predict_classes(clf, list(eval_data[0])), eval_data[1])
+    row = dict(method="zero-shot", seed=seed, variant=variant("zero-shot"), trained_params=0, lr=float("nan"))
+    row |= dict(sweep={}, seconds=0.0, peak_mib=0.0, select_accuracy=float("nan"), best_step=0, steps=0)
+    return [row | dict(loss_curve=[], accuracy=float(correct.mean()), n=len(correct), correct=correct)]
+
+
+def _fmt_sweep(row: dict) -> str:
+    if not row["sweep"]:
+        return "—"
+    what = "C" if row["method"] == "linear probe" else "lr"
+    tried = ", ".join(f"{v:g}: {a:.3f}" for v, a in row["sweep"].items())
+    return f"{what} {row['lr']:g} (selection acc. {tried})"
+
+
+def comparison_table(rows: Sequence[dict], n_model_parameters: int, compared_with: dict | None = None):
+    """The comparison as a DataFrame, one line per method (columns are strings where they carry intervals).
+
+    Accuracy: the first seed's, with n and the Wilson interval; mean over seeds: ``stats.seed_interval``;
+    paired test: ``stats.paired_bootstrap`` of this method minus the compared row, on the first seed's
+    outcomes on the same examples (a degenerate pair says so); Δ over seeds: the seed interval of the
+    per-seed differences (seeds paired by position; a one-run row such as zero-shot pairs with every seed).
+    """
     import pandas as pd
 
-    df = pd.DataFrame(rows)
-    order = [m for m in COMPARED_METHODS if m in set(df["method"])] + [
-        m for m in dict.fromkeys(df["method"]) if m not in COMPARED_METHODS
-    ]
-    g = df.groupby("method", sort=False)
-    out = pd.DataFrame(
-        {
-            "trained params": g["trained_params"].first(),
-            "% of model": 100 * g["trained_params"].first() / n_model_parameters,
-            "train time (s)": g["seconds"].mean(),
-            "peak memory (MiB)": g["peak_mib"].mean(),
-            "accuracy mean": g["accuracy"].mean(),
-            "accuracy std": g["accuracy"].std(ddof=1).fillna(0.0),
-            "seeds": g["seed"].nunique(),
-        }
-    ).loc[order]
-    return out
+    compared_with = COMPARED_WITH if compared_with is None else compared_with
+    by_method: dict[str, list[dict]] = {}
+    for row in rows:
+        by_method.setdefault(row["method"], []).append(row)
+    order = [m for m in ("zero-shot", *COMPARED_METHODS) if m in by_method]
+    order += [m for m in by_method if m not in order]
+    lines = []
+    for method in order:
+        runs = sorted(by_method[method], key=lambda r: r["seed"])
+        first = runs[0]
+        acc = accuracy_interval(first["correct"])
+        other = compared_with.get(method)
+        paired = delta_seeds = "—"
+        if other in by_method:
+            other_runs = sorted(by_method[other], key=lambda r: r["seed"])
+            paired = str(paired_bootstrap(first["correct"], other_runs[0]["correct"]))
+            # seeds paired by position; a single-run row (zero-shot, the deterministic probe) pairs with every seed
+            other_acc = [other_runs[min(i, len(other_runs) - 1)]["accuracy"] for i in range(len(runs))]
+            delta_seeds = str(seed_interval([r["accuracy"] - o for r, o in zip(runs, other_acc)]))
+        steps = f"{first['best_step']} / {first['steps']}" if first["steps"] else "—"
+        lines.append(
+            {
+                "method": method,
+                "variant": first["variant"],
+                "chosen on the selection split": _fmt_sweep(first),
+                "trained params": int(first["trained_params"]),
+                "% of model": 100 * first["trained_params"] / n_model_parameters,
+                "best step / steps": steps,
+                "train time (s)": float(np.mean([r["seconds"] for r in runs])),
+                "peak memory (MiB)": float(np.mean([r["peak_mib"] for r in runs])),
+                "n": acc.n,
+                f"accuracy, seed {first['seed']} [95% Wilson]": str(acc).split(" (n")[0],
+                "mean over seeds": str(seed_interval([r["accuracy"] for r in runs])),
+                "compared with": other if other in by_method else "—",
+                "paired test (first seed)": paired,
+                "Δ over seeds": delta_seeds,
+            }
+        )
+    return pd.DataFrame(lines).set_index("method")

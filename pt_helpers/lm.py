@@ -3,6 +3,12 @@
 Every function here works on a causal LM (GPT-2 family) and returns natural-log probabilities.
 The first token of a text has no left context, so we put the model's BOS token
 (``<|endoftext|>`` for GPT-2) in front: then *every* token of the text gets a conditional probability.
+
+The probability of a *complete* sentence also needs its end: P(w1..wn, end) = Π_i P(w_i | w_<i) ·
+P(EOS | w_1..w_n). By default the functions here leave that last factor out (they score the tokens of the
+text, as the model's loss on the text does); ``include_eos=True`` appends the EOS token and adds
+log P(EOS | BOS, w_1..w_n). Without it, "The movie was" scores at least as high as "The movie was good."
+would if it were a prefix: a prefix is never less probable than its continuations.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import EmptyTextError, LabelWordError
+from .errors import CourseError, EmptyTextError, LabelWordError
 from .frozen import check_context, check_model_and_tokenizer
 
 
@@ -31,8 +37,21 @@ def bos_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     raise ValueError("the tokenizer has no BOS, EOS or CLS token to start a text with")
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, text: str, *, prepend_bos: bool = True) -> list[int]:
-    """Token ids of ``text``, with exactly one start token (``bos_token_id``) in front when ``prepend_bos``.
+def eos_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id that ends a text (GPT-2: ``<|endoftext|>``, the same id as its BOS). No EOS is a CourseError."""
+    if tokenizer.eos_token_id is None:
+        raise CourseError(
+            f"the tokenizer {type(tokenizer).__name__} has no EOS token, so a sentence's end cannot be scored: "
+            "use include_eos=False, or a tokenizer with an eos_token"
+        )
+    return int(tokenizer.eos_token_id)
+
+
+def encode(
+    tokenizer: PreTrainedTokenizerBase, text: str, *, prepend_bos: bool = True, append_eos: bool = False
+) -> list[int]:
+    """Token ids of ``text``, with exactly one start token (``bos_token_id``) in front when ``prepend_bos``
+    and the end token (``eos_token_id``) after it when ``append_eos``.
 
     The text is tokenized with ``add_special_tokens=False``, so a tokenizer that adds BOS itself (Llama,
     Mistral, Gemma, Phi-3) adds nothing here, and the start token is never doubled. Empty text is an error.
@@ -44,6 +63,8 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str, *, prepend_bos: bool =
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if prepend_bos:
         ids = [bos_token_id(tokenizer)] + ids
+    if append_eos:
+        ids = ids + [eos_token_id(tokenizer)]
     return ids
 
 
@@ -70,10 +91,16 @@ def token_logprobs(
 
 
 @torch.no_grad()
-def sequence_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str) -> float:
-    """log P(text) = Σ_i log P(w_i | BOS, w_<i): the chain rule, summed over every token of ``text``."""
+def sequence_logprob(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str, *, include_eos: bool = False
+) -> float:
+    """log P(text) = Σ_i log P(w_i | BOS, w_<i): the chain rule, summed over every token of ``text``.
+
+    ``include_eos=True`` scores the *complete* sentence: it appends EOS and adds the end-of-sequence term
+    log P(EOS | BOS, w_1..w_n), so the sum equals −loss × (n + 1) of the sequence BOS w_1..w_n EOS.
+    """
     check_model_and_tokenizer(model, tokenizer, "sequence_logprob")
-    ids = torch.tensor([encode(tokenizer, text)])
+    ids = torch.tensor([encode(tokenizer, text, append_eos=include_eos)])
     return token_logprobs(model, ids).sum().item()
 
 
@@ -99,10 +126,13 @@ def conditional_logprob(
 
 
 @torch.no_grad()
-def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str) -> float:
-    """exp(-(1/n) Σ log P(w_i | w_<i)) over the n tokens of ``text`` (BOS as the first context)."""
+def perplexity(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str, *, include_eos: bool = False
+) -> float:
+    """exp(-(1/n) Σ log P(w_i | w_<i)) over the n tokens of ``text`` (BOS as the first context);
+    ``include_eos=True`` adds the end-of-sequence term and averages over n + 1."""
     check_model_and_tokenizer(model, tokenizer, "perplexity")
-    lp = token_logprobs(model, torch.tensor([encode(tokenizer, text)]))
+    lp = token_logprobs(model, torch.tensor([encode(tokenizer, text, append_eos=include_eos)]))
     return math.exp(-lp.mean().item())
 
 
@@ -138,15 +168,18 @@ def label_token_ids(tokenizer: PreTrainedTokenizerBase, words: Sequence[str]) ->
 
 
 @torch.no_grad()
-def surprisal_table(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str):
+def surprisal_table(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, text: str, *, include_eos: bool = False
+):
     """One row per token of ``text``: its id, its string, log P(token | everything before), surprisal in bits.
 
-    The rows' ``logprob`` column sums to ``sequence_logprob(model, tokenizer, text)``.
+    The rows' ``logprob`` column sums to ``sequence_logprob(model, tokenizer, text, include_eos=include_eos)``
+    (``include_eos=True`` adds a last row for the EOS token).
     """
     check_model_and_tokenizer(model, tokenizer, "surprisal_table")
     import pandas as pd
 
-    ids = encode(tokenizer, text)
+    ids = encode(tokenizer, text, append_eos=include_eos)
     lp = token_logprobs(model, torch.tensor([ids]))[0].cpu()  # (n,)
     return pd.DataFrame(
         {

@@ -8,8 +8,10 @@ vectors (``virtual_embeddings``); ``PromptedModel`` runs it on a causal LM (the 
 computed once and shared by the batch) or an encoder (concatenated before ``[CLS]``, as PEFT does).
 
     SoftPrompt(n_virtual_tokens, hidden_size, init_embedding=None)  the n×d parameter; ``.weight``
-    init_prompt_embedding(model, tokenizer, n, init, *, text=, label_words=, seed=)  → (n, d) tensor;
-        ``init`` ∈ ``INITS`` = ("random", "vocab", "text", "labels")
+    init_prompt_embedding(model, tokenizer, n, init, *, text=, label_words=, seed=, vocab_texts=, vocab_task=)
+        → (n, d) tensor; ``init`` ∈ ``INITS`` = ("random", "vocab", "text", "labels")
+    frequent_token_ids(tokenizer, texts=None, task="sst2", top_k=5000)  the "vocab" init's candidates: the most
+        frequent ordinary tokens of the training text; is_ordinary_token_text(text) decides "ordinary"
     make_prompt(model, tokenizer, n, init, **kwargs)  → SoftPrompt
     add_soft_prompt(model, tokenizer, n, init, **kwargs)  → PromptedModel (frozen model + new prompt)
     nearest_tokens(weight, model, tokenizer, k), prompt_drift(weight, init_weight)
@@ -25,6 +27,8 @@ Layout decisions (each is tested in ``tests/test_soft_prompt.py``)
 from __future__ import annotations
 
 import math
+import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,6 +38,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .adapters import PromptAdapter, PromptedModel, check_width, register_adapter
+from .data import load_task, task_info
 from .errors import PromptError, PromptShapeError
 from .frozen import check_model_and_tokenizer, input_embeddings
 
@@ -113,23 +118,108 @@ class SoftPrompt(PromptAdapter):
         return prompt
 
 
-def _ordinary_token_ids(tokenizer: PreTrainedTokenizerBase, top_k: int = 5000) -> list[int]:
-    """Ids of ordinary (non-special, non-[unused]) tokens among the first ``top_k`` that qualify."""
+VOCAB_TOP_K = 5000  # the "vocab" init samples among this many most frequent ordinary tokens
+VOCAB_TASK = "sst2"  # whose training split the frequencies are counted on, unless texts are given
+_ALLOWED_INNER = "'’-"  # apostrophes and hyphens may sit inside a word piece (n't, 's, well-made)
+
+
+def is_ordinary_token_text(text: str) -> bool:
+    """Is the decoded text of one token an ordinary word, word piece or number in Latin script?
+
+    Decided from the characters themselves (``unicodedata``), never from ids or from the tokenizer's name:
+
+    * surrounding spaces (GPT-2's ``Ġ``, SentencePiece's ``▁``, decoded) and WordPiece's ``##`` are removed;
+    * at least one character must be a letter or a digit — lone symbols and punctuation (``√ ♠ . ,``) are out;
+    * every letter must be Latin script (``unicodedata.name`` starts with ``LATIN``): other scripts'
+      characters (``ム``, ``中``, ``α``) are out; every digit must be an ASCII digit;
+    * the only other characters allowed are apostrophes and hyphens (``n't``, ``'s``, ``well-made``);
+      a byte-level piece of a multi-byte character decodes to U+FFFD and is out.
+    """
+    t = text.strip()
+    if t.startswith("##"):
+        t = t[2:]
+    if not t or not any(ch.isalnum() for ch in t):
+        return False
+    for ch in t:
+        if ch.isalpha():
+            if not unicodedata.name(ch, "").startswith("LATIN"):
+                return False
+        elif ch.isdigit() or ch.isnumeric():
+            if not ("0" <= ch <= "9"):
+                return False
+        elif ch not in _ALLOWED_INNER:
+            return False
+    return True
+
+
+_FREQUENT_CACHE: dict[tuple, list[int]] = {}
+
+
+def frequent_token_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str] | None = None,
+    *,
+    task: str = VOCAB_TASK,
+    top_k: int = VOCAB_TOP_K,
+) -> list[int]:
+    """The ``top_k`` most frequent *ordinary* tokens of ``texts``, most frequent first (ties: lower id first).
+
+    ``texts`` defaults to the training split of ``task`` (the course's training text), tokenized without
+    special tokens; that default is computed once per tokenizer and task. Special tokens and tokens that
+    ``is_ordinary_token_text`` rejects (lone symbols, other scripts) are skipped. Token ids are NOT a
+    frequency order: in MiniLM's WordPiece vocabulary the first ids are [unused] slots and single characters.
+    """
+    key = None
+    if texts is None:
+        key = (type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer), task, int(top_k))
+        if key in _FREQUENT_CACHE:
+            return list(_FREQUENT_CACHE[key])
+        info = task_info(task)
+        ds = load_task(task, "train")
+        texts = [" ".join(str(row[c]) for c in info.text_columns) for row in ds.select_columns(list(info.text_columns))]
+    texts = [str(t) for t in texts]
+    if not texts:
+        raise PromptError("frequent_token_ids needs at least one text to count tokens on")
+    counts: Counter[int] = Counter()
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        counts.update(ids)
     special = set(tokenizer.all_special_ids)
-    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    ids = [
-        i
-        for i, t in enumerate(vocab)
-        if i not in special and t and not t.startswith("[unused") and not t.startswith("<")
-    ]
-    return ids[:top_k]
+    ranked = []
+    for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if i not in special and is_ordinary_token_text(tokenizer.decode([i])):
+            ranked.append(int(i))
+            if len(ranked) == top_k:
+                break
+    if key is not None:
+        _FREQUENT_CACHE[key] = list(ranked)
+    return ranked
+
+
+def _embedded(model, ids) -> torch.Tensor:
+    """What the model's input-embedding layer feeds the first block for ``ids`` (len, d), float32 on the CPU.
+
+    The layer, not its weight rows: some families scale inside it (Gemma 2 multiplies by √d), and a prompt
+    must start at the scale the model actually reads."""
+    layer = model.get_input_embeddings()
+    with torch.no_grad():
+        return layer(torch.as_tensor(ids, device=layer.weight.device)).float().cpu()
+
+
+def _embedded_std(model, chunk: int = 8192) -> torch.Tensor:
+    """Standard deviation of every vocabulary row as the layer outputs it, in chunks (no full copy)."""
+    total, sq, count = 0.0, 0.0, 0
+    for start in range(0, input_embeddings(model).shape[0], chunk):
+        rows = _embedded(model, range(start, min(start + chunk, input_embeddings(model).shape[0]))).double()
+        total, sq, count = total + rows.sum().item(), sq + (rows**2).sum().item(), count + rows.numel()
+    mean = total / count
+    return torch.tensor(math.sqrt(max(sq / count - mean**2, 0.0) * count / (count - 1)))
 
 
 def _word_embeddings(model, tokenizer, text: str) -> torch.Tensor:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if not ids:
         raise PromptError(f"the text {text!r} has no tokens; give a non-empty init text")
-    return input_embeddings(model)[torch.tensor(ids)].detach()  # (len, d)
+    return _embedded(model, ids)  # (len, d)
 
 
 def init_prompt_embedding(
@@ -141,37 +231,49 @@ def init_prompt_embedding(
     text: str = DEFAULT_INIT_TEXT,
     label_words: Sequence[str] = ("negative", "positive"),
     seed: int = 0,
+    vocab_texts: Sequence[str] | None = None,
+    vocab_task: str = VOCAB_TASK,
 ) -> torch.Tensor:
     """An initial prompt (n, d) built from the model's own input embeddings.
 
     * ``random``: N(0, σ²) with σ = the standard deviation of the vocabulary embeddings (same scale);
-    * ``vocab``: the embeddings of n ordinary tokens sampled (seeded) from the 5,000 most frequent ids;
+    * ``vocab``: the embeddings of n distinct tokens sampled (seeded) from the ``VOCAB_TOP_K`` = 5,000 most
+      frequent ordinary tokens of the training text (``frequent_token_ids``: ``vocab_texts``, or by default
+      the training split of ``vocab_task``) — ranked by counting, not by id;
     * ``text``: the embeddings of the tokens of ``text``, repeated/cut to length n (as PEFT does);
-    * ``labels``: the (sub-token mean) embedding of each label word, then sampled vocabulary (Lester).
+    * ``labels``: the (sub-token mean) embedding of each label word, then sampled frequent tokens (Lester).
     """
     check_model_and_tokenizer(model, tokenizer, "init_prompt_embedding")
     n = _check_n(n_virtual_tokens)
     if init not in INITS:
         raise PromptError(f"unknown init {init!r}; choose one of {INITS}")
-    emb = input_embeddings(model).detach().float().cpu()  # (vocab, d)
+    vocab_size, d = input_embeddings(model).shape
     gen = torch.Generator().manual_seed(int(seed))
     if init == "random":
-        return torch.randn(n, emb.shape[1], generator=gen) * emb.std()
-    vocab_ids = _ordinary_token_ids(tokenizer)
-    sampled = emb[torch.tensor(vocab_ids)[torch.randperm(len(vocab_ids), generator=gen)[:n]]]
-    if init == "vocab":
-        return sampled.clone()
+        return torch.randn(n, d, generator=gen) * _embedded_std(model)
     if init == "text":
         words = _word_embeddings(model, tokenizer, text).float().cpu()
         reps = math.ceil(n / words.shape[0])
         return words.repeat(reps, 1)[:n].clone()
+    vocab_ids = [i for i in frequent_token_ids(tokenizer, vocab_texts, task=vocab_task) if i < vocab_size]
+    if len(vocab_ids) < n:
+        raise PromptError(
+            f"the 'vocab' init needs {n} distinct frequent tokens but the training text gives only "
+            f"{len(vocab_ids)}; pass more vocab_texts or use fewer virtual tokens"
+        )
+    sampled = _embedded(model, torch.tensor(vocab_ids)[torch.randperm(len(vocab_ids), generator=gen)[:n]])
+    if init == "vocab":
+        return sampled.clone()
     rows = [_word_embeddings(model, tokenizer, " " + w.strip()).float().cpu().mean(0) for w in label_words]
     labels = torch.stack(rows)[:n]
     return torch.cat([labels, sampled[: n - labels.shape[0]]]).clone()
 
 
 def make_prompt(model, tokenizer, n_virtual_tokens: int, init: str = "vocab", **kwargs) -> SoftPrompt:
-    """A ``SoftPrompt`` initialised by ``init_prompt_embedding`` (kwargs: text, label_words, seed)."""
+    """A ``SoftPrompt`` initialised by ``init_prompt_embedding``.
+
+    kwargs: text, label_words, seed, vocab_texts, vocab_task (see ``init_prompt_embedding``).
+    """
     check_model_and_tokenizer(model, tokenizer, "make_prompt")
     prompt = SoftPrompt(
         n_virtual_tokens,

@@ -281,3 +281,88 @@ def test_eager_attention_restores_implementation(random_gpt2):
     with eager_attention(model):
         assert model.config._attn_implementation == "eager"
     assert model.config._attn_implementation == before
+
+
+# ------------------------------------------------------------------ the rest of a block (chapter 02, §10)
+@pytest.fixture(scope="module")
+def random_llama():
+    from pt_helpers.models import random_model
+
+    return random_model("TinyLlama/TinyLlama-1.1B-Chat-v1.0", "causal", seed=0)
+
+
+def test_llama_layer_recomputed_from_its_weights(random_llama):
+    from pt_helpers.attention import recompute_llama_layer, scaled_tolerance
+
+    model, tok = random_llama
+    ids = tok(SENTENCES, return_tensors="pt", padding=True)["input_ids"][:1]
+    for layer in range(model.config.num_hidden_layers):
+        rec = recompute_llama_layer(model, layer, ids)
+        assert set(rec.ours) == {"cos", "sin", "probs", "context", "attn_output", "mlp_output", "layer_output"}
+        for name in rec.ours:  # float32 through other kernels; tolerance scaled to each tensor's magnitude
+            torch.testing.assert_close(rec.ours[name], rec.model[name], **scaled_tolerance(rec.model[name]))
+    assert torch.equal(rec.ours["probs"].triu(1), torch.zeros_like(rec.ours["probs"]))
+
+
+def test_rope_is_a_rotation_that_sees_only_relative_positions():
+    from pt_helpers.attention import apply_rope, rope_cos_sin
+
+    gen = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 16, generator=gen), torch.randn(1, 1, 1, 16, generator=gen)
+
+    def score(m, n):
+        cq, sq = rope_cos_sin(torch.tensor([[m]]), 16, 10_000.0)
+        ck, sk = rope_cos_sin(torch.tensor([[n]]), 16, 10_000.0)
+        return (apply_rope(q, cq, sq) * apply_rope(k, ck, sk)).sum().item()
+
+    # scores of N(0, 1) vectors in 16 dims are O(4); float32 trig of angles up to ~100 rad: ~1e-5
+    assert score(3, 1) == pytest.approx(score(10, 8), abs=1e-4)
+    assert score(3, 1) == pytest.approx(score(102, 100), abs=1e-4)
+    assert abs(score(3, 1) - score(3, 2)) > 1e-2  # but the offset matters
+    cos, sin = rope_cos_sin(torch.tensor([[0, 5, 17]]), 16, 10_000.0)
+    x = torch.randn(1, 2, 3, 16, generator=gen)
+    torch.testing.assert_close(apply_rope(x, cos, sin).norm(dim=-1), x.norm(dim=-1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(apply_rope(x, cos, sin)[:, :, 0], x[:, :, 0])  # position 0: no rotation
+
+
+def test_norms_mlp_and_positions_match_the_modules(random_gpt2, random_llama):
+    from pt_helpers.attention import gpt2_input_embeddings, gpt2_mlp, layer_norm, rms_norm, scaled_tolerance
+
+    model, tok = random_gpt2
+    ids = tok(SENTENCES[:1], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        h0 = model(ids, output_hidden_states=True).hidden_states[0]
+        blk = model.transformer.h[0]
+        torch.testing.assert_close(gpt2_input_embeddings(model, ids), h0, **scaled_tolerance(h0))
+        ln = blk.ln_1(h0)
+        torch.testing.assert_close(
+            layer_norm(h0, blk.ln_1.weight, blk.ln_1.bias, blk.ln_1.eps), ln, **scaled_tolerance(ln)
+        )
+        torch.testing.assert_close(gpt2_mlp(blk.mlp, ln), blk.mlp(ln), **scaled_tolerance(blk.mlp(ln)))
+        assert not torch.allclose(gpt2_input_embeddings(model, ids.flip(-1)).flip(1), h0)  # positions matter
+        llama, _ = random_llama
+        norm = llama.model.layers[0].input_layernorm
+        x = torch.randn(2, 3, norm.weight.shape[0]) * 50
+        torch.testing.assert_close(
+            rms_norm(x, norm.weight, norm.variance_epsilon), norm(x), **scaled_tolerance(norm(x))
+        )
+
+
+def test_recompute_llama_layer_refuses_other_families(random_gpt2):
+    from pt_helpers.attention import recompute_llama_layer
+
+    gpt2, _ = random_gpt2
+    with pytest.raises(CourseError, match="Llama"):
+        recompute_llama_layer(gpt2, 0, torch.tensor([[1, 2, 3]]))
+
+
+def test_scaled_tolerance_follows_the_magnitudes():
+    from pt_helpers.attention import scaled_tolerance
+
+    tol = scaled_tolerance(torch.tensor([[-200.0, 1.0], [0.0, 3.0]]))
+    assert tol["rtol"] == 1e-5 and tol["atol"] == pytest.approx(2e-3)
+    assert scaled_tolerance(torch.zeros(3))["atol"] > 0  # an all-zero reference still gets a (tiny) tolerance
+    ref = torch.tensor([100.0, 1e-3])
+    torch.testing.assert_close(ref + torch.tensor([5e-4, 5e-4]), ref, **scaled_tolerance(ref))  # rounding-sized
+    with pytest.raises(AssertionError):
+        torch.testing.assert_close(ref + torch.tensor([0.0, 0.05]), ref, **scaled_tolerance(ref))  # a real error

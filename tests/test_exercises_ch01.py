@@ -29,3 +29,16 @@ def test_check_3(random_gpt2):
     assert ch01.check_3(4633, tok).correct
     fb = ch01.check_3(tok("negative", add_special_tokens=False)["input_ids"][0], tok)
     assert not fb.correct and "space" in fb.message
+
+
+def test_check_4():
+    V = 50257
+    assert ch01.check_4(V, V).correct
+    assert ch01.check_4(50257.2, V).correct
+    fb = ch01.check_4(math.log(V), V)
+    assert not fb.correct and "nats" in fb.message
+    fb = ch01.check_4(math.log2(V), V)
+    assert not fb.correct and "bits" in fb.message
+    assert not ch01.check_4(1.0, V).correct
+    assert not ch01.check_4(25000, V).correct
+    assert not ch01.check_4("many", V).correct

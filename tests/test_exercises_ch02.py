@@ -52,3 +52,12 @@ def test_check_3_accepts_the_reference_and_rejects_wrong_masks():
     assert not fb and "large negative" in fb.message
     fb = ch02.check_3(lambda att: att[:, None, None, :].bool())
     assert not fb and "float" in fb.message
+
+
+def test_check_4_predict_then_run():
+    assert ch02.check_4(1.0).correct
+    assert ch02.check_4(1).correct
+    fb = ch02.check_4(10 / 3)
+    assert not fb.correct and "absolute" in fb.message
+    assert not ch02.check_4(0.0).correct
+    assert not ch02.check_4("the same").correct

@@ -41,3 +41,14 @@ def test_check_3():
     fb = ch03.check_3(lambda n, C, P, Q: n * C * (P + Q) / (P + n * Q))
     assert not fb.correct and "label token" in fb.message
     assert not ch03.check_3(lambda n, C, P, Q: C * (P + Q + 1) / Q).correct
+
+
+def test_check_4_predict_then_run():
+    assert ch03.check_4(0.368).correct
+    assert ch03.check_4(0.37).correct
+    fb = ch03.check_4(0.875)
+    assert not fb.correct and "renormalising" in fb.message
+    assert not ch03.check_4(0.7).correct
+    assert not ch03.check_4(0.632).correct
+    assert not ch03.check_4(0.5).correct
+    assert not ch03.check_4("Negative").correct

@@ -39,3 +39,22 @@ def test_check_3_best_cell_and_spread():
     assert not ch04.check_3(("t1", "v2", 0.2), grid)  # wrong spread
     assert not ch04.check_3(("t1", "v9", 0.3), grid)
     assert not ch04.check_3("t1", grid)
+
+
+def test_expected_noise_range_matches_simulation():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    simulated = np.ptp(rng.standard_normal((20_000, 21)), axis=1).mean()
+    assert abs(ch04.expected_noise_range(21) - simulated) < 0.03  # 20,000 ranges: standard error ≈ 0.005
+    assert abs(ch04.expected_noise_range(2) - 2 / np.sqrt(np.pi)) < 1e-6  # E|X − Y| = 2/√π for k = 2
+
+
+def test_check_4_predicted_noise_spread():
+    assert ch04.check_4(3.8)
+    assert ch04.check_4(ch04.expected_noise_range(21))
+    assert not ch04.check_4(1.0)  # "one standard error"
+    assert not ch04.check_4(2.0)
+    assert not ch04.check_4(8.0)
+    assert not ch04.check_4("about four")
+    assert ch04.check_4(2.0, n_cells=3)  # E[range of 3] ≈ 1.69

@@ -42,3 +42,13 @@ def test_check_3():
     assert not ch06.check_3(n * 8 / 2**20, n)
     assert not ch06.check_3(n * 3 / 2**20, n)
     assert not ch06.check_3(1.0, n)
+
+
+def test_check_4_predict_then_run():
+    right = 6 * 2 * 4 * (384 + 384)
+    assert ch06.check_4(right) and ch06.check_4(right, measured=right)
+    assert not ch06.check_4(right, measured=right * 2)  # the measurement was of another configuration
+    assert not ch06.check_4(right // 2)  # one factor only
+    assert not ch06.check_4(6 * 2 * 384 * 384)  # the full matrices
+    assert not ch06.check_4(2 * 4 * 768)  # one layer
+    assert not ch06.check_4("a few")

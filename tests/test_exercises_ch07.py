@@ -1,24 +1,29 @@
 """Checkers of chapter 07: correct on the reference solutions, "not yet" on the typical wrong answers."""
 
-import math
-
 import torch
 import torch.nn.functional as F
 
 from pt_helpers.exercises import ch07
 
 
-def test_check_1_attention():
-    assert ch07.check_1(ch07.reference_attention)
-    no_softmax = ch07.check_1(lambda q, k, v: (q @ k.T / math.sqrt(q.shape[-1])) @ v)
-    assert not no_softmax and "without the softmax" in no_softmax.message
-    no_v = ch07.check_1(lambda q, k, v: torch.softmax(q @ k.T / math.sqrt(q.shape[-1]), -1))
-    assert not no_v and "Multiply them by V" in no_v.message
-    unscaled = ch07.check_1(lambda q, k, v: torch.softmax(q @ k.T, -1) @ v)
-    assert not unscaled and "√d_k" in unscaled.message
-    wrong_axis = ch07.check_1(lambda q, k, v: torch.softmax(q @ k.T / math.sqrt(q.shape[-1]), 0) @ v)
-    assert not wrong_axis and "axis" in wrong_axis.message
-    assert not ch07.check_1(torch.zeros(3))
+def test_check_1_predict_then_run():
+    assert ch07.check_1(3) and ch07.check_1(3.0, measured_ratio=3.0000001)
+    assert not ch07.check_1(3, measured_ratio=1.0)  # the measurement zeroed the gradients in between
+    overwritten = ch07.check_1(1)
+    assert not overwritten and "adds" in overwritten.message
+    assert not ch07.check_1(9) and not ch07.check_1(3**0.5)
+    assert not ch07.check_1(2)
+    assert not ch07.check_1("three")
+
+
+def test_check_1_agrees_with_autograd():
+    w = torch.randn(4, requires_grad=True)
+    x = torch.randn(4)
+    (w @ x).backward()
+    one = w.grad.norm().item()
+    for _ in range(2):
+        (w @ x).backward()
+    assert ch07.check_1(3, measured_ratio=w.grad.norm().item() / one)
 
 
 def test_check_2_supervised_loss():

@@ -264,3 +264,68 @@ def test_minilm_nearest_neighbour_is_the_paraphrase():
         e_pool.norm(dim=-1), torch.ones(len(pool)), rtol=1e-5, atol=1e-6
     )  # norms of 384-d float32 unit vectors
     assert icl.nearest_neighbour_indices(e_pool, e_q, 1)[:, 0].tolist() == [0, 1, 3]
+
+
+# ------------------------------------------------------------------ paired comparisons (every ranking in 03)
+def test_compare_paired_labels_identical_arms_degenerate():
+    same = [1, 0, 1, 1, 0, 1, 0, 1]
+    row = icl.compare_paired(
+        "gold vs random", same, same, names=("gold", "random"), predictions_a=[1] * 8, predictions_b=[1] * 8
+    )
+    assert row["degenerate"] and row["verdict"].startswith("degenerate") and row["n"] == 8
+    assert row["identical predictions"] is True
+    import pandas as pd
+
+    table = pd.DataFrame([row])
+    assert icl.comparison_verdict(table, ("gold", "random")).startswith("DEGENERATE")
+
+
+def test_compare_paired_identical_predictions_are_degenerate_even_if_outcomes_were_not_compared():
+    a, b = [1, 0, 1, 0], [0, 1, 1, 0]
+    row = icl.compare_paired("x", a, b, predictions_a=[2, 1, 0, 3], predictions_b=[2, 1, 0, 3])
+    assert row["degenerate"] and "identical predictions" in row["verdict"]
+
+
+def test_compare_paired_detects_a_real_difference_and_its_direction():
+    a = [1] * 30 + [0] * 10
+    b = [0] * 30 + [0] * 10  # A right on 30 examples where B is wrong, never the reverse
+    row = icl.compare_paired("a vs b", a, b, names=("A", "B"))
+    assert not row["degenerate"] and row["verdict"].startswith("A higher") and row["McNemar p"] < 1e-6
+    row = icl.compare_paired("b vs a", b, a, names=("A", "B"))
+    assert row["verdict"].startswith("B higher")
+    noisy = icl.compare_paired("tie", [1, 0] * 10, [0, 1] * 10)
+    assert noisy["verdict"].startswith("no detectable difference")
+
+
+def test_compare_runs_pairs_runs_by_demonstration_set():
+    import pandas as pd
+
+    base = dict(k=4, ordering=0, predictions=[1, 0, 1, 1], calibrated_predictions=[0, 0, 1, 1])
+    runs = pd.DataFrame(
+        [
+            dict(base, demo_set=0, correct=[1, 0, 1, 1], calibrated_correct=[0, 0, 1, 1]),
+            dict(base, demo_set=1, correct=[1, 1, 1, 1], calibrated_correct=[1, 1, 1, 1]),
+        ]
+    )
+    table = icl.compare_runs(runs, runs, "correct", "calibrated_correct", names=("raw", "calibrated"))
+    assert list(table["degenerate"]) == [False, True]  # set 1: identical outcomes (and identical predictions)
+    verdict = icl.comparison_verdict(table, ("raw", "calibrated"))
+    assert "degenerate in 1" in verdict and "by chance" in verdict
+    with pytest.raises(icl.CourseError, match="match"):
+        icl.compare_runs(runs, runs.assign(k=8))
+    with pytest.raises(icl.CourseError, match="same examples"):
+        icl.correct_outcomes([1, 0], [1, 0, 1])
+
+
+def test_accuracy_vs_k_keeps_per_example_outcomes(tiny_gpt2, gpt2_tokenizer):
+    train = [(t, y % 2) for t, y in DEMOS] * 3
+    test = [{"text": t, "label": i % 2} for i, t in enumerate(TESTS)]
+    fmt = icl.prompt_format("sst2")
+    runs = icl.accuracy_vs_k(tiny_gpt2, gpt2_tokenizer, train, test, fmt, ks=[0, 2], n_demo_sets=2, progress=False)
+    for _, r in runs.iterrows():
+        assert len(r.correct) == len(TESTS) and r.accuracy == pytest.approx(sum(r.correct) / len(TESTS))
+        assert r.correct == icl.correct_outcomes(r.predictions, [x["label"] for x in test]).tolist()
+    rand = icl.accuracy_vs_k(
+        tiny_gpt2, gpt2_tokenizer, train, test, fmt, ks=[2], n_demo_sets=2, random_labels=True, progress=False
+    )
+    assert len(icl.compare_runs(runs, rand)) == 2  # same (k, set) keys: the same demonstration texts

@@ -93,3 +93,35 @@ def test_leading_space_makes_a_different_token(random_gpt2):
     _, tok = random_gpt2
     assert label_token_id(tok, " positive") == 3967
     assert label_token_id(tok, "positive") != 3967
+
+
+def test_include_eos_adds_exactly_the_end_of_sequence_term(random_gpt2):
+    model, tok = random_gpt2
+    ids = encode(tok, TEXT)
+    with torch.no_grad():
+        last = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)  # after the whole sentence
+    eos_term = last[tok.eos_token_id].item()  # log P(EOS | BOS, w_1..w_n), read directly
+    with_eos, without = sequence_logprob(model, tok, TEXT, include_eos=True), sequence_logprob(model, tok, TEXT)
+    # a difference of two sums (≈ −65 each on the stand-in): its rounding scales with the sums, not with the term
+    assert with_eos - without == pytest.approx(eos_term, rel=LP["rtol"], abs=LP["atol"] + LP["rtol"] * abs(with_eos))
+    longer = torch.tensor([encode(tok, TEXT, append_eos=True)])
+    assert longer[0, -1].item() == tok.eos_token_id and longer.shape[1] == len(ids) + 1
+    loss = model(longer, labels=longer).loss.item()  # mean over the n + 1 predictions of the longer sequence
+    assert with_eos == pytest.approx(-loss * (longer.shape[1] - 1), rel=LP["rtol"], abs=LP["atol"])
+    n = len(ids) - 1
+    assert perplexity(model, tok, TEXT, include_eos=True) == pytest.approx(math.exp(-with_eos / (n + 1)), rel=1e-4)
+
+
+def test_a_tokenizer_without_eos_is_a_clear_error(random_gpt2):
+    import copy
+
+    from pt_helpers.errors import CourseError
+    from pt_helpers.lm import eos_token_id
+
+    _, tok = random_gpt2
+    no_eos = copy.deepcopy(tok)
+    no_eos.eos_token = None
+    with pytest.raises(CourseError, match="no EOS token"):
+        eos_token_id(no_eos)
+    with pytest.raises(CourseError, match="include_eos=False"):
+        encode(no_eos, TEXT, append_eos=True)

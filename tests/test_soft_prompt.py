@@ -342,3 +342,21 @@ def test_minilm_zero_shot_label_sentences_beat_chance():
     clf = label_sentence_classifier(*loaded, task_info("sst2").label_sentences)
     acc = evaluate_classifier(clf, dev["text"], dev["label"])
     assert acc >= 0.6  # 70 % on the full dev split; chance is 50 %
+
+
+def test_init_starts_at_the_scale_the_model_reads_even_when_the_embedding_layer_scales():
+    """Gemma 2's embedding layer multiplies its rows by √d: an init from the raw weight rows would start a
+    prompt √d = 11.3 times smaller than every real token the model reads (PEFT's text init calls the layer)."""
+    loaded = random_model("google/gemma-2-2b", "causal")
+    model, tok = loaded.model, loaded.tokenizer
+    layer = model.get_input_embeddings()
+    ids = tok("This is a movie review", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        read = layer(torch.tensor(ids)).float()
+    text = init_prompt_embedding(model, tok, len(ids), "text", text="This is a movie review")
+    # same rows through the same layer: equal to float32 round-off of values of size ~read.abs().max()
+    assert_close(text, read, rtol=1e-6, atol=1e-6 * read.abs().max().item())
+    scale = (read.norm() / layer.weight[torch.tensor(ids)].float().norm()).item()
+    assert scale == pytest.approx(model.config.hidden_size**0.5, rel=1e-4)
+    rand = init_prompt_embedding(model, tok, 200, "random", seed=0)
+    assert rand.std().item() == pytest.approx(layer(torch.arange(layer.weight.shape[0])).std().item(), rel=0.1)

@@ -57,3 +57,27 @@ def check_3(token_id: int, tokenizer) -> Feedback:
             "that is 'negative' without its leading space — a different token from the one that follows 'Sentiment:'."
         )
     return wrong("tokenize ' negative' (with the space) with add_special_tokens=False and read its id.")
+
+
+def check_4(predicted_perplexity, vocab_size: int) -> Feedback:
+    """Exercise 4 (predict, then run): the perplexity of a model whose logits are all zero, over V tokens.
+
+    Zero logits give softmax = 1/V for every token, whatever the context, so every log-prob is −log V and the
+    perplexity exp(log V) = V exactly.
+    """
+    try:
+        guess = float(predicted_perplexity)
+    except (TypeError, ValueError):
+        return wrong("give one number: the perplexity you predict.")
+    V = int(vocab_size)
+    if math.isclose(guess, math.log(V), rel_tol=1e-3):
+        return wrong(f"{guess:.4g} is log V, the surprisal of each token in nats; perplexity is exp of that.")
+    if math.isclose(guess, math.log2(V), rel_tol=1e-3):
+        return wrong(f"{guess:.4g} is log₂ V, the bits per token; perplexity is 2 to that power.")
+    if math.isclose(guess, 1.0, rel_tol=1e-3):
+        return wrong("perplexity 1 means the model is certain and right every time; a uniform guess is not.")
+    # an exact integer answer; 0.5 absorbs rounding a predicted value read off a printout
+    fb = close(guess, V, atol=0.5, what="your predicted perplexity")
+    if fb:
+        return correct(f"every token gets probability 1/V, so the perplexity is exactly V = {V:,}.")
+    return wrong(f"zero logits make softmax uniform over the V = {V:,} tokens: what is exp(−mean log(1/V))?")

@@ -128,3 +128,29 @@ def check_3(my_additive_mask) -> Feedback:
         "0 for tokens, a large negative number for padding, shaped (batch, 1, 1, T) — exactly "
         "what Hugging Face's BERT adds to its scores."
     )
+
+
+def check_4(predicted_ratio) -> Feedback:
+    """Exercise 4 (predict, then run): with rotary position embeddings, the score of a query at position 10
+    and a key at position 8, divided by the score of the same two vectors at positions 3 and 1.
+
+    RoPE rotates the query by 10·θ and the key by 8·θ (per coordinate pair); a dot product of two rotated
+    vectors sees only the difference of the angles, (10 − 8)·θ = (3 − 1)·θ: the ratio is exactly 1.
+    """
+    try:
+        ratio = float(predicted_ratio)
+    except (TypeError, ValueError):
+        return wrong("give one number: score(10, 8) / score(3, 1).")
+    if math.isclose(ratio, 1.0, rel_tol=0, abs_tol=1e-3):  # an exact answer; 1e-3 allows a rounded 0.9995
+        return correct(
+            "exactly 1: RoPE scores depend on the positions only through m − n, so the same two tokens two "
+            "positions apart score the same anywhere in the text."
+        )
+    for value, hint in [(10 / 3, "10/3"), (3 / 10, "3/10"), (80 / 3, "(10·8)/(3·1)"), (3 / 80, "(3·1)/(10·8)")]:
+        if math.isclose(ratio, value, rel_tol=1e-2):
+            return wrong(
+                f"that is {hint}: it treats the positions as absolute. What do two rotations leave in a dot product?"
+            )
+    return wrong(
+        "rotate q by m·θ and k by n·θ: qᵀR(m·θ)ᵀR(n·θ)k = qᵀR((n − m)·θ)k. What changes from (3, 1) to (10, 8)?"
+    )

@@ -3,6 +3,7 @@
 1. ``check_1(calibrate)`` — your contextual calibration ``calibrate(label_logprobs, content_free_logprobs)``.
 2. ``check_2(kate)`` — your nearest-neighbour demonstration choice ``kate(pool_emb, query_emb, k)``.
 3. ``check_3(token_ratio)`` — your cost model ``token_ratio(n, C, P, Q)`` of naive vs cached scoring.
+4. ``check_4(q_positive)`` — predict, then run: the calibrated P(Positive) for p̂ = (0.3, 0.7), p_cf = (0.2, 0.8).
 """
 
 from __future__ import annotations
@@ -92,3 +93,34 @@ def check_3(token_ratio) -> Feedback:
                 return wrong("nearly: each naive pass also runs the label token (P + Q + 1 tokens).")
             return fb
     return correct("the ratio grows with C and with P/Q: long shared prefixes, short inputs.")
+
+
+P_HAT_4 = (0.3, 0.7)  # p̂ of one test input (Negative, Positive), exercise 4
+P_CF_4 = (0.2, 0.8)  # p_cf of its prompt: a model that leans to Positive, e.g. after all-Positive demonstrations
+
+
+def check_4(q_positive) -> Feedback:
+    """Exercise 4 (predict, then run): the calibrated probability of Positive for p̂ = (0.3, 0.7) under
+    p_cf = (0.2, 0.8): q ∝ (0.3/0.2, 0.7/0.8) = (1.5, 0.875), so q_Positive = 0.875 / 2.375 ≈ 0.368."""
+    try:
+        q = float(q_positive)
+    except (TypeError, ValueError):
+        return wrong("give one number: the calibrated probability of Positive.")
+    expected = torch.tensor(P_HAT_4, dtype=torch.float64)
+    expected = float(contextual_calibration(torch.log(expected)[None], torch.log(torch.tensor(P_CF_4))[None])[0, 1])
+    # a hand computation rounded to two or three digits: 0.005 separates it from every near miss below
+    if abs(q - expected) <= 0.005:
+        return correct(
+            f"q_Positive = {expected:.3f}: calibration turns a 0.7 Positive into a Negative prediction, because "
+            "the prompt alone already gives Positive 0.8 — the input moved the model *towards* Negative."
+        )
+    near_misses = {
+        0.7: "that is p̂ itself: calibration divides by p_cf before renormalising.",
+        0.875: "0.875 = 0.7 / 0.8 is W p̂ before renormalising: divide by the sum of both entries.",
+        1 - expected: "that is the calibrated probability of Negative.",
+        0.5: "calibration gives exactly ½ only when p̂ equals p_cf.",
+    }
+    for value, hint in near_misses.items():
+        if abs(q - value) <= 0.005:
+            return wrong(hint)
+    return wrong("compute W p̂ = (0.3/0.2, 0.7/0.8), then divide by its sum.")

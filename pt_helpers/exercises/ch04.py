@@ -88,3 +88,40 @@ def check_3(answer, grid) -> Feedback:
     if not fb:
         return wrong(fb.message + " The spread is the best minus the worst cell of the grid.")
     return correct("the best cell and the best–worst spread: the wording of a prompt is a hyper-parameter.")
+
+
+def expected_noise_range(n_cells: int = 21) -> float:
+    """E[max − min] of ``n_cells`` independent standard normal variables, in standard deviations.
+
+    E[R] = ∫ (1 − Φ(x)^k − (1 − Φ(x))^k) dx (the range of k draws; about 3.78 for k = 21), by numerical
+    integration with scipy. With accuracies on n examples, one standard deviation is one standard error.
+    """
+    from scipy import integrate
+    from scipy.stats import norm
+
+    k = int(n_cells)
+    value, _ = integrate.quad(lambda x: 1 - norm.cdf(x) ** k - norm.sf(x) ** k, -np.inf, np.inf)
+    return float(value)
+
+
+def check_4(prediction, n_cells: int = 21) -> Feedback:
+    """Exercise 4 (predict, then run): the expected best − worst spread of ``n_cells`` equally good prompts,
+    in standard errors of one accuracy — noise alone, before any prompt is better than another."""
+    try:
+        value = float(prediction)
+    except (TypeError, ValueError):
+        return wrong("give one number: the expected spread in units of one accuracy's standard error.")
+    expected = expected_noise_range(n_cells)
+    # the simulation at n = 40 is binomial, not normal: its mean range differs from the normal one by ~0.1 SE;
+    # ±0.5 SE accepts a reasoned guess and rejects the "1 or 2 standard errors" intuition
+    if abs(value - expected) <= 0.5:
+        return correct(
+            f"the range of {n_cells} noisy estimates is about {expected:.2f} standard errors by chance alone: "
+            "a spread is evidence only when it beats that (spread_test) or survives a held-out split."
+        )
+    if value < expected:
+        return wrong(
+            f"too small: one or two standard errors is the noise of ONE accuracy, but the best and the worst of "
+            f"{n_cells} are the two extremes of {n_cells} draws. Run the simulation and compare."
+        )
+    return wrong(f"too large: the extremes of {n_cells} normal draws sit about ±{expected / 2:.1f} σ from the mean.")

@@ -60,3 +60,33 @@ def check_3(fraction, n_virtual_tokens: int = 20, hidden_size: int = 384, n_base
     if not fb and abs(float(fraction) - 100 * expected) < expected:
         return wrong("that looks like a percentage; give the fraction (between 0 and 1).")
     return correct(f"{expected:.2e}: about one parameter in {round(1 / expected):,}.") if fb else fb
+
+
+def check_4(prediction, *, n: int, T: int, B: int, measured) -> Feedback:
+    """Exercise 4 (predict, then run): token positions the frozen model processes for one batch of B inputs
+    (padded to T tokens) behind n virtual tokens — ``prediction`` and ``measured`` are pairs
+    (shared prompt cache, per-example concatenation)."""
+    expected = (n + B * T, B * (n + T))
+    try:
+        got = tuple(int(v) for v in prediction)
+        seen = tuple(int(v) for v in measured)
+    except (TypeError, ValueError):
+        return wrong("give two whole numbers: (positions with the shared cache, positions with concatenation).")
+    if len(got) != 2:
+        return wrong("give a pair: (positions with the shared cache, positions with concatenation).")
+    if seen != expected:
+        return wrong(
+            f"the measurement {seen} differs from n + B·T, B·(n + T) = {expected}: the hook must count every "
+            "call of the first block (the prompt's pass and the batch's pass)."
+        )
+    if got == expected:
+        return correct(
+            f"{expected[0]:,} vs {expected[1]:,} positions: the shared cache skips (B − 1)·n = {(B - 1) * n:,} of "
+            f"them, a ratio of {expected[1] / expected[0]:.2f} — an upper bound on the speed-up."
+        )
+    if got == expected[::-1]:
+        return wrong("swapped: the shared cache is the SMALLER count (the prompt runs once, not once per example).")
+    return wrong(
+        f"measured {seen}: with sharing the n virtual tokens run once and the T real tokens once per example; "
+        "without it every example carries its own copy of the prompt."
+    )

@@ -79,3 +79,35 @@ def check_3(answer_mib, n_parameters: int) -> Feedback:
     if abs(value - n_parameters * 3 / 2**20) < 0.5:
         return wrong("each fp32 number is 4 bytes.")
     return close(value, expected, atol=0.5, what="your memory estimate (MiB)")
+
+
+def lora_parameters(n_layers: int, d_in: int, d_out: int, rank: int, matrices_per_layer: int = 2) -> int:
+    """Reference: LoRA trains A (r × d_in) and B (d_out × r) for each adapted matrix."""
+    return n_layers * matrices_per_layer * rank * (d_in + d_out)
+
+
+def check_4(predicted, measured=None, n_layers: int = 6, d: int = 384, rank: int = 4) -> Feedback:
+    """Exercise 4 (predict, then run): LoRA of rank ``rank`` on the query and value projections (d × d) of
+    every layer. ``predicted``: your number before running; ``measured``: what ``count_trainable`` printed."""
+    expected = lora_parameters(n_layers, d, d, rank)
+    try:
+        value = int(predicted)
+    except (TypeError, ValueError):
+        return wrong(f"give a whole number of parameters, got {predicted!r}.")
+    if measured is not None and int(measured) != expected:
+        return wrong(
+            f"the measured count {int(measured):,} is not LoRA rank {rank} on query and value of {n_layers} layers "
+            f"({expected:,}): inject with r={rank} and target_modules=['query', 'value']."
+        )
+    if value == expected:
+        return correct(
+            f"{expected:,} = {n_layers} layers × 2 matrices × r·(d_in + d_out) = {rank}·({d} + {d}) each — "
+            f"{expected / (2 * n_layers * d * d):.1%} of the {2 * n_layers * d * d:,} weights it adapts."
+        )
+    if value == expected // 2:
+        return wrong("count both factors: A is r × d_in AND B is d_out × r (or: both query and value).")
+    if value == n_layers * 2 * d * d:
+        return wrong("that is the size of the full query and value matrices; LoRA trains only the low-rank factors.")
+    if value == 2 * rank * (d + d):
+        return wrong("that is one layer: the adapters sit in every one of the layers.")
+    return wrong(f"{value:,} is not it: per adapted d × d matrix, r·(d + d) numbers; how many matrices are there?")

@@ -1,7 +1,8 @@
 """Checkers for chapter 07 (common misconceptions · 常见误区).
 
-* ``check_1(attention_fn)``  — ``attention_fn(q, k, v)`` must return softmax(QKᵀ/√d_k)·V, shape (T_q, d_v);
-  the feedback recognises the two wrong formulas of the chapter (no softmax, no V).
+* ``check_1(predicted_ratio, measured_ratio)`` — predict, then run: the gradient norm after three
+  ``backward()`` calls on one batch without ``zero_grad``, over that of one call (the T5 loop of section 5);
+  the feedback recognises "1" (gradients overwritten) and k² / √k.
 * ``check_2(loss_fn)``       — ``loss_fn(logits, labels)`` must return the mean cross-entropy
   −(1/B) Σ_b log softmax(logits_b)[labels_b] (the *supervised* loss of prompt tuning); the feedback
   recognises a flipped sign (a "reward"), a missing log-softmax and a sum instead of a mean.
@@ -22,58 +23,31 @@ import torch.nn.functional as F
 from . import Feedback, correct, wrong
 
 
-def _attention_cases() -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    gen = torch.Generator().manual_seed(7)
-    cases = []
-    for t_q, t_k, d_k, d_v in ((5, 5, 8, 8), (3, 6, 4, 10), (7, 7, 16, 5)):
-        cases.append(
-            (
-                torch.randn(t_q, d_k, generator=gen),
-                torch.randn(t_k, d_k, generator=gen),
-                torch.randn(t_k, d_v, generator=gen),
-            )
+def check_1(predicted_ratio, measured_ratio=None, iterations: int = 3) -> Feedback:
+    """Exercise 1 (predict, then run): a loop calls ``loss.backward()`` ``iterations`` times on the same batch
+    with no ``zero_grad`` (and no optimiser step). What is ‖grad after the loop‖ / ‖grad of one backward‖?
+
+    ``predicted_ratio``: your number before running; ``measured_ratio``: what the cell then measured.
+    """
+    try:
+        value = float(predicted_ratio)
+    except (TypeError, ValueError):
+        return wrong(f"give one number (a ratio), got {predicted_ratio!r}.")
+    if measured_ratio is not None and not math.isclose(float(measured_ratio), iterations, rel_tol=1e-4):
+        return wrong(
+            f"the measured ratio {float(measured_ratio):.6g} is not {iterations}: run backward {iterations} times on "
+            "the SAME batch, without zero_grad and without an optimiser step, and compare gradient norms."
         )
-    return cases
-
-
-def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(Q Kᵀ / √d_k) V: q (T_q, d_k), k (T_k, d_k), v (T_k, d_v) → (T_q, d_v)."""
-    return torch.softmax(q @ k.T / math.sqrt(q.shape[-1]), dim=-1) @ v
-
-
-def check_1(attention_fn: Callable) -> Feedback:
-    """Is ``attention_fn(q, k, v)`` scaled dot-product attention (Vaswani et al. 2017, eq. 1)?"""
-    if not callable(attention_fn):
-        return wrong("pass your function itself, e.g. check_1(my_attention), not its result.")
-    for q, k, v in _attention_cases():
-        try:
-            out = torch.as_tensor(attention_fn(q.clone(), k.clone(), v.clone()), dtype=torch.float32)
-        except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything
-            return wrong(f"your function raised {type(exc).__name__}: {exc}")
-        expected = reference_attention(q, k, v)
-        scores = q @ k.T / math.sqrt(q.shape[-1])
-        if out.shape == (q.shape[0], k.shape[0]):
-            return wrong(
-                f"the output has shape {tuple(out.shape)} = (T_q, T_k): these are the attention "
-                "weights. Multiply them by V to get one d_v-vector per query."
-            )
-        if out.shape != expected.shape:
-            return wrong(f"the output has shape {tuple(out.shape)}, expected (T_q, d_v) = {tuple(expected.shape)}.")
-        if torch.allclose(out, scores @ v, atol=1e-4):
-            return wrong(
-                "this is (QKᵀ/√d_k)·V without the softmax: the weights must be non-negative and "
-                "each row must sum to 1 — apply softmax over the key axis first."
-            )
-        if torch.allclose(out, torch.softmax(q @ k.T, dim=-1) @ v, atol=1e-4) and q.shape[-1] != 1:
-            return wrong("you forgot the scaling: divide the scores by √d_k before the softmax.")
-        if torch.allclose(out, torch.softmax(scores, dim=0) @ v, atol=1e-4):
-            return wrong(
-                "the softmax runs over the wrong axis: each *query's* row (dim=-1, over the keys) must sum to 1."
-            )
-        if not torch.allclose(out, expected, atol=1e-4):
-            err = (out - expected).abs().max().item()
-            return wrong(f"the shape is right but the values are off by up to {err:.3g}.")
-    return correct("softmax(QKᵀ/√d_k)·V: rows of weights sum to 1 and the output lives in the space of V.")
+    if math.isclose(value, iterations, rel_tol=1e-3):
+        return correct(
+            f"{iterations}: backward ADDS into .grad. Without zero_grad each step uses the sum of every gradient "
+            "so far — call optimizer.zero_grad() (or set_to_none) once per step."
+        )
+    if math.isclose(value, 1.0, rel_tol=1e-3):
+        return wrong("backward does not overwrite .grad, it adds to it: that is what zero_grad is for.")
+    if math.isclose(value, iterations**2, rel_tol=1e-3) or math.isclose(value, math.sqrt(iterations), rel_tol=1e-3):
+        return wrong("the same gradient g added k times is k·g, and ‖k·g‖ = k‖g‖.")
+    return wrong(f"{value:g} is not it: what does .grad hold after adding the same gradient {iterations} times?")
 
 
 def check_2(loss_fn: Callable) -> Feedback:

@@ -1,0 +1,143 @@
+"""The chapter-06 comparison: the lr is chosen on the selection split only, rows are paired, one seed is n/a."""
+
+import numpy as np
+import pytest
+import torch
+
+from pt_helpers import comparison
+from pt_helpers.errors import TrainConfigError
+
+TEXTS = ["a fine film", "dull and slow", "moving and funny", "a lifeless mess", "great acting", "boring plot"]
+LABELS = [1, 0, 1, 0, 1, 0]
+SENTENCES = ("This is a negative review.", "This is a positive review.")
+
+
+def _fake_train(select_scores, eval_calls):
+    """A stand-in for train_method: selection accuracy from ``select_scores[lr]``; counts evaluation calls."""
+
+    def train_method(method, encoder, tokenizer, label_sentences, train_data, select_data, *, lr, seed, **kw):
+        def predict(texts):
+            eval_calls.append((lr, seed, len(texts)))
+            return np.array([1] * len(texts))
+
+        row = dict(method=method, variant="v", seed=seed, lr=float(lr), trained_params=10, best_step=1, steps=2)
+        row |= dict(seconds=0.0, peak_mib=0.0, select_accuracy=select_scores[lr], loss_curve=[])
+        return row, predict
+
+    return train_method
+
+
+def test_run_method_chooses_the_lr_on_the_selection_split_and_evaluates_only_the_chosen_runs(monkeypatch):
+    calls = []
+    monkeypatch.setattr(comparison, "train_method", _fake_train({1e-3: 0.6, 1e-2: 0.8, 1e-1: 0.7}, calls))
+    evaluation = (["x"] * 5, [1, 1, 0, 1, 0])
+    rows = comparison.run_method(
+        "LoRA", None, None, SENTENCES, (TEXTS, LABELS), (TEXTS, LABELS), evaluation, seeds=[3, 4, 5],
+        sweep=[1e-3, 1e-2, 1e-1],
+    )  # fmt: skip
+    assert [r["seed"] for r in rows] == [3, 4, 5]
+    assert all(r["lr"] == 1e-2 for r in rows)  # the best selection accuracy, reused for every seed
+    assert rows[0]["sweep"] == {1e-3: 0.6, 1e-2: 0.8, 1e-1: 0.7}
+    assert calls == [(1e-2, 3, 5), (1e-2, 4, 5), (1e-2, 5, 5)]  # evaluation data: chosen runs only
+    assert rows[0]["n"] == 5 and rows[0]["accuracy"] == pytest.approx(0.6)
+    assert rows[0]["correct"].tolist() == [1, 1, 0, 1, 0]
+
+
+def test_run_method_ties_keep_the_first_value(monkeypatch):
+    calls = []
+    monkeypatch.setattr(comparison, "train_method", _fake_train({0.1: 0.5, 1.0: 0.5}, calls))
+    rows = comparison.run_method("linear probe", None, None, SENTENCES, (TEXTS, LABELS), (TEXTS, LABELS),
+                                 (["x"], [1]), seeds=[0], sweep=[0.1, 1.0])  # fmt: skip
+    assert rows[0]["lr"] == 0.1
+
+
+def _row(method, seed, correct, lr=1e-3):
+    correct = np.asarray(correct, dtype=np.int8)
+    return dict(method=method, variant=f"{method} variant", seed=seed, lr=lr, sweep={lr: 0.5}, trained_params=5,
+                best_step=2, steps=4, seconds=1.0, peak_mib=2.0, accuracy=float(correct.mean()), n=len(correct),
+                correct=correct)  # fmt: skip
+
+
+def test_table_one_seed_is_not_applicable_and_names_the_variant():
+    rows = [_row("full fine-tuning", 0, [1, 1, 1, 0] * 10), _row("LoRA", 0, [1, 0, 1, 0] * 10)]
+    table = comparison.comparison_table(rows, 100)
+    assert "n/a (1 seed)" in table.loc["LoRA", "mean over seeds"]
+    assert "n/a (1 seed)" in table.loc["LoRA", "Δ over seeds"]
+    assert table.loc["LoRA", "variant"] == "LoRA variant" and table.loc["LoRA", "n"] == 40
+    assert table.loc["LoRA", "compared with"] == "full fine-tuning"
+    assert "Δ = -0.250" in table.loc["LoRA", "paired test (first seed)"]  # 10 discordant examples, all for FT
+    assert "0 vs 10 discordant" in table.loc["LoRA", "paired test (first seed)"]
+    assert table.loc["full fine-tuning", "compared with"] == "—"  # no zero-shot row here
+
+
+def test_table_labels_a_degenerate_pair_and_summarises_seeds():
+    same = [1, 0] * 10
+    rows = [_row("deep prompt", s, same) for s in (0, 1, 2)] + [_row("shallow prompt", s, same) for s in (0, 1, 2)]
+    table = comparison.comparison_table(rows, 100)
+    assert table.loc["shallow prompt", "paired test (first seed)"].startswith("degenerate")
+    assert "over 3 seeds" in table.loc["shallow prompt", "mean over seeds"]
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(TrainConfigError, match="unknown method"):
+        comparison.train_method("prompt magic", None, None, SENTENCES, (TEXTS, LABELS), (TEXTS, LABELS), lr=1e-3)
+    with pytest.raises(TrainConfigError, match="positive"):
+        comparison.train_method("LoRA", None, None, SENTENCES, (TEXTS, LABELS), (TEXTS, LABELS), lr=0.0)
+    with pytest.raises(TrainConfigError, match="seeds"):
+        comparison.run_method("LoRA", None, None, SENTENCES, (TEXTS, LABELS), (TEXTS, LABELS), (TEXTS, LABELS),
+                              seeds=[])  # fmt: skip
+
+
+@pytest.mark.parametrize("method", comparison.COMPARED_METHODS)
+def test_every_method_trains_what_it_says_on_a_copy(random_bert, method):
+    """Mechanics on a random stand-in: the trained count of each method, and the caller's encoder untouched."""
+    model, tok = random_bert
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    row, predict = comparison.train_method(
+        method, model, tok, SENTENCES, (TEXTS, LABELS), (TEXTS[:2], LABELS[:2]), lr=1e-2 if method != "linear probe"
+        else 1.0, steps=2, batch_size=3, n_virtual_tokens=4, progress=False,
+    )  # fmt: skip
+    d, n_layers = model.config.hidden_size, model.config.num_hidden_layers
+    expected = {
+        "deep prompt": 2 * n_layers * d * 4,
+        "shallow prompt": 4 * d,
+        "shallow prompt + pooled states": 4 * d,
+        "linear probe": d + 1,  # binary logistic regression: one weight vector and a bias
+        "full fine-tuning": sum(p.numel() for p in model.parameters()),
+    }
+    if method in expected:
+        assert row["trained_params"] == expected[method]
+    else:  # the MLP and LoRA: more than nothing, less than the model
+        assert 0 < row["trained_params"] < sum(p.numel() for p in model.parameters())
+    assert ("pool_prompt=True" in row["variant"]) == (method == "shallow prompt + pooled states")
+    assert predict(TEXTS).shape == (len(TEXTS),)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # trained a copy
+
+
+def test_merge_lora_folds_the_update_into_plain_weights(random_bert):
+    from peft import LoraConfig, inject_adapter_in_model
+
+    model, tok = random_bert
+    lora = inject_adapter_in_model(
+        LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"]), __import__("copy").deepcopy(model)
+    )
+    torch.manual_seed(0)
+    for name, p in lora.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)  # B starts at 0: make the update non-zero
+    merged = comparison.merge_lora(lora)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        a, b, base = (m(**enc).last_hidden_state for m in (lora, merged, model))
+    scale = a.abs().max().item()  # float32 round-off of a sum grows with the magnitudes summed
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * scale)
+    assert (a - base).abs().max() > 100 * 1e-5 * scale  # the update is real, so the check can fail
+
+
+def test_a_single_run_row_pairs_with_every_seed():
+    rows = [_row("zero-shot", 0, [1, 0, 0, 0] * 5)] + [_row("full fine-tuning", s, [1, 1, 0, 0] * 5) for s in (0, 1, 2)]
+    table = comparison.comparison_table(rows, 100)
+    assert table.loc["full fine-tuning", "compared with"] == "zero-shot"
+    assert "over 3 seeds" in table.loc["full fine-tuning", "Δ over seeds"]
+    assert table.loc["full fine-tuning", "Δ over seeds"].startswith("0.250")
