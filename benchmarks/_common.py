@@ -6,6 +6,7 @@ running it). Scripts import it as ``_common`` (their own folder is first on ``sy
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -197,3 +198,42 @@ def write_record(path: Path, record: dict, key: tuple[str, ...] = ("device_type"
     atomic_write_json(path, kept + [record])
     print(f"wrote {path}")
     return path
+
+
+# The three training-step comparisons (soft prompt, prefix, P-tuning vs PEFT) share their command line and
+# their row loop; each script adds its own flags and its own ``run_one``.
+def step_parser(doc: str, name: str) -> argparse.ArgumentParser:
+    """The flags every step comparison takes (virtual tokens, batch, repeats, device, model size, --out)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[20, 100], help="virtual tokens (one row each)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps of each side, interleaved; medians")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (set OMP_NUM_THREADS the same)")
+    parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too (default: bf16 autocast)")
+    parser.add_argument("--n-layer", type=int, default=12)
+    parser.add_argument("--n-embd", type=int, default=768)
+    parser.add_argument("--n-head", type=int, default=12)
+    parser.add_argument("--out", default=None, help=f"JSON file (default: build/benchmarks/{name}.json)")
+    return parser
+
+
+def run_step_rows(args, rec: dict, name: str, run_one: Callable[[int], dict]) -> dict:
+    """One row per n: measure, append, save the record after every row (a run stopped half-way keeps what
+    it measured), print it."""
+    out = out_path(args.out, name)
+    for n in args.n:
+        r = run_one(n)
+        rec["rows"].append(r)
+        rec["complete"] = len(rec["rows"]) == len(args.n)
+        write_record(out, rec)
+        positions = f" (positions {r['position_ratio']:.2f}×)" if "position_ratio" in r else ""
+        print(
+            f"n={n:4d} T={r['T']} B={r['B']}: ours {r['ours_s'] * 1e3:8.1f} ms · PEFT {r['peft_s'] * 1e3:8.1f} ms"
+            f" · {r['speedup']:.2f}× wall, {r['cpu_speedup']:.2f}× CPU time{positions}"
+            f" · saved for backward ours {r['saved_mib_ours']:.0f} MiB, PEFT {r['saved_mib_peft']:.0f} MiB"
+            f" · loss ours {r['loss_ours']:.6f} PEFT {r['loss_peft']:.6f}",
+            flush=True,
+        )
+    print(f"load average {rec['load_average_start']}")
+    return rec

@@ -18,7 +18,6 @@ Writes build/benchmarks/p_tuning_step.json (``--out``): one record per (device, 
 
 from __future__ import annotations
 
-import argparse
 import copy
 
 import _common as C
@@ -53,18 +52,8 @@ def run_one(model, tokenizer, n: int, batch_size: int, device, repeats: int, enc
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, nargs="+", default=[20, 100], help="virtual tokens (one row each)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser = C.step_parser(__doc__, "p_tuning_step")
     parser.add_argument("--encoder", default="mlp", choices=["mlp", "lstm"], help="the prompt encoder")
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps of each side, interleaved; medians")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (set OMP_NUM_THREADS the same)")
-    parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too (default: bf16 autocast)")
-    parser.add_argument("--n-layer", type=int, default=12)
-    parser.add_argument("--n-embd", type=int, default=768)
-    parser.add_argument("--n-head", type=int, default=12)
-    parser.add_argument("--out", default=None, help="JSON file (default: build/benchmarks/p_tuning_step.json)")
     args = parser.parse_args(argv)
     C.set_threads(args.threads)
     device = get_device(args.device)
@@ -80,21 +69,12 @@ def main(argv=None) -> dict:
         variant=f"n={','.join(map(str, args.n))}, B={args.batch_size}, {args.encoder}",
         rows=[],
     )
-    out = C.out_path(args.out, "p_tuning_step")
-    for n in args.n:
-        r = run_one(model, tokenizer, n, args.batch_size, device, args.repeats, args.encoder, not args.no_amp)
-        rec["rows"].append(r)
-        rec["complete"] = len(rec["rows"]) == len(args.n)
-        C.write_record(out, rec)  # after every row: a run stopped half-way keeps what it measured
-        print(
-            f"n={n:4d} T={r['T']} B={r['B']}: ours {r['ours_s'] * 1e3:8.1f} ms · PEFT {r['peft_s'] * 1e3:8.1f} ms"
-            f" · {r['speedup']:.2f}× wall, {r['cpu_speedup']:.2f}× CPU time (positions {r['position_ratio']:.2f}×)"
-            f" · saved for backward ours {r['saved_mib_ours']:.0f} MiB, PEFT {r['saved_mib_peft']:.0f} MiB"
-            f" · loss ours {r['loss_ours']:.6f} PEFT {r['loss_peft']:.6f}",
-            flush=True,
-        )
-    print(f"load average {rec['load_average_start']}")
-    return rec
+    return C.run_step_rows(
+        args,
+        rec,
+        "p_tuning_step",
+        lambda n: run_one(model, tokenizer, n, args.batch_size, device, args.repeats, args.encoder, not args.no_amp),
+    )
 
 
 if __name__ == "__main__":
