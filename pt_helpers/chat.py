@@ -302,23 +302,7 @@ class ChatPromptClassifier(PromptClassifier):
     """``PromptClassifier`` whose inputs are chat text: tokenized without the tokenizer's own special tokens
     (the template already holds every marker; a Llama-style tokenizer would otherwise add BOS mid-prompt)."""
 
-    def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(texts, str):
-            raise TypeError("texts must be a list of strings, not one string")
-        side = self.tokenizer.padding_side
-        self.tokenizer.padding_side = self.head.padding_side
-        try:
-            enc = self.tokenizer(
-                [self.head.format(t) for t in texts],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                add_special_tokens=False,
-                return_tensors="pt",
-            )
-        finally:
-            self.tokenizer.padding_side = side
-        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
+    add_special_tokens = False
 
 
 class UserTurnSoftPrompt(PromptAdapter):

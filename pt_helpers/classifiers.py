@@ -140,6 +140,9 @@ class PromptClassifier(nn.Module):
 
         return count_trainable(self)
 
+    # whether the tokenizer adds its own special tokens (BOS/CLS …); a chat template writes its own markers
+    add_special_tokens = True
+
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids, attention_mask) on the model's device, padded on the head's side."""
         if isinstance(texts, str):
@@ -152,6 +155,7 @@ class PromptClassifier(nn.Module):
                 padding=True,
                 truncation=True,
                 max_length=self.max_length,
+                add_special_tokens=self.add_special_tokens,
                 return_tensors="pt",
             )
         finally:

@@ -26,6 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .adapters import PromptAdapter, PromptedModel, check_width, register_adapter
 from .errors import PromptError, PromptShapeError
 from .frozen import check_model_and_tokenizer, input_embeddings, is_causal_lm
+from .soft_prompt import saved_prompt
 
 ENCODER_TYPES = ("mlp", "lstm")  # trainable reparameterisations; "none" = P held directly (after training)
 
@@ -133,15 +134,7 @@ class PTuningEncoder(PromptAdapter):
 
     @classmethod
     def from_saved(cls, model, tensors, settings) -> PTuningEncoder:
-        if "prompt" not in tensors:
-            raise PromptShapeError(f"a P-tuning checkpoint holds a tensor named 'prompt' (found {sorted(tensors)})")
-        weight = tensors["prompt"]
-        d = input_embeddings(model).shape[1]
-        if weight.dim() != 2 or weight.shape[1] != d:
-            raise PromptShapeError(
-                f"the saved P-tuning prompt has shape {tuple(weight.shape)}, but this model's hidden size is {d}: "
-                f"it needs an (n, {d}) prompt. Was it trained on another model?"
-            )
+        weight, d = saved_prompt(model, tensors, "P-tuning prompt")
         return cls(weight.shape[0], d, encoder_type="none", init_embedding=weight).to(input_embeddings(model).device)
 
 

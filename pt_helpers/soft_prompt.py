@@ -59,6 +59,21 @@ def _check_n(n_virtual_tokens) -> int:
     return int(n_virtual_tokens)
 
 
+def saved_prompt(model, tensors: dict, what: str) -> tuple[torch.Tensor, int]:
+    """The saved (n, d) prompt of a checkpoint for ``model``, and d; a clear error for a missing tensor or a
+    prompt trained on a model of another width (soft prompts and P-tuning save the same tensor)."""
+    if "prompt" not in tensors:
+        raise PromptShapeError(f"a {what} checkpoint holds a tensor named 'prompt' (found {sorted(tensors)})")
+    weight = tensors["prompt"]
+    d = input_embeddings(model).shape[1]
+    if weight.dim() != 2 or weight.shape[1] != d:
+        raise PromptShapeError(
+            f"the saved {what} has shape {tuple(weight.shape)}, but this model's hidden size "
+            f"is {d}: it needs an (n, {d}) prompt. Was it trained on another model?"
+        )
+    return weight, d
+
+
 @register_adapter
 class SoftPrompt(PromptAdapter):
     """The only trainable part: ``weight`` of shape (n_virtual_tokens, hidden_size) — adapter ``"soft"``."""
@@ -104,15 +119,7 @@ class SoftPrompt(PromptAdapter):
 
     @classmethod
     def from_saved(cls, model, tensors, settings) -> SoftPrompt:
-        if "prompt" not in tensors:
-            raise PromptShapeError(f"a soft prompt checkpoint holds a tensor named 'prompt' (found {sorted(tensors)})")
-        weight = tensors["prompt"]
-        d = input_embeddings(model).shape[1]
-        if weight.dim() != 2 or weight.shape[1] != d:
-            raise PromptShapeError(
-                f"the saved prompt has shape {tuple(weight.shape)}, but this model's hidden size "
-                f"is {d}: it needs an (n, {d}) prompt. Was it trained on another model?"
-            )
+        weight, d = saved_prompt(model, tensors, "soft prompt")
         prompt = cls(weight.shape[0], d, weight).to(input_embeddings(model).device)
         prompt.init = settings.get("init", "custom")
         return prompt
