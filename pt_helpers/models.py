@@ -331,10 +331,12 @@ KNOWN_NAMES: tuple[tuple[str, str], ...] = (
 #
 # * Logits sit tens below zero for every token (issue 19 observed this with GPT-2; any trained tied-
 #   embedding LM shows it). The mechanism imitated: token embeddings share one common direction
-#   (anisotropy: Ethayarajh, EMNLP 2019, §4, GPT-2's representations fill a narrow cone; Gao et al.,
-#   ICLR 2019, §3, the "representation degeneration" of tied embeddings), and the residual stream carries
-#   a large constant in a few fixed feature dimensions (Sun et al., "Massive Activations in Large Language
-#   Models", COLM 2024, §2, shown for GPT-2 and Llama). Here: ``OFFSET_DIMS`` fixed dimensions get
+#   (anisotropy: Ethayarajh, EMNLP 2019, §4.1 "(An)Isotropy": GPT-2's last-layer representations are so
+#   anisotropic that two words have on average an almost perfect cosine similarity; Gao et al., ICLR 2019,
+#   abstract: with tied weights most word embeddings "degenerate and be distributed into a narrow cone"),
+#   and the residual stream carries a large constant in a few fixed feature dimensions (Sun et al.,
+#   "Massive Activations in Large Language Models", COLM 2024, Figure 1: two fixed feature dimensions of
+#   LLaMA2-7B). Here: ``OFFSET_DIMS`` fixed dimensions get
 #   ``EMBED_OFFSET`` added in every token embedding (and in every row of an untied output head), and the
 #   final norm maps that dimension to a large *negative* value (gain ``-FINAL_GAIN``; bias ``-FINAL_BIAS``
 #   where the norm has one). Every logit then gets the same large negative share, and each token a fixed
@@ -347,10 +349,11 @@ KNOWN_NAMES: tuple[tuple[str, str], ...] = (
 #   spread is a few units, the order at which a trained LM's next-token distribution is peaked rather
 #   than flat (with the initialiser's scale the stand-in's rows have std 0.3: nearly uniform).
 # * BERT (hidden states, not logits): the outlier dimensions of BERT's LayerNorms (Kovaleva et al.,
-#   "BERT Busters", Findings of ACL 2021, §3: a few dimensions whose LayerNorm gain and output are far
-#   larger than the rest). Here every LayerNorm's gain and bias in ``OFFSET_DIMS`` are ``BERT_OUTLIER_GAIN``,
-#   so a few hidden dimensions are tens of times larger than the rest (measured: largest |hidden state|
-#   134 on one sentence, 3.5 at initialisation), and the token embeddings have std ``TOKEN_STD``.
+#   "BERT Busters", Findings of ACL 2021, abstract: a few outlier dimensions, in "the scaling factors and
+#   biases in the LayerNorm", far larger than the rest). Here every LayerNorm's gain and bias in
+#   ``OFFSET_DIMS`` are ``BERT_OUTLIER_GAIN``, so a few hidden dimensions are tens of times larger than the
+#   rest (measured: largest |hidden state| 134 on one sentence, 3.5 at initialisation), and the token
+#   embeddings have std ``TOKEN_STD``.
 # Attention and MLP weights keep transformers' initialisation: the identities of the course are about
 # positions, masks and caches, whose round-off these magnitudes are what matters for.
 PRETRAINED, INIT = "pretrained", "init"

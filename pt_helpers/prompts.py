@@ -13,7 +13,7 @@ A discrete prompt turns a classification task into language modelling (Schick & 
   the sum (or mean) of the word's token log-probs by the chain rule — never only its first token.
 * :func:`cloze_word_scores` scores words at ``[MASK]`` with a masked LM (BERT), PET style: a word of
   k tokens gets k ``[MASK]`` tokens, scored in parallel or left to right.
-* :func:`prompt_grid` measures accuracy for every template × verbaliser pair;
+* :func:`prompt_grid` measures accuracy for every template × verbaliser pair (:func:`grid_outcomes`: per example);
   :func:`greedy_phrase_search` and :func:`autoprompt_search` (Shin et al. 2020) search a prompt on a
   *training* split only; :func:`search_then_evaluate` scores the result on a held-out split afterwards.
 * :func:`generate_with_prompt` and :func:`rouge` do "TL;DR:" summarisation scored by ``rouge-score``.
@@ -575,6 +575,46 @@ def label_scores(
     return verbalizer.aggregate(ws, pooling)
 
 
+def grid_outcomes(
+    model,
+    tokenizer,
+    templates: Sequence[Template],
+    verbalizers: Sequence[Verbalizer],
+    examples,
+    labels: Sequence[int],
+    method: str = "causal",
+    pooling: str = "logsumexp",
+    progress: bool = True,
+    **kwargs,
+) -> np.ndarray:
+    """(templates, verbalisers, n) booleans: is cell (t, v) right on example i? Kept per example so that two
+    cells can be compared by a paired test on the same examples (notebook 04, ``stats.split_half_selection``).
+
+    Each template is run once for the union of all verbalisers' words, then each verbaliser pools its
+    own columns, so the grid costs one scoring pass per template.
+    """
+    from tqdm.auto import tqdm
+
+    for v in verbalizers:
+        v.token_ids(tokenizer, leading_space=(method == "causal"))
+    union = list(dict.fromkeys(w for v in verbalizers for w in v.all_words))
+    gold = np.asarray(list(labels))
+    out = np.zeros((len(templates), len(verbalizers), len(gold)), dtype=bool)
+    for ti, t in enumerate(tqdm(templates, desc="templates", disable=not progress)):
+        ws = word_scores(model, tokenizer, t, union, examples, method, **kwargs)  # (n, n_union)
+        for vi, v in enumerate(verbalizers):
+            cols = ws[:, [union.index(w) for w in v.all_words]]
+            out[ti, vi] = v.aggregate(cols, pooling).argmax(-1).cpu().numpy() == gold
+    return out
+
+
+def as_grid(outcomes: np.ndarray, templates: Sequence[Template], verbalizers: Sequence[Verbalizer]) -> pd.DataFrame:
+    """The accuracy table (rows: template names, columns: verbaliser names) of a (T, V, n) outcome array."""
+    return pd.DataFrame(
+        np.asarray(outcomes).mean(-1), index=[t.name for t in templates], columns=[v.name for v in verbalizers]
+    )
+
+
 def prompt_grid(
     model,
     tokenizer,
@@ -587,23 +627,12 @@ def prompt_grid(
     progress: bool = True,
     **kwargs,
 ) -> pd.DataFrame:
-    """Accuracy of every template × verbaliser → DataFrame (rows: template names, columns: verbaliser names).
-
-    Each template is run once for the union of all verbalisers' words, then each verbaliser pools its
-    own columns, so the grid costs one scoring pass per template.
-    """
-    from tqdm.auto import tqdm
-
-    for v in verbalizers:
-        v.token_ids(tokenizer, leading_space=(method == "causal"))
-    union = list(dict.fromkeys(w for v in verbalizers for w in v.all_words))
-    acc = np.zeros((len(templates), len(verbalizers)))
-    for ti, t in enumerate(tqdm(templates, desc="templates", disable=not progress)):
-        ws = word_scores(model, tokenizer, t, union, examples, method, **kwargs)  # (n, n_union)
-        for vi, v in enumerate(verbalizers):
-            cols = ws[:, [union.index(w) for w in v.all_words]]
-            acc[ti, vi] = accuracy(v.aggregate(cols, pooling), labels)
-    return pd.DataFrame(acc, index=[t.name for t in templates], columns=[v.name for v in verbalizers])
+    """Accuracy of every template × verbaliser → DataFrame (rows: template names, columns: verbaliser names):
+    the mean over examples of :func:`grid_outcomes`."""
+    outcomes = grid_outcomes(
+        model, tokenizer, templates, verbalizers, examples, labels, method, pooling, progress, **kwargs
+    )
+    return as_grid(outcomes, templates, verbalizers)
 
 
 def spread(grid: pd.DataFrame) -> float:

@@ -5,6 +5,7 @@ Mechanics on the random GPT-2 / BERT stand-ins (equalities with hand computation
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,7 @@ from pt_helpers.prompts import (
     embedding_label_scores,
     generate_with_prompt,
     greedy_phrase_search,
+    grid_outcomes,
     label_scores,
     lead_words,
     prompt_grid,
@@ -219,9 +221,15 @@ def test_grid_matches_single_evaluations_and_spread(random_gpt2):
     vs = [Verbalizer({"n": "bad", "p": "good"}), Verbalizer({"n": ["terrible", "not good"], "p": "great"})]
     grid = prompt_grid(model, tok, ts, vs, EXAMPLES, LABELS, progress=False)
     assert grid.shape == (2, 2)
+    outcomes = grid_outcomes(model, tok, ts, vs, EXAMPLES, LABELS, progress=False)
+    assert outcomes.shape == (2, 2, len(LABELS)) and outcomes.dtype == bool
     for ti, t in enumerate(ts):
         for vi, v in enumerate(vs):
-            assert grid.iloc[ti, vi] == accuracy(label_scores(model, tok, t, v, EXAMPLES), LABELS)
+            scores = label_scores(model, tok, t, v, EXAMPLES)
+            # the grid averages booleans in float64, scoring.accuracy in float32: equal to float32 precision
+            assert grid.iloc[ti, vi] == pytest.approx(accuracy(scores, LABELS), rel=1e-6)
+            # per example: cell (t, v) is right exactly where its own scoring's argmax is the gold label
+            assert (outcomes[ti, vi] == (scores.argmax(-1).numpy() == np.asarray(LABELS))).all()
     assert spread(grid) == pytest.approx(
         grid.values.max() - grid.values.min(), rel=1e-9, abs=1e-12
     )  # float64, same numbers

@@ -62,6 +62,33 @@ def test_spread_test_separates_noise_from_a_real_difference():
     assert np.mean(np.array(p_values) < 0.05) <= 0.2
 
 
+def test_spread_test_at_full_dev_size_stays_small_and_equals_the_unbatched_test():
+    """9,999 shuffles of 21 variants × 872 examples held several GB at once (notebook 04 at n = 872); batched,
+    the peak of numpy's allocations stays far below that, and the p-value is scipy's unbatched one."""
+    import tracemalloc
+
+    import scipy.stats as st
+
+    rng = np.random.default_rng(3)
+    big = rng.random((21, 872)) < 0.6
+    tracemalloc.start()
+    spread_test(big)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 600 * 2**20, f"spread_test allocated {peak / 2**20:.0f} MiB at its peak"
+    small = (rng.random((6, 30)) < 0.5).astype(float)
+
+    def spread(*samples, axis=-1):
+        acc = np.stack([x.mean(axis=axis) for x in samples])
+        return acc.max(axis=0) - acc.min(axis=0)
+
+    unbatched = st.permutation_test(
+        tuple(small), spread, permutation_type="samples", n_resamples=999, alternative="greater",
+        vectorized=True, random_state=np.random.default_rng(0),
+    )  # fmt: skip
+    assert spread_test(small, n_resamples=999, seed=0).p_value == unbatched.pvalue  # the same shuffles
+
+
 def test_bad_outcomes_are_clear_errors():
     with pytest.raises(CourseError, match="0/1"):
         accuracy_interval([0.3, 0.7])
