@@ -31,6 +31,7 @@ PLAN = (
     ("p_tuning_step", (1,)),
     ("icl_growth", (1,)),
     ("soft_prompt_growth", (1,)),
+    ("mixed_serving", (1,)),
 )
 
 

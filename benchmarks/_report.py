@@ -15,7 +15,15 @@ README = ROOT / "benchmarks" / "README.md"
 RECORDS_DIR = ROOT / "build" / "benchmarks"
 BEGIN = "<!-- BEGIN GENERATED TABLE: python -m benchmarks report (from build/benchmarks/*.json); do not edit -->"
 END = "<!-- END GENERATED TABLE -->"
-ORDER = ("icl_scoring", "soft_prompt_step", "prefix_step", "p_tuning_step", "icl_growth", "soft_prompt_growth")
+ORDER = (
+    "icl_scoring",
+    "soft_prompt_step",
+    "prefix_step",
+    "p_tuning_step",
+    "icl_growth",
+    "soft_prompt_growth",
+    "mixed_serving",
+)
 PEER_NAME = {"peer": "lm-eval", "naive": "naive loop", "peft": "PEFT"}
 
 
@@ -96,7 +104,34 @@ def _growth(rec: dict) -> str:
     return "; ".join(parts)
 
 
-RESULT = {"icl_scoring": _icl, "soft_prompt_step": _steps, "prefix_step": _steps, "p_tuning_step": _steps}
+def _mixed(rec: dict) -> str:
+    t, w, ag = rec["times"], rec["work"], rec["agreement"]
+    m = t["mixed"]["wall_s"]
+    parts = [
+        f"mixed {_s(m)} ({rec['rows_per_s']['mixed']:.1f} rows/s; {w['mixed']['passes']} passes, "
+        f"{w['mixed']['positions']} positions)"
+    ]
+    for side, name in (("per_task", "one pass per task per batch"), ("regrouped", "whole stream regrouped by task")):
+        parts.append(
+            f"{name} {_s(t[side]['wall_s'])} ({rec['rows_per_s'][side]:.1f} rows/s; {w[side]['passes']} passes, "
+            f"{w[side]['positions']} positions): mixed **{t[side]['wall_s'] / m:.2f}×** "
+            f"(CPU time {t[side]['cpu_s'] / max(t['mixed']['cpu_s'], 1e-9):.2f}×)"
+        )
+    lg = ag["logits_first_window"]
+    parts.append(
+        f"predictions identical: {ag['predictions_identical']}; first batch's logits max abs difference "
+        f"{lg['max_abs_diff']:.1e}"
+    )
+    return "; ".join(parts)
+
+
+RESULT = {
+    "icl_scoring": _icl,
+    "soft_prompt_step": _steps,
+    "prefix_step": _steps,
+    "p_tuning_step": _steps,
+    "mixed_serving": _mixed,
+}
 
 
 def _result(stem: str, rec: dict) -> str:

@@ -121,6 +121,12 @@ TASKS: dict[str, TaskInfo] = {
         {"train": "agnews/test.csv", "test": "agnews/test.csv"},
         "fancyzhx/ag_news",
         "Zhang, Zhao & LeCun 2015, NeurIPS",
+        label_sentences=(  # the sentence-encoder verbaliser of chapter 08
+            "This is news about world politics.",
+            "This is news about sports.",
+            "This is news about business and the economy.",
+            "This is news about science and technology.",
+        ),
         eval_split="test",
         icl_input_prefix="Article: ",
         icl_output_prefix="Answer:",
@@ -135,6 +141,11 @@ TASKS: dict[str, TaskInfo] = {
         {"train": "cb/train.jsonl", "dev": "cb/val.jsonl"},
         "aps/super_glue (cb)",
         "de Marneffe et al. 2019",
+        label_sentences=(  # chapter 08: a pair is embedded as one text, premise then hypothesis
+            "The second statement is true given the first.",
+            "The second statement is false given the first.",
+            "The first statement does not say whether the second is true.",
+        ),
     ),
     "rte": TaskInfo(
         "rte",
@@ -144,6 +155,10 @@ TASKS: dict[str, TaskInfo] = {
         {"train": "rte/train.jsonl", "dev": "rte/val.jsonl"},
         "aps/super_glue (rte)",
         "Dagan et al. 2005; Wang et al. 2019",
+        label_sentences=(  # chapter 08
+            "The second statement follows from the first.",
+            "The second statement does not follow from the first.",
+        ),
     ),
 }
 

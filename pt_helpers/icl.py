@@ -454,6 +454,28 @@ def score_label_words_cached(
     prefix_ids = encode_prefix(tokenizer, prefix)
     input_ids = encode_inputs(tokenizer, inputs)
     label_ids = label_word_ids(tokenizer, label_words)
+    return score_token_continuations(model, prefix_ids, input_ids, label_ids, reduction, batch_size, progress)
+
+
+def score_token_continuations(
+    model: PreTrainedModel,
+    prefix_ids: Sequence[int],
+    input_ids: Sequence[Sequence[int]],
+    label_ids: Sequence[Sequence[int]],
+    reduction: str = "sum",
+    batch_size: int = 16,
+    progress: bool = False,
+) -> torch.Tensor:
+    """:func:`score_label_words_cached` on token ids: log P(label_ids[c] | prefix_ids + input_ids[i]) → (n, C).
+
+    ``prefix_ids`` starts with BOS and is shared (``[BOS]`` alone: nothing is cached, every input is its own
+    prompt — chapter 04's templates score their multi-token words this way, ``prompts.continuation_logprobs``).
+    """
+    check_reduction(reduction)
+    prefix_ids, input_ids = list(prefix_ids), [list(q) for q in input_ids]
+    label_ids = [list(t) for t in label_ids]
+    if not prefix_ids or not label_ids or any(len(t) == 0 for t in label_ids):
+        raise LabelWordError("score_token_continuations needs a prefix (at least BOS) and labels of ≥ 1 token each")
     _check_lengths(model, len(prefix_ids), input_ids, label_ids)
     device, dtype = model.device, model.dtype
     n_cached = len(prefix_ids) - 1  # the last prefix token leads each input
@@ -461,15 +483,15 @@ def score_label_words_cached(
     first_ids = torch.tensor([t[0] for t in label_ids])  # (C,)
     n_tokens = torch.tensor([len(t) for t in label_ids])  # (C,)
     max_tokens = int(n_tokens.max())
-    out = torch.zeros(len(inputs), len(label_words))
+    out = torch.zeros(len(input_ids), len(label_ids))
 
-    starts = range(0, len(inputs), batch_size)
+    starts = range(0, len(input_ids), batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="scoring", leave=False)
     for start in starts:
-        rows = list(range(start, min(start + batch_size, len(inputs))))
+        rows = list(range(start, min(start + batch_size, len(input_ids))))
         ids, pos, owner, is_a, seg_id, first_pos, rest = _packed_suffixes(
             prefix_ids[-1], [input_ids[i] for i in rows], label_ids, n_cached
         )
@@ -486,7 +508,7 @@ def score_label_words_cached(
             logits_to_keep=keep.to(device),
         ).logits[0]  # (len(keep), vocab)
         logp = F.log_softmax(logits.float(), dim=-1).cpu()
-        token_lp = torch.zeros(len(rows), len(label_words), max_tokens)  # (b, C, max label tokens)
+        token_lp = torch.zeros(len(rows), len(label_ids), max_tokens)  # (b, C, max label tokens)
         token_lp[:, :, 0] = logp[: len(rows)][:, first_ids]
         for j, (r, c, _, t) in enumerate(rest):
             token_lp[r, c, t] = logp[len(rows) + j, label_ids[c][t]]

@@ -13,7 +13,7 @@ A discrete prompt turns a classification task into language modelling (Schick & 
   the sum (or mean) of the word's token log-probs by the chain rule — never only its first token.
 * :func:`cloze_word_scores` scores words at ``[MASK]`` with a masked LM (BERT), PET style: a word of
   k tokens gets k ``[MASK]`` tokens, scored in parallel or left to right.
-* :func:`prompt_grid` measures accuracy for every template × verbaliser pair (:func:`grid_outcomes`: per example);
+* :func:`grid_outcomes` scores every template × verbaliser pair per example; :func:`as_grid` is its accuracy table;
   :func:`greedy_phrase_search` and :func:`autoprompt_search` (Shin et al. 2020) search a prompt on a
   *training* split only; :func:`search_then_evaluate` scores the result on a held-out split afterwards.
 * :func:`generate_with_prompt` and :func:`rouge` do "TL;DR:" summarisation scored by ``rouge-score``.
@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from . import icl
 from .errors import CourseError, LabelWordError, PromptError
 from .frozen import check_context
 from .lm import bos_token_id
@@ -330,33 +331,24 @@ def continuation_logprobs(
     prompt_ids: Sequence[Sequence[int]],
     word_ids: Sequence[Sequence[int]],
     reduction: str = "sum",
-    batch_size: int = 64,
-    pad_id: int = 0,
+    batch_size: int = 8,
 ) -> torch.Tensor:
     """log P(word | prompt) for every prompt × word with a causal LM: Σ (or mean) over the word's tokens.
 
     prompt_ids: n lists (each already starting with BOS); word_ids: m lists → returns (n, m).
-    Sequences are right-padded and masked, so padding never changes a score.
+    Chapter 03's packed scorer (``icl.score_token_continuations``) with nothing shared but BOS: each prompt runs
+    once, followed in the same packed sequence by every word's tokens (a block mask keeps them apart), instead of
+    one forward pass of prompt + word per pair (m times fewer prompt positions). ``batch_size`` prompts are packed
+    per pass (a few: the pass's attention grows with the square of the packed length).
     """
     check_reduction(reduction)
-    pairs = [(i, j) for i in range(len(prompt_ids)) for j in range(len(word_ids))]
-    out = torch.zeros(len(prompt_ids), len(word_ids))
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        ids, mask = _pad_right([list(prompt_ids[i]) + list(word_ids[j]) for i, j in chunk], pad_id)
-        rows, pos, tgt, owner = [], [], [], []
-        for r, (i, j) in enumerate(chunk):
-            p = len(prompt_ids[i])
-            for k, t in enumerate(word_ids[j]):  # every token of the word
-                rows.append(r), pos.append(p + k), tgt.append(t), owner.append((i, j))
-        lp = selected_token_logprobs(
-            model, mask, torch.tensor(rows), torch.tensor(pos), torch.tensor(tgt), input_ids=ids
-        ).cpu()  # (tokens in chunk,)
-        for (i, j), v in zip(owner, lp):
-            out[i, j] += v
-    if reduction == "mean":
-        out /= torch.tensor([len(w) for w in word_ids], dtype=out.dtype)
-    return out  # (n, m)
+    if not prompt_ids:
+        return torch.zeros(0, len(word_ids))
+    bos = prompt_ids[0][0]
+    if any(not p or p[0] != bos for p in prompt_ids):
+        raise PromptError("every prompt must start with the same BOS token (causal_prompt_ids builds them so)")
+    inputs = [list(p[1:]) for p in prompt_ids]
+    return icl.score_token_continuations(model, [bos], inputs, word_ids, reduction, batch_size)
 
 
 def causal_prompt_ids(
@@ -435,7 +427,7 @@ def causal_word_scores(
         nxt = next_token_logprobs(model, prompts, pad, batch_size)  # (n, vocab)
         out[:, single] = nxt[:, [ids[j][0] for j in single]]
     if multi:
-        out[:, multi] = continuation_logprobs(model, prompts, [ids[j] for j in multi], reduction, batch_size, pad)
+        out[:, multi] = continuation_logprobs(model, prompts, [ids[j] for j in multi], reduction)
     return out
 
 
@@ -613,26 +605,6 @@ def as_grid(outcomes: np.ndarray, templates: Sequence[Template], verbalizers: Se
     return pd.DataFrame(
         np.asarray(outcomes).mean(-1), index=[t.name for t in templates], columns=[v.name for v in verbalizers]
     )
-
-
-def prompt_grid(
-    model,
-    tokenizer,
-    templates: Sequence[Template],
-    verbalizers: Sequence[Verbalizer],
-    examples,
-    labels: Sequence[int],
-    method: str = "causal",
-    pooling: str = "logsumexp",
-    progress: bool = True,
-    **kwargs,
-) -> pd.DataFrame:
-    """Accuracy of every template × verbaliser → DataFrame (rows: template names, columns: verbaliser names):
-    the mean over examples of :func:`grid_outcomes`."""
-    outcomes = grid_outcomes(
-        model, tokenizer, templates, verbalizers, examples, labels, method, pooling, progress, **kwargs
-    )
-    return as_grid(outcomes, templates, verbalizers)
 
 
 def spread(grid: pd.DataFrame) -> float:

@@ -1,4 +1,4 @@
-"""Train a soft or deep prompt from the command line, on one process or many (``accelerate launch``).
+"""Train a soft, deep or P-tuning prompt from the command line, on one process or many (``accelerate launch``).
 
 Taught in chapter 06. The same ``training.fit`` as notebooks 05–07, the same checkpoint format
 (``pt_helpers.checkpoint``), and the flags are the fields of ``training.TrainSettings``:
@@ -44,6 +44,7 @@ from .device import seed_everything
 from .errors import TrainConfigError
 from .frozen import count_trainable, model_kind
 from .models import load_model
+from .p_tuning import ENCODER_TYPES, make_p_tuning
 from .prefix import make_prefix
 from .project import atomic_write_json
 from .soft_prompt import make_prompt
@@ -53,14 +54,16 @@ HELP = {
     "model": "model name or folder; causal LMs get label words, encoders label sentences (read from the config)",
     "task": "task: one with a verbaliser in data.TASKS (sst2, trec)",
     "method": "soft: trainable vectors at the input only (Lester et al. 2021); deep: trainable keys/values "
-    "at every layer (prefix tuning / P-Tuning v2)",
+    "at every layer (prefix tuning / P-Tuning v2); p_tuning: input vectors produced by a small encoder (Liu et al. "
+    "2021, chapter 08; the saved prompt is P)",
     "n_virtual_tokens": "number of virtual tokens",
-    "init": "soft: random|vocab|text|labels; deep: text|random",
+    "init": "soft: random|vocab|text|labels; deep: text|random; p_tuning: random (default: text, p_tuning random)",
+    "p_tuning_encoder": "p_tuning only: the encoder of E, mlp or lstm",
     "reparameterize": "deep only: train P = MLP(E) (Li & Liang 2021); the saved prefix is P",
     "mlp_hidden": "hidden width of the reparameterisation MLP",
     "pool_prompt": "encoders, soft only: also average the prompt's own output states into the embedding",
     "optimizer": "adamw or adafactor",
-    "lr": "peak learning rate (default 3e-2 soft, 1e-2 deep)",
+    "lr": "peak learning rate (default 3e-2 soft, 1e-2 deep and p_tuning)",
     "weight_decay": "weight decay of the optimiser",
     "lr_schedule": "after the warm-up: constant, or linear / cosine decay to 0 at the last step",
     "warmup": "fraction of --max-steps spent warming the learning rate up linearly",
@@ -83,7 +86,7 @@ HELP = {
     "cpu": "run on the CPU even when a GPU is present",
     "progress": "show a progress bar (--no-progress to hide it)",
 }
-CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES}
+CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "p_tuning_encoder": ENCODER_TYPES}
 
 
 def build_adapter(settings: TrainSettings, model, tokenizer):
@@ -98,6 +101,10 @@ def build_adapter(settings: TrainSettings, model, tokenizer):
             seed=settings.seed,
             text=info.init_text,
             label_words=list(info.label_words or info.label_names),
+        )
+    if settings.method == "p_tuning":
+        return make_p_tuning(
+            model, tokenizer, settings.n_virtual_tokens, encoder_type=settings.p_tuning_encoder, seed=settings.seed
         )
     return make_prefix(
         model,

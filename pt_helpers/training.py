@@ -38,14 +38,18 @@ from .classifiers import autocast_for, evaluate_classifier
 from .data import task_info
 from .device import seed_everything
 from .errors import CheckpointError, PromptError, TrainConfigError
+from .p_tuning import ENCODER_TYPES
 from .prefix import DEEP_INITS
 from .project import atomic_write_json
 from .soft_prompt import INITS
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
 OPTIMIZERS = ("adamw", "adafactor")
-METHODS = ("soft", "deep")
-DEFAULT_LR = {"soft": 3e-2, "deep": 1e-2}
+METHODS = ("soft", "deep", "p_tuning")
+DEFAULT_LR = {"soft": 3e-2, "deep": 1e-2, "p_tuning": 1e-2}  # p_tuning: chapter 08's pt_lr
+P_TUNING_INITS = ("random",)  # E ~ N(0, 1), as PEFT's PromptEncoder; P = encoder(E) is what the model reads
+DEFAULT_INIT = {"soft": "text", "deep": "text", "p_tuning": "random"}
+VALID_INITS = {"soft": INITS, "deep": DEEP_INITS, "p_tuning": P_TUNING_INITS}
 
 
 @dataclass
@@ -54,14 +58,17 @@ class TrainSettings:
 
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
     task: str = "sst2"
-    method: str = "soft"  # soft (input layer only) | deep (every layer, via the KV cache)
+    # soft: input layer only | deep: every layer, via the KV cache | p_tuning: input layer, P = encoder(E) (ch. 08)
+    method: str = "soft"
     n_virtual_tokens: int = 20
-    init: str = "text"  # soft: random|vocab|text|labels; deep: text|random
+    # None → text (soft, deep) / random (p_tuning); soft: random|vocab|text|labels; deep: text|random
+    init: str | None = None
+    p_tuning_encoder: str = "mlp"  # p_tuning only: the encoder of E, mlp (PEFT's default) | lstm (Liu et al. 2021)
     reparameterize: bool = False  # deep only: Li & Liang's MLP while training
     mlp_hidden: int = 512
     pool_prompt: bool = False  # encoders, soft only: also average the prompt's own output states
     optimizer: str = "adamw"  # adamw | adafactor
-    lr: float | None = None  # None → 3e-2 (soft) / 1e-2 (deep)
+    lr: float | None = None  # None → 3e-2 (soft) / 1e-2 (deep, p_tuning)
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"  # after the warm-up: constant | linear | cosine
     warmup: float = 0.05  # fraction of max_steps spent warming the lr up linearly from 0
@@ -128,7 +135,10 @@ class TrainSettings:
             raise TrainConfigError("reparameterize applies to method 'deep' only")
         if s.pool_prompt and s.method != "soft":
             raise TrainConfigError("pool_prompt applies to method 'soft' only")
-        valid = INITS if s.method == "soft" else DEEP_INITS
+        if s.p_tuning_encoder not in ENCODER_TYPES:
+            raise TrainConfigError(f"p_tuning_encoder must be one of {ENCODER_TYPES}, got {s.p_tuning_encoder!r}")
+        s.init = s.init if s.init is not None else DEFAULT_INIT[s.method]
+        valid = VALID_INITS[s.method]
         if s.init not in valid:
             raise TrainConfigError(f"init {s.init!r} is not one of {valid} (method {s.method!r})")
         s.lr = float(s.lr) if s.lr is not None else DEFAULT_LR[s.method]

@@ -204,6 +204,8 @@ SETTING_CASES = [
     ("unknown optimiser", dict(optimizer="sgd"), "optimizer"),
     ("unknown method", dict(method="shallow"), "method"),
     ("unknown init for a deep prompt", dict(method="deep", init="vocab"), "init"),
+    ("text init for P-tuning (its E is random)", dict(method="p_tuning", init="text"), "init"),
+    ("unknown P-tuning encoder", dict(method="p_tuning", p_tuning_encoder="gru"), "p_tuning_encoder"),
     ("reparameterising a soft prompt", dict(reparameterize=True), "reparameterize"),
     ("batch that accumulation cannot split", dict(batch_size=6, grad_accum_steps=4), "grad_accum_steps"),
     ("negative select size", dict(select_size=-1), "select_size"),

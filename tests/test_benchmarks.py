@@ -62,6 +62,7 @@ def smoke_records(tmp_path_factory):
 
 def test_there_are_benchmarks():
     expected = {"icl_scoring", "soft_prompt_step", "prefix_step", "p_tuning_step", "icl_growth", "soft_prompt_growth"}
+    expected |= {"mixed_serving"}
     assert {p.stem for p in SCRIPTS} >= expected
 
 

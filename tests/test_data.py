@@ -74,3 +74,11 @@ def test_subsample_is_seeded():
 
 def test_task_table_names_hub_equivalents():
     assert all(info.hub_name and info.citation for info in TASKS.values())
+
+
+def test_every_task_has_one_label_sentence_per_label():
+    """The sentence-encoder verbaliser (chapters 05, 06, 08) exists for every task, one sentence per label, distinct."""
+    for name, info in TASKS.items():
+        assert len(info.label_sentences) == len(info.label_names), name
+        assert len(set(info.label_sentences)) == len(info.label_sentences), name
+        info.check_verbalizer("encoder")  # no error

@@ -17,6 +17,7 @@ from pt_helpers.prompts import (
     TemplateError,
     Verbalizer,
     accuracy,
+    as_grid,
     autoprompt_search,
     candidate_token_mask,
     causal_word_scores,
@@ -29,7 +30,6 @@ from pt_helpers.prompts import (
     grid_outcomes,
     label_scores,
     lead_words,
-    prompt_grid,
     rouge,
     search_then_evaluate,
     selected_token_logprobs,
@@ -168,6 +168,25 @@ def test_selected_positions_equal_full_token_logprobs(random_gpt2):
     assert cont[0, 0].item() == pytest.approx(full[2:].sum().item(), rel=LP["rtol"], abs=LP["atol"])
 
 
+def test_packed_continuations_equal_one_forward_per_pair_at_real_magnitudes():
+    """continuation_logprobs packs each prompt with every word (icl's packed scorer); each score equals the chain
+    rule over prompt + word run alone, on a stand-in whose log-probs have a trained model's size (|log p| ~ 30)."""
+    from pt_helpers.models import random_model
+
+    model, tok = random_model("gpt2", "causal", seed=1, magnitudes="pretrained")
+    bos = tok.bos_token_id
+    prompts = [[bos, *tok(t)["input_ids"]] for t in ("a gripping film. It was", "dull", "the plot goes nowhere:")]
+    words = [tok(w)["input_ids"] for w in (" great", " not good", " an utter waste of time")]
+    packed = continuation_logprobs(model, prompts, words, batch_size=2)  # 2 prompts per pass: two passes
+    for i, p in enumerate(prompts):
+        for j, w in enumerate(words):
+            alone = token_logprobs(model, torch.tensor([p + w]), torch.ones(1, len(p) + len(w)))[0, len(p) - 1 :].sum()
+            # float32 sums of log-probs tens below zero: rtol plus an atol scaled to the value compared
+            torch.testing.assert_close(packed[i, j], alone, rtol=1e-5, atol=1e-5 * alone.abs().item())
+    mean = continuation_logprobs(model, prompts, words, reduction="mean")
+    torch.testing.assert_close(mean, packed / torch.tensor([len(w) for w in words]), rtol=1e-5, atol=1e-4)
+
+
 def test_causal_answer_slot_must_be_last(random_gpt2):
     with pytest.raises(TemplateError, match="at the end"):
         causal_word_scores(*random_gpt2, Template("{text} It was {mask} overall."), ["good"], EXAMPLES[:1])
@@ -219,9 +238,9 @@ def test_grid_matches_single_evaluations_and_spread(random_gpt2):
     model, tok = random_gpt2
     ts = [Template("{text} {mask}"), Template("Review: {text}\nSentiment: {mask}")]
     vs = [Verbalizer({"n": "bad", "p": "good"}), Verbalizer({"n": ["terrible", "not good"], "p": "great"})]
-    grid = prompt_grid(model, tok, ts, vs, EXAMPLES, LABELS, progress=False)
-    assert grid.shape == (2, 2)
     outcomes = grid_outcomes(model, tok, ts, vs, EXAMPLES, LABELS, progress=False)
+    grid = as_grid(outcomes, ts, vs)
+    assert grid.shape == (2, 2) and list(grid.index) == [t.name for t in ts]
     assert outcomes.shape == (2, 2, len(LABELS)) and outcomes.dtype == bool
     for ti, t in enumerate(ts):
         for vi, v in enumerate(vs):

@@ -45,12 +45,6 @@ TEXTS = [
 TASKS = ["sst2", "trec", "agnews", "sst2", "trec", "agnews", "sst2"]
 
 
-AGNEWS_SENTENCES = (  # AG News has no label sentences in TaskInfo: this test's own verbaliser
-    "This is news about world politics.",
-    "This is news about sports.",
-    "This is news about business and the economy.",
-    "This is news about science and technology.",
-)
 AGNEWS_WORDS = ("World", "Sports", "Business", "Technology")
 
 
@@ -64,7 +58,7 @@ def _server(loaded, n=3, pool_prompt=False):
             words, template = (AGNEWS_WORDS, "{text} Topic:") if task == "agnews" else (info.label_words, info.template)
             clfs[task] = label_word_classifier(model, tok, words, template, prompt=adapter, max_length=32)
         else:
-            sentences = AGNEWS_SENTENCES if task == "agnews" else info.label_sentences
+            sentences = info.label_sentences
             clfs[task] = label_sentence_classifier(
                 model, tok, sentences, prompt=adapter, pool_prompt=pool_prompt, max_length=32
             )

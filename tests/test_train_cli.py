@@ -17,12 +17,13 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from pt_helpers.checkpoint import CONFIG_FILE, TENSORS_FILE
+from pt_helpers.checkpoint import CONFIG_FILE, TENSORS_FILE, load_prompt
+from pt_helpers.classifiers import classifier_for, evaluate_classifier
 from pt_helpers.data import task_info
 from pt_helpers.errors import CourseError, TrainConfigError
 from pt_helpers.models import load_model
 from pt_helpers.prefix import text_key_values
-from pt_helpers.train import build_parser, main, parse_config
+from pt_helpers.train import build_parser, main, parse_config, texts_labels
 from pt_helpers.training import TrainSettings, batch_indices
 
 TINY = [
@@ -101,6 +102,11 @@ def test_bad_settings_are_clear_errors():
         TrainSettings(method="deep", init="vocab").resolved()
     assert TrainSettings(method="deep").resolved().init == "text"
     assert TrainSettings(method="deep").resolved().lr == 1e-2
+    assert TrainSettings(method="p_tuning").resolved().init == "random"  # P-tuning's E has no text init
+    with pytest.raises(TrainConfigError, match="init"):
+        TrainSettings(method="p_tuning", init="text").resolved()
+    with pytest.raises(TrainConfigError, match="p_tuning_encoder"):
+        TrainSettings(method="p_tuning", p_tuning_encoder="gru").resolved()
 
 
 def test_batch_indices_cover_epochs_deterministically():
@@ -173,6 +179,27 @@ def test_soft_prompt_run_writes_prompt_and_metrics(tmp_path):
     # the same schedule as notebook 05: warm-up, then cosine decay towards 0
     settings = json.loads((out / "train_config.json").read_text())
     assert settings["lr_schedule"] == "cosine" and saved["lr"][-1] < saved["lr"][0] + 1e-12
+
+
+def test_p_tuning_run_trains_the_encoder_and_saves_only_p(tmp_path):
+    """--method p_tuning: E and the encoder are trained (more than n·d numbers); the checkpoint keeps P (as PEFT)
+    and reloads as a prompt that gives the run's own predictions."""
+    out = tmp_path / "pt"
+    argv = [*TINY[:5], "p_tuning", *TINY[6:], "--n-virtual-tokens", "3", "--p-tuning-encoder", "lstm"]
+    metrics = main([*argv, "--output-dir", str(out)])
+    assert metrics["method"] == "p_tuning" and metrics["n_trainable"] > 3 * 256
+    assert set(load_file(str(out / TENSORS_FILE))) == {"prompt"}
+    assert load_file(str(out / TENSORS_FILE))["prompt"].shape == (3, 256)
+    config = json.loads((out / CONFIG_FILE).read_text())
+    assert config["method"] == "p_tuning" and config["adapter"]["trained_with_encoder"] == "lstm"
+    settings = json.loads((out / "train_config.json").read_text())
+    assert settings["method"] == "p_tuning" and settings["init"] == "random" and settings["p_tuning_encoder"] == "lstm"
+    # the reloaded P (no encoder) scores the evaluation examples exactly as the trained run did
+    bert = load_model("bert", "auto", allow_random=True, verbose=False)
+    clf = classifier_for(
+        bert.model, bert.tokenizer, "sst2", load_prompt(out, bert.model, bert.tokenizer), max_length=16
+    )
+    assert evaluate_classifier(clf, *texts_labels("sst2", "dev", 8, 0)) == metrics["accuracy"]
 
 
 def test_label_words_are_one_gpt2_token_each():

@@ -1,0 +1,246 @@
+"""Benchmark: mixed-task serving — one batch whose rows read different tasks' prompts vs one pass per task.
+
+``pt_helpers.serving.MultiTaskServer`` serves three tasks (SST-2, TREC, AG News) on ONE frozen model; each
+task has its own input-layer soft prompt (n virtual tokens) and its own label-word head, built as
+``tests/test_serving.py`` builds a GPT-2 server (``classifiers.classifier_for`` for SST-2 and TREC,
+``label_word_classifier`` with AG News's topic words, which ``TaskInfo`` keeps only for ICL). A seeded
+stream of ``--rows`` requests, the three tasks in equal parts in shuffled order, arrives in windows of
+``--batch-size`` rows (the requests a server holds at once). Three ways to serve it:
+
+- ``mixed``: ``server.predict`` — ONE forward pass per window; row b reads its own task's prompt
+  (``MixedPrompts``, prompt concatenated per row: B·(n+T) positions per pass).
+- ``per_task``: ``server.predict_alone`` on each window — one pass per task present in the window (each
+  task's own ``PromptClassifier``, its prompt run once as a shared key/value cache: n + b·T positions,
+  plus that batch-1 prompt call).
+- ``regrouped``: ``server.predict_alone`` on the whole stream at once — every task's rows regrouped into
+  its own batches of ``--batch-size`` (possible only when the whole backlog is there before serving).
+
+The predictions of all three must be identical (checked; float32 on the CPU) and the class logits of the
+first window agree within round-off (checked); rows per second, forward passes, model calls and token
+positions of each are recorded. Model: GPT-2-small-sized (12 layers × 768), RANDOM weights — speed does
+not depend on the weights, and the predictions are meaningless as answers (no accuracy is reported); the
+tokenizer (GPT-2's) and the texts (SST-2 dev, TREC test, AG News test) are real. Interleaved (mixed,
+per_task, regrouped, …) after one warm-up of each on the first window; medians of ``--repeats``.
+
+What to expect: the mixed batch makes fewer passes but runs more positions — it concatenates the prompt to
+every row (B·n, where each task's own classifier runs its prompt once per batch as a cache) and pads every
+row of a window to the window's longest (often an AG News article), where each task's batch pads only to
+its own longest. Where time follows positions (a CPU) that costs more than it saves; the count of passes
+matters where a pass costs about the same whatever its rows (a GPU below saturation). The record carries
+both counts, so the measured ratio can be read against them.
+
+    python benchmarks/mixed_serving.py --threads 1                 # 192 rows, windows of 32, n = 20
+
+Writes build/benchmarks/mixed_serving.json (``--out``): one record per (device, threads, setting).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import _common as C
+import numpy as np
+import torch
+
+from pt_helpers.classifiers import autocast_for, classifier_for, label_word_classifier
+from pt_helpers.data import load_task, subsample, task_info
+from pt_helpers.device import get_device, seed_everything
+from pt_helpers.frozen import freeze
+from pt_helpers.models import load_tokenizer
+from pt_helpers.serving import MultiTaskServer
+from pt_helpers.soft_prompt import make_prompt
+
+# A seconds-long setting that tests/test_benchmarks.py runs, so a rename in the package can never break this script.
+SMOKE_ARGS = ["--rows", "9", "--batch-size", "4", "--n", "2", "--repeats", "1"]
+SMOKE_ARGS += ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--device", "cpu", "--threads", "1"]
+
+TASKS = ("sst2", "trec", "agnews")
+AGNEWS_TEMPLATE = "{text} Topic:"  # AG News has no classifier verbaliser in TaskInfo: as tests/test_serving.py
+MAX_LENGTH = 128  # classifier_for's default; AG News articles are cut there (the same cut on every side)
+
+
+def build_server(model, tokenizer, n: int) -> MultiTaskServer:
+    """Each task: its own soft prompt (vocabulary init, its own seed) and its own label-word head, one model."""
+    clfs = {}
+    for seed, task in enumerate(TASKS):
+        prompt = make_prompt(model, tokenizer, n, "vocab", seed=seed)
+        info = task_info(task)
+        if info.label_words:
+            clfs[task] = classifier_for(model, tokenizer, task, prompt, max_length=MAX_LENGTH)
+        else:
+            words = info.icl_label_words  # World, Sports, Business, Technology: one GPT-2 token each
+            clfs[task] = label_word_classifier(model, tokenizer, words, AGNEWS_TEMPLATE, prompt, MAX_LENGTH)
+    return MultiTaskServer(clfs)
+
+
+def request_stream(rows: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """``rows`` real texts, the tasks in equal parts (remainder to the first), in a seeded shuffled order."""
+    counts = [rows // len(TASKS) + (k < rows % len(TASKS)) for k in range(len(TASKS))]
+    texts, tasks = [], []
+    for task, count in zip(TASKS, counts):
+        ds = subsample(load_task(task, task_info(task).eval_split), count, seed=seed)
+        texts += list(ds["text"])
+        tasks += [task] * len(ds)
+    order = np.random.default_rng(seed).permutation(len(texts))
+    return [texts[i] for i in order], [tasks[i] for i in order]
+
+
+def windows(texts, tasks, batch_size: int) -> list[tuple[list[str], list[str]]]:
+    return [(texts[i : i + batch_size], tasks[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+
+
+def counts(server: MultiTaskServer, texts, tasks, batch_size: int) -> dict[str, dict]:
+    """Forward passes over real rows, model calls and token positions each side runs through the model,
+    from the actual tokenization (the engines' rules: concatenation B·(n+T) for the mixed batch; a shared
+    prompt cache, one batch-1 call of n positions + b·T, for each task's own classifier). ``input_slots``: B·T
+    of the padded inputs, real tokens and padding (the real tokens are the same on every side)."""
+    n = server.mixed.n_virtual_tokens
+    out = {s: dict(passes=0, model_calls=0, positions=0, input_slots=0) for s in ("mixed", "per_task")}
+    out["regrouped"] = dict(out["mixed"])
+
+    def alone(side: str, sub_texts, sub_tasks) -> None:
+        for task in server.tasks:
+            rows = [x for x, t in zip(sub_texts, sub_tasks) if t == task]
+            clf = server.classifiers[task]
+            for i in range(0, len(rows), batch_size):
+                ids, _ = clf.tokenize(rows[i : i + batch_size])
+                b, t = ids.shape
+                shared = clf.prompted.share_prompt_cache
+                c = out[side]
+                c["passes"] += 1
+                c["model_calls"] += 2 if shared else 1
+                c["positions"] += (n + b * t) if shared else b * (n + t)
+                c["input_slots"] += b * t
+
+    for w_texts, w_tasks in windows(texts, tasks, batch_size):
+        ids, _ = server.tokenize(w_texts, w_tasks)
+        b, t = ids.shape
+        c = out["mixed"]
+        c["passes"] += 1
+        c["model_calls"] += 1
+        c["positions"] += b * (n + t)
+        c["input_slots"] += b * t
+        alone("per_task", w_texts, w_tasks)
+    alone("regrouped", texts, tasks)
+    return out
+
+
+@torch.no_grad()
+def logits_agreement(server: MultiTaskServer, texts, tasks, device) -> dict:
+    """Class logits of one window: mixed (one pass) vs each task's classifier on its own rows."""
+    mixed = server.logits(texts, tasks)
+    worst, scale = 0.0, 1.0
+    for task, clf in server.classifiers.items():
+        idx = [i for i, t in enumerate(tasks) if t == task]
+        if not idx:
+            continue
+        with autocast_for(device):
+            alone = clf(*clf.tokenize([texts[i] for i in idx])).float().cpu()
+        got = torch.stack([mixed[i] for i in idx])
+        worst = max(worst, (got - alone).abs().max().item())
+        scale = max(scale, alone.abs().max().item())
+    # The same function, two paddings and two engines (prompt concatenated vs shared cache): float32
+    # round-off relative to the logits' magnitude; bf16 autocast (CUDA) keeps about 3 significant digits.
+    rel = 1e-4 if device.type == "cpu" else 3e-2
+    return dict(max_abs_diff=worst, tolerance=rel * scale, within=worst <= rel * scale)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=192, help="requests in the stream (tasks in equal parts)")
+    parser.add_argument("--batch-size", type=int, default=32, help="rows a server holds at once (a window)")
+    parser.add_argument("--n", type=int, default=20, help="virtual tokens of every task's prompt")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side, interleaved; medians")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (set OMP_NUM_THREADS the same)")
+    parser.add_argument("--n-layer", type=int, default=12)
+    parser.add_argument("--n-embd", type=int, default=768)
+    parser.add_argument("--n-head", type=int, default=12)
+    parser.add_argument("--out", default=None, help="JSON file (default: build/benchmarks/mixed_serving.json)")
+    args = parser.parse_args(argv)
+    if args.rows < 1 or args.batch_size < 1 or args.n < 1:
+        parser.error("--rows, --batch-size and --n must be ≥ 1")
+    C.set_threads(args.threads)
+    seed_everything(0)
+    device = get_device(args.device)
+    env = C.environment(device)  # before the work: its load average is the one at the start
+    model = freeze(C.gpt2(args.n_layer, args.n_embd, args.n_head).to(device))
+    tokenizer = load_tokenizer()
+    server = build_server(model, tokenizer, args.n)
+    texts, tasks = request_stream(args.rows)
+    B = args.batch_size
+    wins = windows(texts, tasks, B)
+
+    agreement = logits_agreement(server, *wins[0], device)
+    if not agreement["within"]:
+        raise RuntimeError(f"mixed and per-task logits differ: {agreement}")
+    sides = {
+        "mixed": lambda: server.predict(texts, tasks, B),
+        "per_task": lambda: np.concatenate([server.predict_alone(x, t, B) for x, t in wins]),
+        "regrouped": lambda: server.predict_alone(texts, tasks, B),
+    }
+    first = {
+        "mixed": lambda: server.predict(*wins[0], B),
+        "per_task": lambda: server.predict_alone(*wins[0], B),
+        "regrouped": lambda: server.predict_alone(*wins[0], B),
+    }
+    times, preds = C.interleaved(sides, args.repeats, device, warmups=first)
+    differ = {s: int((preds[s] != preds["mixed"]).sum()) for s in ("per_task", "regrouped")}
+    identical = not any(differ.values())
+    if not identical and device.type == "cpu":  # float32: any flip is a bug, not round-off
+        raise RuntimeError(f"predictions differ from the mixed batch's in {differ} rows (of {len(texts)})")
+
+    work = counts(server, texts, tasks, B)
+    per_s = {s: len(texts) / times[s]["wall_s"] for s in sides}
+    rec = dict(
+        script="benchmarks/mixed_serving.py",
+        comparison="mixed-task serving: one batch, each row its own task's prompt (MultiTaskServer.predict) "
+        "vs one pass per task (predict_alone)",
+        **env,
+        model=C.model_label(args.n_layer, args.n_embd) + " (speed does not depend on the weights; real GPT-2 "
+        "tokenizer, real SST-2 / TREC / AG News texts; predictions meaningless as answers, no accuracy)",
+        settings=dict(
+            rows=len(texts),
+            batch_size=B,
+            n=args.n,
+            tasks=list(TASKS),
+            rows_per_task={t: tasks.count(t) for t in TASKS},
+            windows=len(wins),
+            max_length=MAX_LENGTH,
+            amp=device.type == "cuda",
+            per_task_engine="PromptClassifier, share_prompt_cache=True (prompt run once per batch as a cache)",
+            mixed_engine="MixedPrompts in PromptedModel, share_prompt_cache=False (prompt concatenated per row)",
+        ),
+        settings_repeats=args.repeats,
+        variant=f"rows={len(texts)}, B={B}, n={args.n}",
+        times=times,
+        rows_per_s=per_s,
+        speedup=dict(
+            vs_per_task=times["per_task"]["wall_s"] / times["mixed"]["wall_s"],
+            vs_regrouped=times["regrouped"]["wall_s"] / times["mixed"]["wall_s"],
+        ),
+        work=work,
+        agreement=dict(logits_first_window=agreement, rows_differing=differ, predictions_identical=identical),
+        complete=True,
+    )
+    C.write_record(C.out_path(args.out, "mixed_serving"), rec)
+    for s in sides:
+        w = work[s]
+        print(
+            f"{s:9s}: {times[s]['wall_s']:8.3f} s wall ({times[s]['cpu_s']:.3f} s CPU) = {per_s[s]:8.2f} rows/s"
+            f" · passes {w['passes']:3d}, model calls {w['model_calls']:3d}, positions {w['positions']:7d}"
+            f" (input slots B·T {w['input_slots']})",
+            flush=True,
+        )
+    print(
+        f"rows {len(texts)} in {len(wins)} windows of ≤{B}, n={args.n}: mixed is "
+        f"{rec['speedup']['vs_per_task']:.2f}× per_task and {rec['speedup']['vs_regrouped']:.2f}× regrouped (wall)"
+        f" · predictions identical: {identical} (rows differing {differ}) · first-window logits max |Δ| "
+        f"{agreement['max_abs_diff']:.1e} (tolerance {agreement['tolerance']:.1e})"
+    )
+    print(f"load average {rec['load_average_start']} → {rec['load_average_end']}")
+    return rec
+
+
+if __name__ == "__main__":
+    main()
