@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -77,3 +79,24 @@ def test_cost_growth_figure_from_a_record_and_a_message_without_one(tmp_path, ca
     np.testing.assert_allclose(measured, [3.0, 3.0, 3.0])  # 0.3 n / 0.1 n
     np.testing.assert_allclose(limit, [16 * 31 / 481, 16 * 50 / 500, 16 * 130 / 580])
     assert show_cost_growth(path, threads=2) is None  # no record at that thread setting
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim and /proc are Linux (glibc) facilities")
+def test_release_memory_hands_freed_activations_back():
+    """Freed activations stay in glibc's pool (the process stays large) until release_memory trims it."""
+    import re
+
+    from pt_helpers.device import release_memory
+
+    def resident_mib():
+        with open("/proc/self/status") as f:
+            return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) // 1024
+
+    release_memory()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*[torch.nn.Linear(512, 512) for _ in range(8)])
+    for _ in range(3):  # forward + backward: dozens of 8 MiB activations, freed after each backward
+        net(torch.randn(4096, 512, requires_grad=True)).square().sum().backward()
+    before = resident_mib()
+    after = release_memory()
+    assert after is not None and after <= before - 40, f"resident {before} MiB → {after} MiB"
