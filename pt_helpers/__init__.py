@@ -4,7 +4,7 @@ One home per idea; a module imports only modules above it in this list (no impor
 
     errors      every error class of the course (CourseError and its subclasses)
     project     project root, build paths, timings, atomic file writes
-    device      device choice, seeds, the quick/full profile switch
+    device      device choice, seeds, the quick/full profile switch, handing freed memory back
     data        the data sets, and TaskInfo: everything the code knows about a task
     frozen      freezing, attention geometry, positions and masks, the one cache expander and context check
     models      the model resolver (real weights, or bannered random stand-ins of many families)
