@@ -6,8 +6,9 @@
     python -m benchmarks report                # only regenerate the table of benchmarks/README.md
 
 Each script runs in its own process with ``OMP_NUM_THREADS`` (and ``--threads``) set to its thread setting;
-the ICL comparison runs at 1 and at 2 threads. Records go to ``build/benchmarks/<script>.json`` (smoke runs
-to ``build/benchmarks/smoke/``, which the table never reads).
+the ICL comparison runs at 1 and at 2 threads. Records go to ``benchmarks/records/<script>.json``
+(committed: the course's recorded runs; yours merge into them), smoke runs to ``build/benchmarks/smoke/``,
+which the table never reads.
 """
 
 from __future__ import annotations

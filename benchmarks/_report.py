@@ -1,4 +1,4 @@
-"""The table of ``benchmarks/README.md``, generated from the JSON records under ``build/benchmarks/``.
+"""The table of ``benchmarks/README.md``, generated from the JSON records under ``benchmarks/records/``.
 
 Nothing in the table is typed by hand: ``python -m benchmarks report`` (and ``make bench`` after its runs)
 rewrites the region between the two markers below from whatever records exist, so every figure there
@@ -12,8 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "benchmarks" / "README.md"
-RECORDS_DIR = ROOT / "build" / "benchmarks"
-BEGIN = "<!-- BEGIN GENERATED TABLE: python -m benchmarks report (from build/benchmarks/*.json); do not edit -->"
+RECORDS_DIR = ROOT / "benchmarks" / "records"  # committed: the course's recorded runs (and yours after `make bench`)
+BEGIN = "<!-- BEGIN GENERATED TABLE: python -m benchmarks report (from benchmarks/records/*.json); do not edit -->"
 END = "<!-- END GENERATED TABLE -->"
 ORDER = (
     "icl_scoring",
@@ -151,7 +151,7 @@ def _load(rec: dict) -> str:
 def table(records: list[tuple[str, dict]]) -> str:
     """The markdown table (or a line saying there is nothing measured yet)."""
     if not records:
-        return "No records under `build/benchmarks/` yet: run `make bench` (or `python -m benchmarks`)."
+        return "No records under `benchmarks/records/` yet: run `make bench` (or `python -m benchmarks`)."
     lines = ["| comparison | setting | machine | versions | result (medians) |", "|---|---|---|---|---|"]
     for stem, rec in records:
         v = rec.get("versions", {})

@@ -16,7 +16,7 @@ draws time vs work and the measured ratio against the position ratio on one figu
     python benchmarks/icl_growth.py --threads 1                         # n: 10 → 400 at k = 8; k: 0 → 16 at n = 50
     python benchmarks/icl_growth.py --n-sweep 10 50 --k-sweep 0 8 --sides ours peer
 
-Writes build/benchmarks/icl_growth.json (``--out``): one record per (device, threads), the latest run.
+Writes benchmarks/records/icl_growth.json (``--out``): one record per (device, threads), the latest run.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import _common as C
 from icl_scoring import SIDES
 from icl_scoring import run as score_point
 
-from pt_helpers.device import get_device
+from pt_helpers.device import get_device, release_memory
 from pt_helpers.models import load_tokenizer
 
 # A seconds-long setting that tests/test_benchmarks.py runs, so a rename in the package can never break this script.
@@ -69,7 +69,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None, help="torch threads (set OMP_NUM_THREADS the same)")
-    p.add_argument("--out", default=None, help="JSON file (default: build/benchmarks/icl_growth.json)")
+    p.add_argument("--out", default=None, help="JSON file (default: benchmarks/records/icl_growth.json)")
     a = p.parse_args(argv)
     C.set_threads(a.threads)
     dev = get_device(a.device)
@@ -87,6 +87,7 @@ def main(argv=None) -> dict:
     out = C.out_path(a.out, "icl_growth")
     plan = [("n_inputs", n, a.k) for n in a.n_sweep] + [("k", a.n_for_k, k) for k in a.k_sweep]
     for work, n, k in plan:
+        release_memory()  # the last point's activations go back to the system first (glibc pools them)
         sides = tuple(s for s in a.sides if s != "naive" or a.naive_max_n is None or n <= a.naive_max_n)
         r = score_point(
             n, k, a.n_layer, a.n_embd, a.n_head, a.batch_size, a.seed, a.device, a.repeats, sides, model, tokenizer

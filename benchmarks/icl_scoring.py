@@ -20,7 +20,7 @@ are meaningless as language, but must agree between the scorers to 1e-4). The ca
     python benchmarks/icl_scoring.py --threads 1                      # the issue's setting: 200 inputs, k = 8
     OMP_NUM_THREADS=2 python benchmarks/icl_scoring.py --threads 2
 
-Writes build/benchmarks/icl_scoring.json (``--out``): one record per (device, threads), the latest run.
+Writes benchmarks/records/icl_scoring.json (``--out``): one record per (device, threads), the latest run.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (set OMP_NUM_THREADS to the same)")
-    p.add_argument("--out", default=None, help="JSON file (default: build/benchmarks/icl_scoring.json)")
+    p.add_argument("--out", default=None, help="JSON file (default: benchmarks/records/icl_scoring.json)")
     a = p.parse_args(argv)
     C.set_threads(a.threads)
     print(f"setting: k={a.k}, {a.n_inputs} SST-2 inputs × 2 labels, GPT-2 {a.n_layer}×{a.n_embd} RANDOM weights")

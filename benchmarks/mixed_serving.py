@@ -2,8 +2,8 @@
 
 ``pt_helpers.serving.MultiTaskServer`` serves three tasks (SST-2, TREC, AG News) on ONE frozen model; each
 task has its own input-layer soft prompt (n virtual tokens) and its own label-word head, built as
-``tests/test_serving.py`` builds a GPT-2 server (``classifiers.classifier_for`` for SST-2 and TREC,
-``label_word_classifier`` with AG News's topic words, which ``TaskInfo`` keeps only for ICL). A seeded
+``tests/test_serving.py`` builds a GPT-2 server (``classifiers.classifier_for``: each task's label words and
+template from ``TaskInfo``). A seeded
 stream of ``--rows`` requests, the three tasks in equal parts in shuffled order, arrives in windows of
 ``--batch-size`` rows (the requests a server holds at once). Three ways to serve it:
 
@@ -31,7 +31,7 @@ both counts, so the measured ratio can be read against them.
 
     python benchmarks/mixed_serving.py --threads 1                 # 192 rows, windows of 32, n = 20
 
-Writes build/benchmarks/mixed_serving.json (``--out``): one record per (device, threads, setting).
+Writes benchmarks/records/mixed_serving.json (``--out``): one record per (device, threads, setting).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import _common as C
 import numpy as np
 import torch
 
-from pt_helpers.classifiers import autocast_for, classifier_for, label_word_classifier
+from pt_helpers.classifiers import autocast_for, classifier_for
 from pt_helpers.data import load_task, subsample, task_info
 from pt_helpers.device import get_device, seed_everything
 from pt_helpers.frozen import freeze
@@ -55,7 +55,6 @@ SMOKE_ARGS = ["--rows", "9", "--batch-size", "4", "--n", "2", "--repeats", "1"]
 SMOKE_ARGS += ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--device", "cpu", "--threads", "1"]
 
 TASKS = ("sst2", "trec", "agnews")
-AGNEWS_TEMPLATE = "{text} Topic:"  # AG News has no classifier verbaliser in TaskInfo: as tests/test_serving.py
 MAX_LENGTH = 128  # classifier_for's default; AG News articles are cut there (the same cut on every side)
 
 
@@ -64,12 +63,7 @@ def build_server(model, tokenizer, n: int) -> MultiTaskServer:
     clfs = {}
     for seed, task in enumerate(TASKS):
         prompt = make_prompt(model, tokenizer, n, "vocab", seed=seed)
-        info = task_info(task)
-        if info.label_words:
-            clfs[task] = classifier_for(model, tokenizer, task, prompt, max_length=MAX_LENGTH)
-        else:
-            words = info.icl_label_words  # World, Sports, Business, Technology: one GPT-2 token each
-            clfs[task] = label_word_classifier(model, tokenizer, words, AGNEWS_TEMPLATE, prompt, MAX_LENGTH)
+        clfs[task] = classifier_for(model, tokenizer, task, prompt, max_length=MAX_LENGTH)
     return MultiTaskServer(clfs)
 
 
@@ -156,7 +150,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--n-layer", type=int, default=12)
     parser.add_argument("--n-embd", type=int, default=768)
     parser.add_argument("--n-head", type=int, default=12)
-    parser.add_argument("--out", default=None, help="JSON file (default: build/benchmarks/mixed_serving.json)")
+    parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/records/mixed_serving.json)")
     args = parser.parse_args(argv)
     if args.rows < 1 or args.batch_size < 1 or args.n < 1:
         parser.error("--rows, --batch-size and --n must be ≥ 1")

@@ -13,7 +13,7 @@ AdamW step, equal initial losses checked, interleaved (ours, PEFT, …) after on
     python benchmarks/p_tuning_step.py --threads 1                  # MLP encoder, n = 20 and 100
     python benchmarks/p_tuning_step.py --encoder lstm --threads 1
 
-Writes build/benchmarks/p_tuning_step.json (``--out``): one record per (device, threads, setting), the latest run.
+Writes benchmarks/records/p_tuning_step.json (``--out``): one record per (device, threads, setting), the latest run.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ backward + AdamW step, interleaved (ours, PEFT, …) after one warm-up each, med
 
     python benchmarks/prefix_step.py --threads 1
 
-Writes build/benchmarks/prefix_step.json (``--out``): one record per (device, threads), the latest run.
+Writes benchmarks/records/prefix_step.json (``--out``): one record per (device, threads), the latest run.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ on one figure (notebook 05).
 
     python benchmarks/soft_prompt_growth.py --threads 1        # n: 1 → 200 at B = 16; B: 1 → 64 at n = 20
 
-Writes build/benchmarks/soft_prompt_growth.json (``--out``): one record per (device, threads), the latest run.
+Writes benchmarks/records/soft_prompt_growth.json (``--out``): one record per (device, threads), the latest run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import argparse
 import _common as C
 from soft_prompt_step import run_one
 
-from pt_helpers.device import get_device
+from pt_helpers.device import get_device, release_memory
 from pt_helpers.frozen import freeze
 from pt_helpers.models import load_tokenizer
 
@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default=None)
     p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too (default: bf16 autocast)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (set OMP_NUM_THREADS the same)")
-    p.add_argument("--out", default=None, help="JSON file (default: build/benchmarks/soft_prompt_growth.json)")
+    p.add_argument("--out", default=None, help="JSON file (default: benchmarks/records/soft_prompt_growth.json)")
     a = p.parse_args(argv)
     C.set_threads(a.threads)
     dev = get_device(a.device)
@@ -76,6 +76,9 @@ def main(argv=None) -> dict:
     out = C.out_path(a.out, "soft_prompt_growth")
     plan = [("n_virtual", n, a.batch) for n in a.n_sweep] + [("batch", a.n_for_batch, b) for b in a.batch_sweep]
     for work, n, b in plan:
+        # the last point's PEFT copy and activations go back first (a run without this, at GPT-2 size, was
+        # killed for memory at n = 200 with 22.8 GB resident)
+        release_memory()
         r = run_one(model, tokenizer, n, b, dev, a.repeats, amp=not a.no_amp)
         row = dict(
             work=work,

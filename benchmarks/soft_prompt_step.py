@@ -16,7 +16,7 @@ the allocator's peak.
     python benchmarks/soft_prompt_step.py --threads 1                # n = 20 and 100, batch 16
     python benchmarks/soft_prompt_step.py --n-layer 24 --n-embd 1024 --n-head 16 --device cuda   # a larger size
 
-Writes build/benchmarks/soft_prompt_step.json (``--out``): one record per (device, threads), the latest run.
+Writes benchmarks/records/soft_prompt_step.json (``--out``): one record per (device, threads), the latest run.
 """
 
 from __future__ import annotations

@@ -15,11 +15,14 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import os
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +31,7 @@ from .classifiers import LabelSentences, PromptClassifier, predict_classes
 from .device import seed_everything
 from .errors import TrainConfigError
 from .prefix import make_prefix
+from .project import atomic_write_json
 from .soft_prompt import make_prompt
 from .stats import accuracy_interval, paired_bootstrap, seed_interval
 from .training import TrainSettings, fit
@@ -264,6 +268,7 @@ def run_method(
     sweep: Sequence[float] | None = None,
     extra_eval: dict | None = None,
     keep_classifier: bool = False,
+    run_dir: str | Path | None = None,
     **train_kwargs,
 ) -> list[dict]:
     """One row per seed for ``method``: the learning rate (probe: C) is chosen with ``seeds[0]`` from
@@ -273,6 +278,10 @@ def run_method(
     ``correct`` (0/1 per evaluation example, for paired tests) and ``sweep`` ({value: selection accuracy}).
     ``extra_eval`` ({name: (texts, labels)}): more evaluation sets, outcomes in ``row["extra_correct"][name]``;
     ``keep_classifier``: the trained classifier in ``row["classifier"]`` (not for the probe).
+    ``run_dir``: a folder where every finished run is kept (``RunStore``), so that a long sweep that was
+    stopped continues where it stopped: a rerun with the same settings reads the finished runs back instead
+    of training them again. Each run is then evaluated when it finishes (its outcomes are stored with it);
+    the choice still reads only the selection accuracies.
     """
     seeds = list(seeds)
     sweep = list(sweep if sweep is not None else DEFAULT_SWEEP.get(method, ()))
@@ -282,6 +291,15 @@ def run_method(
         raise TrainConfigError(f"no learning rates to sweep for {method!r}: pass sweep=[…]")
     ev_x, ev_y = eval_data
     data = (method, encoder, tokenizer, label_sentences, train_data, select_data)
+    if run_dir is not None:
+        if keep_classifier:
+            raise TrainConfigError("keep_classifier needs the trained models in memory: run without run_dir")
+        store = RunStore(run_dir, *data, eval_data, extra_eval, train_kwargs)
+        runs = {float(v): store.run(v, seeds[0]) for v in sweep}  # the sweep, first seed
+        chosen = max(runs, key=lambda v: runs[v]["select_accuracy"])  # max keeps the first of equal values
+        scores = {v: r["select_accuracy"] for v, r in runs.items()}
+        out = [runs[chosen]] + [store.run(chosen, s) for s in seeds[1:]]
+        return [r | dict(sweep=dict(scores)) for r in out]
     best_row, best_predict, scores = None, None, {}
     for value in sweep:  # the sweep, first seed; the first best wins ties
         row, predict = train_method(*data, lr=value, seed=seeds[0], **train_kwargs)
@@ -302,6 +320,88 @@ def run_method(
             row["classifier"] = getattr(predict, "classifier", None)
         rows.append(row)
     return rows
+
+
+# [run-store]
+class RunStore:
+    """Finished training runs of one method, kept as JSON files in a folder, so that an interrupted sweep
+    continues where it stopped (the full profile of chapter 06 trains for hours on a CPU).
+
+    One file per (learning rate, seed): the run's row, with its outcomes on the evaluation sets, and the
+    settings it was trained with: the method, every training option, the label sentences, a fingerprint of
+    the model (class, parameter count, embedding hash) and a hash of every text and label of the training,
+    selection and evaluation data. A file is read back only when all of these are equal; a file of other
+    settings is never overwritten: the error names it and the fix.
+    """
+
+    def __init__(self, folder, method, encoder, tokenizer, label_sentences, train_data, select_data, eval_data,
+                 extra_eval=None, train_kwargs=None):  # fmt: skip
+        self.folder = Path(folder)
+        self.args = (method, encoder, tokenizer, label_sentences, train_data, select_data)
+        self.eval_data, self.extra_eval, self.train_kwargs = eval_data, dict(extra_eval or {}), dict(train_kwargs or {})
+        data = [train_data, select_data, eval_data, sorted(self.extra_eval.items())]
+        self.settings = dict(
+            method=method,
+            train_kwargs={k: repr(v) for k, v in sorted(self.train_kwargs.items()) if k != "progress"},
+            label_sentences=list(label_sentences),
+            model=_model_identity(encoder),
+            data_sha256=hashlib.sha256(json.dumps(data, default=_plain).encode()).hexdigest(),
+        )
+
+    def path(self, lr: float, seed: int) -> Path:
+        slug = "".join(c if c.isalnum() else "_" for c in self.settings["method"])
+        return self.folder / f"{slug}-lr{float(lr):g}-seed{seed}.json"
+
+    def run(self, lr: float, seed: int) -> dict:
+        """The row of the run at (``lr``, ``seed``): read back if it finished before, else trained, evaluated
+        and saved (atomically: an interrupted save leaves no half file)."""
+        path = self.path(lr, seed)
+        settings = self.settings | dict(lr=float(lr), seed=int(seed))
+        if path.is_file():
+            try:
+                saved = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise TrainConfigError(f"{path} is not a readable run record ({err}): delete it to retrain") from err
+            if saved.get("settings") != settings:
+                changed = sorted(k for k in settings if saved.get("settings", {}).get(k) != settings[k])
+                raise TrainConfigError(
+                    f"{path} holds a run of other settings (differs in {changed}): pass another run_dir, or "
+                    "delete the folder to retrain"
+                )
+            row = saved["row"]
+            row["correct"] = np.asarray(row["correct"], dtype=np.int8)
+            if "extra_correct" in row:
+                row["extra_correct"] = {k: np.asarray(v, dtype=np.int8) for k, v in row["extra_correct"].items()}
+            return row | dict(resumed=True)
+        row, predict = train_method(*self.args, lr=lr, seed=seed, **self.train_kwargs)
+        correct = _outcomes(predict(self.eval_data[0]), self.eval_data[1])
+        row = row | dict(accuracy=float(correct.mean()), n=len(correct), correct=correct)
+        if self.extra_eval:
+            row["extra_correct"] = {name: _outcomes(predict(x), y) for name, (x, y) in self.extra_eval.items()}
+        atomic_write_json(path, dict(settings=settings, row=row), default=_plain)
+        return row | dict(resumed=False)
+
+
+def _plain(obj):
+    """JSON for numpy values and arrays (outcomes, labels) and anything else by its repr."""
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return repr(obj)
+
+
+def _model_identity(model) -> dict:
+    """What makes two models the same for a stored run: class, parameter count, a hash of the embeddings."""
+    if not isinstance(model, torch.nn.Module):
+        return dict(cls=type(model).__name__)
+    from .checkpoint import model_fingerprint
+
+    n = sum(p.numel() for p in model.parameters())
+    return dict(cls=type(model).__name__, n_parameters=n, embeddings=model_fingerprint(model))
+
+
+# [/run-store]
 
 
 def merge_lora(model):

@@ -121,6 +121,8 @@ TASKS: dict[str, TaskInfo] = {
         {"train": "agnews/test.csv", "test": "agnews/test.csv"},
         "fancyzhx/ag_news",
         "Zhang, Zhao & LeCun 2015, NeurIPS",
+        label_words=("World", "Sports", "Business", "Technology"),  # one GPT-2 token each (as the ICL words)
+        template="{text} Topic:",
         label_sentences=(  # the sentence-encoder verbaliser of chapter 08
             "This is news about world politics.",
             "This is news about sports.",

@@ -65,7 +65,6 @@ def release_memory() -> int | None:
     import ctypes
     import ctypes.util
     import gc
-    import re
 
     gc.collect()
     if torch.cuda.is_available():
@@ -76,6 +75,14 @@ def release_memory() -> int | None:
             ctypes.CDLL(libc_name).malloc_trim(0)  # glibc only; other C libraries have no such call
         except (OSError, AttributeError):
             pass
+    return resident_mib()
+
+
+def resident_mib() -> int | None:
+    """This process's resident memory in MiB (``VmRSS`` of ``/proc/self/status``); None where there is no
+    such file (not Linux)."""
+    import re
+
     try:
         with open("/proc/self/status") as f:
             status = f.read()

@@ -72,8 +72,8 @@ SIDE_NAMES = {"ours": "ours", "peer": "lm-eval", "naive": "naive loop", "peft": 
 
 def _growth_record(record: str | Path, threads: int | None) -> tuple[Path, dict | None]:
     path = Path(record)
-    if path.suffix != ".json":  # a benchmark's name: its record under build/benchmarks
-        path = PROJECT_ROOT / "build" / "benchmarks" / f"{record}.json"
+    if path.suffix != ".json":  # a benchmark's name: the committed record (or yours, after `make bench`)
+        path = PROJECT_ROOT / "benchmarks" / "records" / f"{record}.json"
     elif not path.is_absolute() and not path.is_file():
         path = PROJECT_ROOT / path
     if not path.is_file():
@@ -87,7 +87,8 @@ def _growth_record(record: str | Path, threads: int | None) -> tuple[Path, dict 
 def show_cost_growth(record: str | Path = "icl_growth", threads: int | None = None):
     """Draw how a method's cost grows with the work, from a growth benchmark's record (``make bench``).
 
-    ``record``: ``"icl_growth"`` or ``"soft_prompt_growth"`` (read from ``build/benchmarks/``) or a JSON path.
+    ``record``: ``"icl_growth"`` or ``"soft_prompt_growth"`` (read from ``benchmarks/records/``: the course's
+    recorded run, or yours after ``make bench``) or a JSON path.
     One row per sweep: left, median wall time per call vs the work for ours and each peer; right, the measured
     speed ratio peer/ours (solid) against the ratio of token positions each processes (dashed): the limit the
     ratio would reach if time were proportional to positions. When the record does not exist, says how to make

@@ -607,9 +607,13 @@ def record_real_size(
     status: str = "completed",
     *,
     record_file: str | Path = REAL_SIZE_PROFILE_FILE,
+    conditions: str | None = None,
     **meta: Any,
 ) -> dict:
-    """Store one chapter's real-size measurement (and ``meta``: device, date, versions, load, command …)."""
+    """Store one chapter's real-size measurement (and ``meta``: device, date, versions, load, command …).
+
+    ``conditions``: how this chapter was measured when it differs from the record's ``device`` line (threads,
+    alone or beside other runs, the load); kept with the chapter and shown on the course map."""
     if not NOTEBOOK_PATTERN.match(notebook) or seconds <= 0 or peak_rss_mib <= 0:
         raise ParameterError(
             f"a real-size measurement needs a notebook file name like 05_soft_prompt_tuning.ipynb and positive "
@@ -617,7 +621,8 @@ def record_real_size(
         )
     record = load_real_size_profile(record_file) or {"chapters": {}}
     record.update(meta)
-    record["chapters"][notebook] = dict(seconds=round(seconds, 1), peak_rss_mib=round(peak_rss_mib), status=status)
+    entry = dict(seconds=round(seconds, 1), peak_rss_mib=round(peak_rss_mib), status=status)
+    record["chapters"][notebook] = entry | ({"conditions": conditions} if conditions else {})
     record["chapters"] = dict(sorted(record["chapters"].items()))
     atomic_write_json(Path(record_file), record, indent=2, ensure_ascii=False)
     return record
@@ -633,8 +638,10 @@ def run_many(
     progress: bool = True,
     kernel_name: str | None = None,
     timings_file: str | Path | None = TIMINGS_FILE,
+    keep_going: bool = False,
 ) -> list[RunRecord]:
-    """Execute ``keys`` (``["all"]`` = every course notebook, in order); stop at the first failure.
+    """Execute ``keys`` (``["all"]`` = every course notebook, in order); stop at the first failure, or with
+    ``keep_going`` run the rest and raise one ``NotebookFailedError`` naming every failed notebook at the end.
 
     ``parameters`` are Python values, ``raw_parameters`` the strings of ``-p NAME VALUE``, typed per
     notebook by its parameters cell; both are checked for every notebook before the first one starts.
@@ -647,21 +654,40 @@ def run_many(
         paths = [find_notebook(k, notebooks_dir) for k in keys]
     per_notebook = resolve_parameters(paths, raw_parameters, parameters)
     device = current_device()
-    records = []
+    records, failures = [], []
     for i, path in enumerate(paths, 1):
         params = per_notebook[path]
         print(f"[{i}/{len(paths)}] {path.name} on {device[1]}" + (f" with {params}" if params else ""), flush=True)
-        rec = execute(
-            path,
-            output_dir,
-            params,
-            progress=progress,
-            kernel_name=kernel_name,
-            timings_file=timings_file,
-            device=device,
-        )
+        try:
+            rec = execute(
+                path,
+                output_dir,
+                params,
+                progress=progress,
+                kernel_name=kernel_name,
+                timings_file=timings_file,
+                device=device,
+            )
+        except NotebookFailedError as exc:
+            if not keep_going:
+                raise
+            print(f"\nERROR: {exc}\n(--keep-going: on to the next notebook)", file=sys.stderr, flush=True)
+            failures.append(exc)
+            continue
         print(f"      done in {format_seconds(rec.seconds)} → {rec.output}", flush=True)
         records.append(rec)
+    if failures:
+        names = ", ".join(f.notebook.name for f in failures)
+        first = failures[0]
+        raise NotebookFailedError(
+            f"{len(failures)} of {len(paths)} notebooks failed: {names} (each error is printed above; "
+            f"{len(records)} ran to the end)",
+            first.notebook,
+            first.output,
+            first.cell_index,
+            first.ename,
+            first.evalue,
+        )
     return records
 
 
@@ -693,6 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="DIR", help="afterwards, build the static site (course map) in DIR")
     p.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's own)")
     p.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    p.add_argument(
+        "--keep-going", action="store_true", help="after a failed notebook, run the rest (exit 1 at the end)"
+    )
     return p
 
 
@@ -717,6 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=not args.no_progress,
             kernel_name=args.kernel,
             timings_file=args.timings,
+            keep_going=args.keep_going,
         )
         if args.html:
             _build_site(args)

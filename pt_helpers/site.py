@@ -450,6 +450,8 @@ def _real_size_cell(file_name: str, real_size: dict) -> str:
     if entry["status"] != "completed":
         text += f" <span class='failed'>({html.escape(str(entry['status']))})</span>"
     when = html.escape(str(real_size.get("date", ""))[:10])
+    if entry.get("conditions"):  # measured otherwise than the record's device line says
+        when = f"{when}; {html.escape(str(entry['conditions']))}" if when else html.escape(str(entry["conditions"]))
     return f"{text} <span class='dim'>({when})</span>" if when else text
 
 

@@ -48,7 +48,18 @@ from .p_tuning import ENCODER_TYPES, make_p_tuning
 from .prefix import make_prefix
 from .project import atomic_write_json
 from .soft_prompt import make_prompt
-from .training import LR_SCHEDULES, METHODS, OPTIMIZERS, STATE_DIR, TrainSettings, fit, split_for_selection
+from .training import (
+    DEFAULT_INIT,
+    DEFAULT_LR,
+    LR_SCHEDULES,
+    METHODS,
+    OPTIMIZERS,
+    STATE_DIR,
+    VALID_INITS,
+    TrainSettings,
+    fit,
+    split_for_selection,
+)
 
 HELP = {
     "model": "model name or folder; causal LMs get label words, encoders label sentences (read from the config)",
@@ -57,13 +68,13 @@ HELP = {
     "at every layer (prefix tuning / P-Tuning v2); p_tuning: input vectors produced by a small encoder (Liu et al. "
     "2021, chapter 08; the saved prompt is P)",
     "n_virtual_tokens": "number of virtual tokens",
-    "init": "soft: random|vocab|text|labels; deep: text|random; p_tuning: random (default: text, p_tuning random)",
+    "init": "; ".join(f"{m}: {'|'.join(VALID_INITS[m])} (default {DEFAULT_INIT[m]})" for m in METHODS),
     "p_tuning_encoder": "p_tuning only: the encoder of E, mlp or lstm",
     "reparameterize": "deep only: train P = MLP(E) (Li & Liang 2021); the saved prefix is P",
     "mlp_hidden": "hidden width of the reparameterisation MLP",
     "pool_prompt": "encoders, soft only: also average the prompt's own output states into the embedding",
     "optimizer": "adamw or adafactor",
-    "lr": "peak learning rate (default 3e-2 soft, 1e-2 deep and p_tuning)",
+    "lr": "peak learning rate (default " + ", ".join(f"{DEFAULT_LR[m]:g} {m}" for m in METHODS) + ")",
     "weight_decay": "weight decay of the optimiser",
     "lr_schedule": "after the warm-up: constant, or linear / cosine decay to 0 at the last step",
     "warmup": "fraction of --max-steps spent warming the learning rate up linearly",

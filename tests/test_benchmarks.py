@@ -127,6 +127,15 @@ def test_the_projects_readme_has_the_generated_region():
     assert text.index(_report.BEGIN) < text.index(_report.END)
 
 
+def test_the_committed_table_is_the_one_the_committed_records_give():
+    """No figure in the table is typed or left stale: it is what `python -m benchmarks report` makes of the
+    committed records (rerun it after `make bench`, and commit both)."""
+    text = (BENCH / "README.md").read_text()
+    committed = text.split(_report.BEGIN, 1)[1].split(_report.END, 1)[0].strip("\n")
+    assert committed == _report.table(_report.load_records())
+    assert _report.RECORDS_DIR == BENCH / "records" and _common.RECORDS_DIR == _report.RECORDS_DIR
+
+
 def test_growth_figures_draw_from_the_smoke_records(smoke_records):
     import matplotlib
 

@@ -141,3 +141,43 @@ def test_a_single_run_row_pairs_with_every_seed():
     assert table.loc["full fine-tuning", "compared with"] == "zero-shot"
     assert "over 3 seeds" in table.loc["full fine-tuning", "Δ over seeds"]
     assert table.loc["full fine-tuning", "Δ over seeds"].startswith("0.250")
+
+
+def test_run_dir_keeps_finished_runs_and_a_rerun_reads_them_back(monkeypatch, tmp_path):
+    calls = []  # one evaluation per trained run: the count of runs trained
+    monkeypatch.setattr(comparison, "train_method", _fake_train({1e-3: 0.6, 1e-2: 0.8}, calls))
+    evaluation = (["x"] * 5, [1, 1, 0, 1, 0])
+    args = ("LoRA", None, None, SENTENCES, (TEXTS, LABELS), (TEXTS, LABELS), evaluation)
+    first = comparison.run_method(*args, seeds=[3, 4], sweep=[1e-3, 1e-2], run_dir=tmp_path, steps=7)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LoRA-lr0.001-seed3.json", "LoRA-lr0.01-seed3.json",
+                                                          "LoRA-lr0.01-seed4.json"]  # fmt: skip
+    assert len(calls) == 3 and [r["seed"] for r in first] == [3, 4] and all(r["lr"] == 1e-2 for r in first)
+    again = comparison.run_method(*args, seeds=[3, 4], sweep=[1e-3, 1e-2], run_dir=tmp_path, steps=7)
+    assert len(calls) == 3  # nothing trained again
+    for a, b in zip(first, again):
+        assert not a["resumed"] and b["resumed"]
+        assert a["correct"].tolist() == b["correct"].tolist() and b["correct"].dtype == np.int8
+        assert {k: v for k, v in a.items() if k not in ("correct", "resumed")} == {
+            k: v for k, v in b.items() if k not in ("correct", "resumed")
+        }
+    (tmp_path / "LoRA-lr0.001-seed3.json").unlink()  # as if stopped before that run finished
+    comparison.run_method(*args, seeds=[3, 4], sweep=[1e-3, 1e-2], run_dir=tmp_path, steps=7)
+    assert len(calls) == 4  # only the missing run
+    with pytest.raises(TrainConfigError, match=r"other settings \(differs in \['train_kwargs'\]\)"):
+        comparison.run_method(*args, seeds=[3, 4], sweep=[1e-3, 1e-2], run_dir=tmp_path, steps=8)
+    other_eval = (["x"] * 5, [0, 1, 0, 1, 0])
+    with pytest.raises(TrainConfigError, match="data_sha256"):
+        comparison.run_method(*args[:-1], other_eval, seeds=[3], sweep=[1e-2], run_dir=tmp_path, steps=7)
+    with pytest.raises(TrainConfigError, match="keep_classifier"):
+        comparison.run_method(*args, seeds=[3], sweep=[1e-2], run_dir=tmp_path, keep_classifier=True)
+
+
+def test_run_dir_round_trips_a_real_run(random_bert, tmp_path):
+    """A real row (loss curve, memory, numpy outcomes) survives the JSON file and is read back as it was."""
+    model, tok = random_bert
+    kw = dict(seeds=[0], sweep=[1e-2], steps=2, batch_size=3, n_virtual_tokens=4, progress=False, run_dir=tmp_path)
+    data = (SENTENCES, (TEXTS, LABELS), (TEXTS[:2], LABELS[:2]), (TEXTS, LABELS))
+    (a,) = comparison.run_method("deep prompt", model, tok, *data, **kw)
+    (b,) = comparison.run_method("deep prompt", model, tok, *data, **kw)
+    assert b["resumed"] and b["correct"].tolist() == a["correct"].tolist() and b["loss_curve"] == a["loss_curve"]
+    assert b["accuracy"] == a["accuracy"] and b["select_accuracy"] == a["select_accuracy"]

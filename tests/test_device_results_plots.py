@@ -84,13 +84,7 @@ def test_cost_growth_figure_from_a_record_and_a_message_without_one(tmp_path, ca
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim and /proc are Linux (glibc) facilities")
 def test_release_memory_hands_freed_activations_back():
     """Freed activations stay in glibc's pool (the process stays large) until release_memory trims it."""
-    import re
-
-    from pt_helpers.device import release_memory
-
-    def resident_mib():
-        with open("/proc/self/status") as f:
-            return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) // 1024
+    from pt_helpers.device import release_memory, resident_mib
 
     release_memory()
     torch.manual_seed(0)

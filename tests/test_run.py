@@ -269,6 +269,17 @@ def test_cli_failure_names_notebook_and_cell_and_exits_nonzero(course, capsys):
     assert record["last_good"] is None and record["failed_copy"].endswith("02_broken.failed.ipynb")
 
 
+def test_keep_going_runs_the_rest_and_still_exits_nonzero(course, capsys):
+    assert _cli(course, "02", "01") == 1  # by default the first failure stops the run
+    assert not (course / "executed" / "01_tiny.ipynb").exists()
+    capsys.readouterr()
+    assert _cli(course, "02", "01", "--keep-going") == 1
+    err = capsys.readouterr().err
+    assert "02_broken.ipynb failed in cell" in err and "on to the next notebook" in err
+    assert "1 of 2 notebooks failed: 02_broken.ipynb (each error is printed above; 1 ran to the end)" in err
+    assert "RESULT 20" in _printed(course / "executed" / "01_tiny.ipynb")  # the notebook after the failure ran
+
+
 def test_failed_rerun_keeps_the_last_good_copy_and_the_site_shows_both(course, capsys):
     executed, html_dir = course / "executed", course / "html"
     source = course / "notebooks" / "01_tiny.ipynb"
@@ -377,5 +388,9 @@ def test_real_size_record_from_gnu_time(tmp_path):
     record = site.load_real_size_profile(record_file)
     assert list(record["chapters"]) == ["01_y.ipynb", "04_x.ipynb"] and record["device"] == "cpu"
     assert record["chapters"]["04_x.ipynb"] == {"seconds": 3723.0, "peak_rss_mib": 1434, "status": "completed"}
+    run.record_real_size("05_z.ipynb", 800.0, 900.0, record_file=record_file, conditions="2 threads, alone")
+    record = site.load_real_size_profile(record_file)
+    assert record["chapters"]["05_z.ipynb"]["conditions"] == "2 threads, alone"
+    assert "2 threads, alone" in site._real_size_cell("05_z.ipynb", record)
     with pytest.raises(run.ParameterError, match="notebook file name"):
         run.record_real_size("notes.txt", 1.0, 1.0, record_file=record_file)

@@ -45,9 +45,6 @@ TEXTS = [
 TASKS = ["sst2", "trec", "agnews", "sst2", "trec", "agnews", "sst2"]
 
 
-AGNEWS_WORDS = ("World", "Sports", "Business", "Technology")
-
-
 def _server(loaded, n=3, pool_prompt=False):
     model, tok = loaded
     clfs = {}
@@ -55,7 +52,7 @@ def _server(loaded, n=3, pool_prompt=False):
         adapter = make_prompt(model, tok, n, "vocab", seed=s) if s != 1 else make_p_tuning(model, tok, n, seed=s)
         info = task_info(task)
         if is_causal_lm(model):
-            words, template = (AGNEWS_WORDS, "{text} Topic:") if task == "agnews" else (info.label_words, info.template)
+            words, template = info.label_words, info.template
             clfs[task] = label_word_classifier(model, tok, words, template, prompt=adapter, max_length=32)
         else:
             sentences = info.label_sentences

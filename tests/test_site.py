@@ -267,3 +267,7 @@ def test_the_committed_real_size_record_names_real_notebooks():
     assert {"device", "date", "versions", "load", "command"} <= set(record)
     for entry in record["chapters"].values():
         assert entry["seconds"] > 0 and entry["peak_rss_mib"] > 0
+    # the course's promise to a learner on a 2-core CPU: every quick profile at real size within 15 minutes
+    slow = {name: e["seconds"] for name, e in record["chapters"].items() if e["seconds"] > 15 * 60}
+    assert not slow, f"over 15 minutes at real size: {slow}; make the quick profile smaller or the code faster"
+    assert all(e["status"] == "completed" for e in record["chapters"].values())
