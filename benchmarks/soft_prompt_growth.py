@@ -76,9 +76,7 @@ def main(argv=None) -> dict:
     out = C.out_path(a.out, "soft_prompt_growth")
     plan = [("n_virtual", n, a.batch) for n in a.n_sweep] + [("batch", a.n_for_batch, b) for b in a.batch_sweep]
     for work, n, b in plan:
-        # the last point's PEFT copy and activations go back first (a run without this, at GPT-2 size, was
-        # killed for memory at n = 200 with 22.8 GB resident)
-        release_memory()
+        release_memory()  # the last point's PEFT copy and activations go back to the system first
         r = run_one(model, tokenizer, n, b, dev, a.repeats, amp=not a.no_amp)
         row = dict(
             work=work,

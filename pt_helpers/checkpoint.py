@@ -20,6 +20,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from . import p_tuning, prefix, soft_prompt  # noqa: F401  (importing them registers the course's adapters)
@@ -38,6 +39,18 @@ def model_fingerprint(model: nn.Module) -> str:
     checkpoints of the same architecture get different fingerprints."""
     emb = input_embeddings(model).detach().float().cpu()[::97].contiguous()
     return hashlib.sha256(emb.numpy().tobytes()).hexdigest()[:16]
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer of ``model`` (names, shapes, dtypes and bytes, in ``state_dict``
+    order): equal exactly when the weights are. It reads every byte, unlike ``model_fingerprint``: for
+    records that must not mistake one model for another (``comparison.RunStore``)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        # bytes through uint8, which every dtype (bfloat16 included) can be viewed as
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

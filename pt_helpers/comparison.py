@@ -289,7 +289,6 @@ def run_method(
         raise TrainConfigError("seeds is empty: give at least one seed")
     if not sweep:
         raise TrainConfigError(f"no learning rates to sweep for {method!r}: pass sweep=[…]")
-    ev_x, ev_y = eval_data
     data = (method, encoder, tokenizer, label_sentences, train_data, select_data)
     if run_dir is not None:
         if keep_classifier:
@@ -312,14 +311,21 @@ def run_method(
     runs += [train_method(*data, lr=chosen, seed=s, **train_kwargs) for s in seeds[1:]]
     rows = []
     for row, predict in runs:
-        correct = _outcomes(predict(ev_x), ev_y)
-        row = row | dict(sweep=dict(scores), accuracy=float(correct.mean()), n=len(correct), correct=correct)
-        if extra_eval:
-            row["extra_correct"] = {name: _outcomes(predict(x), y) for name, (x, y) in extra_eval.items()}
+        row = evaluate_run(row, predict, eval_data, extra_eval) | dict(sweep=dict(scores), resumed=False)
         if keep_classifier:
             row["classifier"] = getattr(predict, "classifier", None)
         rows.append(row)
     return rows
+
+
+def evaluate_run(row: dict, predict, eval_data, extra_eval: dict | None = None) -> dict:
+    """``row`` with the trained run's outcomes on ``eval_data``: ``accuracy``, ``n``, ``correct`` (0/1 per
+    example, for paired tests) and, for each ``extra_eval`` set, ``extra_correct[name]``."""
+    correct = _outcomes(predict(eval_data[0]), eval_data[1])
+    row = row | dict(accuracy=float(correct.mean()), n=len(correct), correct=correct)
+    if extra_eval:
+        row["extra_correct"] = {name: _outcomes(predict(x), y) for name, (x, y) in extra_eval.items()}
+    return row
 
 
 # [run-store]
@@ -328,8 +334,8 @@ class RunStore:
     continues where it stopped (the full profile of chapter 06 trains for hours on a CPU).
 
     One file per (learning rate, seed): the run's row, with its outcomes on the evaluation sets, and the
-    settings it was trained with: the method, every training option, the label sentences, a fingerprint of
-    the model (class, parameter count, embedding hash) and a hash of every text and label of the training,
+    settings it was trained with: the method, every training option, the label sentences, the model's
+    identity (class, parameter count, a hash of all its weights) and a hash of every text and label of the training,
     selection and evaluation data. A file is read back only when all of these are equal; a file of other
     settings is never overwritten: the error names it and the fix.
     """
@@ -374,10 +380,7 @@ class RunStore:
                 row["extra_correct"] = {k: np.asarray(v, dtype=np.int8) for k, v in row["extra_correct"].items()}
             return row | dict(resumed=True)
         row, predict = train_method(*self.args, lr=lr, seed=seed, **self.train_kwargs)
-        correct = _outcomes(predict(self.eval_data[0]), self.eval_data[1])
-        row = row | dict(accuracy=float(correct.mean()), n=len(correct), correct=correct)
-        if self.extra_eval:
-            row["extra_correct"] = {name: _outcomes(predict(x), y) for name, (x, y) in self.extra_eval.items()}
+        row = evaluate_run(row, predict, self.eval_data, self.extra_eval)
         atomic_write_json(path, dict(settings=settings, row=row), default=_plain)
         return row | dict(resumed=False)
 
@@ -392,13 +395,14 @@ def _plain(obj):
 
 
 def _model_identity(model) -> dict:
-    """What makes two models the same for a stored run: class, parameter count, a hash of the embeddings."""
+    """What makes two models the same for a stored run: class, parameter count and a hash of every weight
+    (two checkpoints that differ only above the embeddings, e.g. a fine-tuned encoder, differ here)."""
     if not isinstance(model, torch.nn.Module):
         return dict(cls=type(model).__name__)
-    from .checkpoint import model_fingerprint
+    from .checkpoint import weights_sha256
 
     n = sum(p.numel() for p in model.parameters())
-    return dict(cls=type(model).__name__, n_parameters=n, embeddings=model_fingerprint(model))
+    return dict(cls=type(model).__name__, n_parameters=n, weights_sha256=weights_sha256(model))
 
 
 # [/run-store]

@@ -130,7 +130,10 @@ class PrefixEncoder(PromptAdapter):
         g, n = self.geometry, self.n_virtual_tokens
         flat = self()  # (n, 2·L·kv_width)
         kv = flat.view(n, 2 * g.n_layers, g.n_kv_heads, g.head_dim).permute(1, 2, 0, 3)  # (2L, H_kv, n, hd)
-        return [(kv[2 * i].unsqueeze(0), kv[2 * i + 1].unsqueeze(0)) for i in range(g.n_layers)]
+        # unbind, not kv[i] per layer: its backward stacks the 2L gradients in one operation, where 2L
+        # separate selections would each fill a zero tensor of P's size and add into it.
+        per_layer = kv.unsqueeze(1).unbind(0)  # 2L × (1, H_kv, n, hd)
+        return [(per_layer[2 * i], per_layer[2 * i + 1]) for i in range(g.n_layers)]
 
     @torch.no_grad()
     def to_direct(self) -> PrefixEncoder:

@@ -1,5 +1,7 @@
 """The chapter-06 comparison: the lr is chosen on the selection split only, rows are paired, one seed is n/a."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -181,3 +183,21 @@ def test_run_dir_round_trips_a_real_run(random_bert, tmp_path):
     (b,) = comparison.run_method("deep prompt", model, tok, *data, **kw)
     assert b["resumed"] and b["correct"].tolist() == a["correct"].tolist() and b["loss_curve"] == a["loss_curve"]
     assert b["accuracy"] == a["accuracy"] and b["select_accuracy"] == a["select_accuracy"]
+    changed = copy.deepcopy(model)
+    with torch.no_grad():  # above the embeddings only, as a fine-tuned encoder would differ
+        changed.encoder.layer[-1].output.dense.weight[0, 0] += 1.0
+    with pytest.raises(TrainConfigError, match=r"differs in \['model'\]"):
+        comparison.run_method("deep prompt", changed, tok, *data, **kw)
+
+
+def test_the_weights_hash_sees_every_weight_and_every_dtype(random_bert):
+    from pt_helpers.checkpoint import model_fingerprint, weights_sha256
+
+    model, _ = random_bert
+    same, changed = copy.deepcopy(model), copy.deepcopy(model)
+    with torch.no_grad():
+        changed.encoder.layer[-1].output.dense.weight[0, 0] += 1.0
+    assert weights_sha256(same) == weights_sha256(model)
+    assert weights_sha256(changed) != weights_sha256(model)
+    assert model_fingerprint(changed) == model_fingerprint(model)  # why RunStore does not use the short one
+    assert weights_sha256(copy.deepcopy(model).to(torch.bfloat16)) != weights_sha256(model)
