@@ -9,10 +9,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from pt_helpers.classifiers import classifier_for, label_sentence_classifier, label_word_classifier
-from pt_helpers.data import task_info
+from pt_helpers.classifiers import classifier_for
 from pt_helpers.errors import CourseError, PromptError, PromptShapeError
-from pt_helpers.frozen import is_causal_lm
 from pt_helpers.p_tuning import make_p_tuning
 from pt_helpers.prefix import make_prefix
 from pt_helpers.serving import (
@@ -50,15 +48,8 @@ def _server(loaded, n=3, pool_prompt=False):
     clfs = {}
     for s, task in enumerate(("sst2", "trec", "agnews")):
         adapter = make_prompt(model, tok, n, "vocab", seed=s) if s != 1 else make_p_tuning(model, tok, n, seed=s)
-        info = task_info(task)
-        if is_causal_lm(model):
-            words, template = info.label_words, info.template
-            clfs[task] = label_word_classifier(model, tok, words, template, prompt=adapter, max_length=32)
-        else:
-            sentences = info.label_sentences
-            clfs[task] = label_sentence_classifier(
-                model, tok, sentences, prompt=adapter, pool_prompt=pool_prompt, max_length=32
-            )
+        # the course's classifier of each task: label words on a causal LM, label sentences on an encoder
+        clfs[task] = classifier_for(model, tok, task, adapter, pool_prompt=pool_prompt, max_length=32)
     return MultiTaskServer(clfs)
 
 
