@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	touch $@
 
 run: install
-	PT_RANDOM_FALLBACK=$${PT_RANDOM_FALLBACK:-1} $(PY) -m pt_helpers.run all --html build/html
+	PT_RANDOM_FALLBACK=$${PT_RANDOM_FALLBACK:-1} $(PY) -m pt_helpers.course.run all --html build/html
 
 lint: install
 	$(PY) -m ruff check .
@@ -32,7 +32,7 @@ test: install lint
 	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --durations=15 tests notebooks
 
 student: install
-	$(PY) -m pt_helpers.student notebooks build/student
+	$(PY) -m pt_helpers.course.student notebooks build/student
 
 # lm-eval (the bench extra) needs python-dateutil < 3: every other pin of .ci/constraints.txt applies
 bench: install

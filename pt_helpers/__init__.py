@@ -4,6 +4,7 @@ One home per idea; a module imports only modules above it in this list (no impor
 
     errors      every error class of the course (CourseError and its subclasses)
     project     project root, build paths, timings, atomic file writes
+    parameters  a notebook's parameters typed by its parameters cell, checked in the notebook (every chapter)
     device      device choice, seeds, the quick/full profile switch, handing freed memory back
     data        the data sets, and TaskInfo: everything the code knows about a task
     frozen      freezing, attention geometry, positions and masks, the one cache expander and context check
@@ -25,7 +26,10 @@ One home per idea; a module imports only modules above it in this list (no impor
     comparison  the comparison of chapter 06: lr sweeps chosen on a selection split, seeds, paired tables, LoRA merge
     serving     one frozen model, many tasks: mixed-task batches, prompt ensembles, prompt transfer (chapter 08)
     chat        instruction-tuned models: chat templates, few-shot as a conversation, chat soft prompts (chapter 09)
-    results     the shared results table; plots, source (show package code by markers), site, run, student
+    results     the shared results table; plots, source (show package code by markers)
+
+Course tooling that no notebook imports lives apart, in ``pt_helpers.course`` (run, site, student); it may
+import any module above, and none of them imports it.
 """
 
 __version__ = "0.2.0"

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adapters import PromptAdapter, PromptedModel, PromptedOutput
-from .errors import CourseError
+from .errors import CourseError, check_texts
 from .frozen import check_model_and_tokenizer, input_embeddings, is_causal_lm
 from .lm import label_token_ids
 from .scoring import as_continuation, mean_pool
@@ -145,8 +145,7 @@ class PromptClassifier(nn.Module):
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids, attention_mask) on the model's device, padded on the head's side."""
-        if isinstance(texts, str):
-            raise TypeError("texts must be a list of strings, not one string")
+        texts = check_texts(texts)
         side = self.tokenizer.padding_side
         self.tokenizer.padding_side = self.head.padding_side
         try:
@@ -171,6 +170,7 @@ class PromptClassifier(nn.Module):
         """Unit sentence embeddings (N, d) on the CPU (label-sentence head only)."""
         if not isinstance(self.head, LabelSentences):
             raise CourseError("encode_texts needs a sentence encoder (LabelSentences head)")
+        texts = check_texts(texts)
         adapter = self.prompted.adapter
         if not use_prompt:
             self.prompted.adapter = None
@@ -202,9 +202,7 @@ def autocast_for(device: torch.device, amp: bool = True):
 @torch.no_grad()
 def predict_classes(classifier, texts: Sequence[str], batch_size: int = 64, amp: bool = True) -> np.ndarray:
     """Argmax class ids (N,) of ``classifier(*classifier.tokenize(texts)) -> (B, C)``."""
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, not one string")
-    texts = list(texts)
+    texts = check_texts(texts)
     was_training = classifier.training
     classifier.eval()
     preds = []

@@ -17,7 +17,10 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from .errors import ContextWindowError, CourseError, PromptShapeError
+from .errors import ContextWindowError, CourseError, PromptShapeError, TokenizerMismatchError
+
+# a tokenizer must cover this share of the embedding rows: models pad their tables by a few % at most
+MIN_VOCAB_COVERAGE = 0.9
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -220,8 +223,39 @@ def check_model_and_tokenizer(model, tokenizer, where: str = "") -> None:
         )
         raise TypeError(f"tokenizer{at} must be a transformers tokenizer, got {type(tokenizer).__name__}{hint}")
     rows = model.get_input_embeddings().num_embeddings
-    if len(tokenizer) > rows:
-        raise CourseError(
-            f"the tokenizer{at} has {len(tokenizer):,} tokens but the model embeds only {rows:,}: it "
-            "belongs to another model. Load both from the same name or folder (load_model does)."
+    n_tok = len(tokenizer)
+    fix = "Load both from the same name or folder (load_model does)."
+    if n_tok > rows:
+        raise TokenizerMismatchError(
+            f"the tokenizer{at} has {n_tok:,} tokens but the model embeds only {rows:,}: it belongs to another "
+            f"model. {fix}"
         )
+    # Fewer tokens than rows: padding rows, or another family's (smaller) vocabulary. Two facts tell them apart:
+    # the config's special-token ids (BOS/EOS/PAD …) must be tokens of this tokenizer, and padding is a
+    # small remainder (Phi-2 pads 50,295 tokens to 51,200: 2 %), never a third of the table.
+    special = {
+        role: tid
+        for role in ("bos_token_id", "eos_token_id", "pad_token_id", "sep_token_id", "cls_token_id", "mask_token_id")
+        for tid in _as_ids(getattr(model.config, role, None))
+    }
+    outside = {role: tid for role, tid in special.items() if tid >= n_tok}
+    if outside:
+        role, tid = next(iter(outside.items()))
+        raise TokenizerMismatchError(
+            f"the tokenizer{at} has {n_tok:,} tokens, but the model's {role.removesuffix('_id')} is token id {tid:,}, "
+            f"which this tokenizer does not have: the tokenizer belongs to another model family. {fix}"
+        )
+    if n_tok < MIN_VOCAB_COVERAGE * rows:
+        raise TokenizerMismatchError(
+            f"the tokenizer{at} has {n_tok:,} tokens but the model embeds {rows:,}: {rows - n_tok:,} embedding rows "
+            f"({1 - n_tok / rows:.0%}) would never be used, far more than the padding models add (a few %). "
+            f"The tokenizer belongs to another model family. {fix}"
+        )
+
+
+def _as_ids(value) -> list[int]:
+    """A config's special-token id as a list: None → [], 50256 → [50256], [1, 2] → [1, 2]."""
+    if value is None:
+        return []
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return [int(v) for v in values if isinstance(v, int) and not isinstance(v, bool) and v >= 0]

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import icl
-from .errors import CourseError, LabelWordError, PromptError
+from .errors import LabelWordError, PromptError, TemplateError, check_texts
 from .frozen import check_context
 from .lm import bos_token_id
 from .scoring import REDUCTIONS, accuracy, check_reduction, embed_sentences, reduce_logprobs  # noqa: F401
@@ -42,10 +42,6 @@ MASK_FIELD = "mask"
 FIELD_SETS = (("text",), ("premise", "hypothesis"))
 WORD_POOLING = ("logsumexp", "max", "mean")
 MULTI_TOKEN_MODES = ("parallel", "left_to_right")
-
-
-class TemplateError(CourseError):
-    """A template pattern or an example that does not fit it (missing, repeated or unknown placeholder)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -111,7 +107,13 @@ class Template:
                 f"the example has no {missing} field(s) that template {self.name!r} needs; it "
                 f"has {sorted(example)}. Use a template with the task's fields {list(example)}."
             )
-        return {f: str(example[f]).strip() for f in self.fields}
+        for f in self.fields:  # None would become the text "None"; a number, a silent str()
+            if not isinstance(example[f], str):
+                raise TypeError(
+                    f"the example's {f!r} is {example[f]!r} ({type(example[f]).__name__}), not a string; "
+                    "drop the row or fill it in before formatting it with a template."
+                )
+        return {f: example[f].strip() for f in self.fields}
 
     def split(self, example: Mapping[str, str]) -> tuple[str, str]:
         """(text before the answer slot, text after it) for one example (dict with the template's fields)."""
@@ -995,6 +997,7 @@ def rouge(
     """Mean ROUGE F1 (Lin 2004) with Google's ``rouge-score`` package (stemming on)."""
     from rouge_score import rouge_scorer
 
+    predictions, references = check_texts(predictions, "predictions"), check_texts(references, "references")
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     scorer = rouge_scorer.RougeScorer(list(types), use_stemmer=True)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import check_texts
+
 REDUCTIONS = ("sum", "mean")
 
 
@@ -62,8 +64,7 @@ def embed_sentences(
     model, tokenizer, texts: Sequence[str], batch_size: int = 64, max_length: int = 128
 ) -> torch.Tensor:
     """Unit-length sentence embeddings (n, d) on the CPU: mean pooling of an encoder's last hidden states."""
-    if isinstance(texts, str):
-        raise TypeError("texts must be a list of strings, not one string")
+    texts = check_texts(texts)
     chunks = []
     for start in range(0, len(texts), batch_size):
         enc = tokenizer(

@@ -430,7 +430,7 @@ PARAM_CASES = [
 
 @pytest.mark.parametrize("case, notebook, name, raw, words", PARAM_CASES, ids=[c[0] for c in PARAM_CASES])
 def test_notebook_parameters_are_typed_by_the_notebook(case, notebook, name, raw, words):
-    from pt_helpers.run import ParameterError, type_parameters
+    from pt_helpers.course.run import ParameterError, type_parameters
 
     if words is None:
         assert type_parameters({name: raw}, NB / notebook) == {name: raw}

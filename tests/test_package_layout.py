@@ -13,7 +13,7 @@ import pt_helpers
 
 PACKAGE = Path(pt_helpers.__file__).parent
 ORDER = re.findall(r"^    (\w+)\s", pt_helpers.__doc__, flags=re.M)
-ORDER = ORDER[: ORDER.index("results")] + ["results", "plots", "source", "site", "run", "student"]
+ORDER = ORDER[: ORDER.index("results")] + ["results", "plots", "source"]  # course tooling: pt_helpers/course
 
 
 def _imports(path: Path) -> set[str]:

@@ -1,4 +1,4 @@
-"""Tests of pt_helpers.run: notebook lookup, parameters typed by the notebook, execution, failures kept apart."""
+"""Tests of pt_helpers.course.run: notebook lookup, parameters typed by the notebook, execution, failures kept apart."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from pt_helpers import run, site
+from pt_helpers.course import run, site
 from pt_helpers.errors import CourseError
 
 

@@ -1,4 +1,4 @@
-"""Tests of pt_helpers.site: course-map fields from fake executed notebooks (no kernel is started)."""
+"""Tests of pt_helpers.course.site: course-map fields from fake executed notebooks (no kernel is started)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import nbformat
 import pytest
 
-from pt_helpers import run, site
+from pt_helpers.course import run, site
 
 MINILM_LINE = (
     "sentence-transformers/all-MiniLM-L6-v2 (encoder) ← package: /x/model · pretrained weights · "
@@ -109,14 +109,14 @@ def test_build_site_map_timings_per_device_and_glossary(tmp_path):
 
 
 def test_build_site_without_executed_notebooks_is_a_clear_error(tmp_path):
-    with pytest.raises(site.SiteError, match="pt_helpers.run all"):
+    with pytest.raises(site.SiteError, match="pt_helpers.course.run all"):
         site.build_site(
             tmp_path / "nothing", tmp_path / "html", timings_file=tmp_path / "t.json", notebooks_dir=tmp_path
         )
 
 
 def _failure(executed, name, *, copy=True, evalue="planted failure", cell_index=3):
-    """What pt_helpers.run leaves for a failed run: NN.failed.json and (usually) NN.failed.ipynb."""
+    """What pt_helpers.course.run leaves for a failed run: NN.failed.json and (usually) NN.failed.ipynb."""
     stem = name.removesuffix(".ipynb")
     failed_copy = None
     if copy:
@@ -175,7 +175,7 @@ def test_build_site_shows_a_failed_chapter_and_keeps_its_last_good_page(tmp_path
     assert course_map["02_beta.ipynb"]["failed"]["evalue"] == "planted failure"
     assert course_map["03_gamma.ipynb"]["page"] is None and course_map["03_gamma.ipynb"]["failed"]["cell_index"] == 3
 
-    # 02 ran fine since (pt_helpers.run removed its record): its failed page goes, the row is plain again
+    # 02 ran fine since (pt_helpers.course.run removed its record): its failed page goes, the row is plain again
     (executed / "02_beta.failed.json").unlink()
     site.build_site(executed, html_dir, timings_file=tmp_path / "t.json", notebooks_dir=tmp_path / "none")
     assert not (html_dir / "02_beta.failed.html").exists() and (html_dir / "03_gamma.failed.html").is_file()

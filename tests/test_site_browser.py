@@ -15,7 +15,7 @@ import subprocess
 import nbformat
 import pytest
 
-from pt_helpers import site
+from pt_helpers.course import site
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 BROWSER = next((path for name in BROWSERS if (path := shutil.which(name))), None)

@@ -1,11 +1,11 @@
-"""Tests of pt_helpers.student: solution cells become stubs, outputs are stripped, the rest is kept."""
+"""Tests of pt_helpers.course.student: solution cells become stubs, outputs are stripped, the rest is kept."""
 
 from __future__ import annotations
 
 import nbformat
 import pytest
 
-from pt_helpers import student
+from pt_helpers.course import student
 
 
 def _course(folder):

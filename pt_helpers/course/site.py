@@ -1,11 +1,12 @@
 """The course's static site: executed notebooks as HTML (nbconvert), the course map, the glossary.
 
-    python -m pt_helpers.site build/executed build/html   # usually: python -m pt_helpers.run all --html build/html
+    python -m pt_helpers.course.site build/executed build/html
+    # usually: python -m pt_helpers.course.run all --html build/html
 
 The course map (``index.html``) has one row per chapter, read from the notebooks themselves:
 
 * title (English · 中文) and what it teaches / its prerequisites — from the first markdown cell;
-* run time and device — *measured* by :mod:`pt_helpers.run` and stored per device type in
+* run time and device — *measured* by :mod:`pt_helpers.course.run` and stored per device type in
   ``build/timings.json`` (so a CPU build and a GPU build both show), never typed by hand;
 * where its numbers came from — detected in the executed notebook's outputs: ``load_model`` prints
   ``… · pretrained weights`` or ``… · RANDOMLY INITIALISED weights`` (and a ``RANDOM WEIGHTS`` banner),
@@ -15,7 +16,7 @@ The course map (``index.html``) has one row per chapter, read from the notebooks
   random weights of the real shapes (``gpt2`` 12 × 768, ``bert-base-uncased``) under ``$PT_MODELS_DIR``
   and committed in ``benchmarks/real_size_profile.json`` (:func:`load_real_size_profile`); a chapter not
   measured there says so;
-* whether its last run failed — :mod:`pt_helpers.run` leaves ``NN_name.failed.json`` beside the executed
+* whether its last run failed — :mod:`pt_helpers.course.run` leaves ``NN_name.failed.json`` beside the executed
   copies when a run fails: the map then marks the chapter FAILED with the error and the failing cell,
   links the failed run's page (``NN_name.failed.html``, with the traceback) and keeps linking the last
   good page, which that failed run did not replace.
@@ -47,8 +48,8 @@ from pathlib import Path
 
 import nbformat
 
-from .errors import CourseError
-from .project import (
+from ..errors import CourseError, SiteError
+from ..project import (
     EXECUTED_DIR,
     NOTEBOOK_PATTERN,
     NOTEBOOKS_DIR,
@@ -64,7 +65,7 @@ GLOSSARY_NAME = "glossary.md"
 HTML_DIR = PROJECT_ROOT / "build" / "html"  # the default site folder, whatever the working directory
 REAL_SIZE_PROFILE_FILE = PROJECT_ROOT / "benchmarks" / "real_size_profile.json"
 REAL_SIZE_LABEL = "quick profile, real model size, 2-core CPU"
-FAILED_RECORD_SUFFIX = ".failed.json"  # written by pt_helpers.run beside the executed copies
+FAILED_RECORD_SUFFIX = ".failed.json"  # written by pt_helpers.course.run beside the executed copies
 MATHJAX_PACKAGE = "django-static-mathjax"  # MathJax 3's browser files, as a wheel (no Django needed)
 MATHJAX_DIR = "mathjax"  # under the site folder
 MATHJAX_SCRIPT = "tex-chtml.js"
@@ -96,10 +97,6 @@ _BOLD_LABEL_RE = re.compile(
 )
 _COLON_LABEL_RE = re.compile(r"^\s*(?P<label>[A-Za-z\u4e00-\u9fff][\w \u4e00-\u9fff·/()\-]{0,30})[:：](\s|$)")
 _INLINE_LABEL_RE = re.compile(r"(?<=\S)[ \t]+(\*\*[^*\n]{1,60}?[.:：]\s*\*\*|\*\*[^*\n]{1,60}\*\*[.:：])")
-
-
-class SiteError(CourseError):
-    """The site cannot be built from what is on disk (no executed notebooks, unreadable files)."""
 
 
 @dataclass
@@ -376,7 +373,7 @@ def _read_notebook(path: Path, what: str) -> nbformat.NotebookNode | None:
 
 
 def load_failures(executed_dir: str | Path) -> dict[str, dict]:
-    """``{notebook file name: failure record}`` from the ``NN_name.failed.json`` files of :mod:`pt_helpers.run`.
+    """``{notebook file name: failure record}`` from the ``NN_name.failed.json`` files of :mod:`pt_helpers.course.run`.
 
     Each record has ``error``, ``ename``, ``evalue``, ``cell_index``, ``failed_at``, ``failed_copy`` (the
     executed copy of the failed run, or None) and ``last_good``. An unreadable record is skipped with a warning.
@@ -389,7 +386,7 @@ def load_failures(executed_dir: str | Path) -> dict[str, dict]:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             if not (isinstance(record, dict) and NOTEBOOK_PATTERN.match(str(record.get("notebook", "")))):
-                raise ValueError("not a failure record of pt_helpers.run")
+                raise ValueError("not a failure record of pt_helpers.course.run")
         except (OSError, ValueError) as exc:
             warnings.warn(
                 f"failure record {path} is unreadable ({exc}); the course map does not show it.", stacklevel=2
@@ -414,7 +411,7 @@ def _runtime_cell(file_name: str, timings: dict, nb: nbformat.NotebookNode | Non
             f"<span class='dim'>({html.escape(e.get('device', ''))}{html.escape(note)}, "
             f"{html.escape(e.get('finished', '')[:10])})</span>"
         )
-    if not lines and nb is not None:  # executed outside pt_helpers.run: papermill's own measurement
+    if not lines and nb is not None:  # executed outside pt_helpers.course.run: papermill's own measurement
         duration = nb.metadata.get("papermill", {}).get("duration")
         if duration:
             lines.append(f"{format_seconds(duration)} <span class='dim'>(papermill; device not recorded)</span>")
@@ -536,7 +533,7 @@ def build_index(
     )
     failed_note = (
         f"<p class='failed'><b>{len(failures)} chapter(s) failed in their last run</b> — marked below; rerun one "
-        "with <code>python -m pt_helpers.run NN</code>.</p>"
+        "with <code>python -m pt_helpers.course.run NN</code>.</p>"
         if failures
         else ""
     )
@@ -550,7 +547,7 @@ def build_index(
 <h2>Course map · 课程地图</h2>
 {glossary}
 {failed_note}
-<p class="dim">Run times were measured by <code>python -m pt_helpers.run</code> on the device named
+<p class="dim">Run times were measured by <code>python -m pt_helpers.course.run</code> on the device named
 (one entry per device type, from <code>build/timings.json</code>). “Weights” is read from each executed
 notebook's own output: numbers from RANDOM weights show mechanics only and are meaningless as results.
 Built {built}.</p>
@@ -595,7 +592,7 @@ def build_site(
     """Render every executed ``NN_*.ipynb`` to HTML, the glossary, and ``index.html``; return its path.
 
     Chapters that exist in ``notebooks_dir`` but were not executed are listed as such on the map; chapters
-    whose last run failed (a ``NN_name.failed.json`` from :mod:`pt_helpers.run`) are marked FAILED, with
+    whose last run failed (a ``NN_name.failed.json`` from :mod:`pt_helpers.course.run`) are marked FAILED, with
     their failed run rendered as ``NN_name.failed.html`` and their last good page, if any, still linked.
     Every file is written atomically, so an interrupted build leaves the previous pages whole.
     """
@@ -604,7 +601,7 @@ def build_site(
     executed = {p.name: nb for p in _notebook_files(executed_dir) if (nb := _read_notebook(p, "executed notebook"))}
     source_files = {p.name: p for p in _notebook_files(notebooks_dir)}
     if not executed and not failures:
-        raise SiteError(f"no executed notebooks in {executed_dir}: run `python -m pt_helpers.run all` first.")
+        raise SiteError(f"no executed notebooks in {executed_dir}: run `python -m pt_helpers.course.run all` first.")
     html_dir.mkdir(parents=True, exist_ok=True)
     mathjax_src = install_mathjax(html_dir)
     timings = load_timings(timings_file)
@@ -671,8 +668,8 @@ def build_site(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pt_helpers.site EXECUTED_DIR HTML_DIR``: (re)build the site without re-executing."""
-    p = argparse.ArgumentParser(prog="python -m pt_helpers.site", description=__doc__.splitlines()[0])
+    """``python -m pt_helpers.course.site EXECUTED_DIR HTML_DIR``: (re)build the site without re-executing."""
+    p = argparse.ArgumentParser(prog="python -m pt_helpers.course.site", description=__doc__.splitlines()[0])
     p.add_argument("executed_dir", nargs="?", default=str(EXECUTED_DIR))
     p.add_argument("html_dir", nargs="?", default=str(HTML_DIR))
     p.add_argument("--timings", default=str(TIMINGS_FILE))

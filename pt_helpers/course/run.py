@@ -1,8 +1,11 @@
 """Run the course's notebooks with papermill, from the command line or from Python.
 
-    python -m pt_helpers.run 03 -p n_test 24        # one notebook (by its number), with a parameter
-    python -m pt_helpers.run 05_soft_prompt.ipynb   # by file name works too
-    python -m pt_helpers.run all --html build/html  # every notebooks/NN_*.ipynb in order, then the site
+    python -m pt_helpers.course.run 03 -p n_test 24        # one notebook (by its number), with a parameter
+    python -m pt_helpers.course.run 05_soft_prompt.ipynb   # by file name works too
+    python -m pt_helpers.course.run all --html build/html  # every notebooks/NN_*.ipynb in order, then the site
+
+The notebooks check the same types themselves (:func:`pt_helpers.parameters.check_parameters`), so a plain
+``papermill -p seed abc`` run stops with the same kind of message.
 
 Executed copies land in ``build/executed/`` (``--output-dir``). Each ``-p NAME VALUE`` is injected after
 the notebook's ``parameters`` cell, like ``papermill -p``, but typed by that cell (read with
@@ -14,7 +17,7 @@ error that lists the parameters it has. All of this is checked before the first 
 A notebook runs into a temporary file beside its executed copy, which replaces the last good copy only
 when every cell succeeded. On failure the last good copy stays; the failed run is kept as
 ``NN_name.failed.ipynb`` (full traceback) and described in ``NN_name.failed.json`` (error, failing cell,
-time), which the course map (:mod:`pt_helpers.site`) shows. The next successful run removes both.
+time), which the course map (:mod:`pt_helpers.course.site`) shows. The next successful run removes both.
 
 Each successful run's wall time is stored in ``build/timings.json`` under the notebook and the *device
 type* (``cpu`` or ``cuda``), so a CPU build and a GPU build of the same course both appear on the course
@@ -44,8 +47,9 @@ from typing import Any
 
 import yaml
 
-from .errors import CourseError
-from .project import (
+from ..errors import CourseError, NotebookFailedError, NotebookNotFoundError, ParameterError
+from ..parameters import NotebookParameter, assignments, make_parameter
+from ..project import (
     EXECUTED_DIR,
     NOTEBOOK_PATTERN,
     NOTEBOOKS_DIR,
@@ -60,31 +64,6 @@ from .site import FAILED_RECORD_SUFFIX, REAL_SIZE_PROFILE_FILE, load_real_size_p
 # NN_name.failed.json (FAILED_RECORD_SUFFIX, read by the site) says what went wrong in the last run;
 # NN_name.failed.ipynb is the executed copy of that failed run
 FAILED_COPY_SUFFIX = ".failed.ipynb"
-
-
-class NotebookNotFoundError(CourseError, FileNotFoundError):
-    """No course notebook matches the number or name that was asked for."""
-
-
-class ParameterError(CourseError):
-    """A ``-p name value`` pair that cannot be used (bad name or unreadable value)."""
-
-
-class NotebookFailedError(CourseError, RuntimeError):
-    """A cell of a notebook raised an error while papermill executed it."""
-
-    def __init__(
-        self,
-        message: str,
-        notebook: Path,
-        output: Path | None,
-        cell_index: int | None = None,
-        ename: str = "",
-        evalue: str = "",
-    ):
-        super().__init__(message)
-        self.notebook, self.output = notebook, output  # output: the failed executed copy (None: nothing ran)
-        self.cell_index, self.ename, self.evalue = cell_index, ename, evalue
 
 
 @dataclass
@@ -133,80 +112,6 @@ def find_notebook(key: str, notebooks_dir: str | Path = NOTEBOOKS_DIR) -> Path:
 # ----------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class NotebookParameter:
-    """One variable of a notebook's ``parameters`` cell, as papermill's inspection reads it."""
-
-    name: str
-    type_name: str  # "str", "int", "float", "bool", "list", "dict", "tuple", "None" or "any"
-    default: str  # the default's source text, e.g. '"gpt2"', "0", '[" positive", " negative"]'
-    help: str = ""
-
-    def describe(self) -> str:
-        """``seed (int, default 0)``; ``n_eval (default None)`` when the default gives no type."""
-        kind = "" if self.type_name in ("None", "any") else f"{self.type_name}, "
-        return f"{self.name} ({kind}default {self.default})"
-
-
-_TYPE_ALIASES = {
-    "str": "str",
-    "int": "int",
-    "float": "float",
-    "bool": "bool",
-    "list": "list",
-    "dict": "dict",
-    "tuple": "tuple",
-    "sequence": "list",
-    "mapping": "dict",
-    "none": "None",
-    "nonetype": "None",
-}
-_LITERAL_TYPES = {
-    str: "str",
-    bool: "bool",
-    int: "int",
-    float: "float",
-    list: "list",
-    dict: "dict",
-    tuple: "tuple",
-    type(None): "None",
-}
-
-
-def _type_from_annotation(annotation: str) -> str:
-    """``"int"`` → ``"int"``, ``"List[str]"`` → ``"list"``, ``"Optional[int]"`` → ``"any"`` (None allowed too)."""
-    base = annotation.strip().strip("'\"").split("[", 1)[0].rsplit(".", 1)[-1].lower()
-    return _TYPE_ALIASES.get(base, "any")
-
-
-def _type_from_default(default: str) -> str:
-    """The type of a default written as a Python literal; ``"any"`` for an expression (``os.cpu_count()``)."""
-    try:
-        value = ast.literal_eval(default)
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return "any"
-    return _LITERAL_TYPES.get(type(value), "any")
-
-
-def _assignments(source: str) -> list[tuple[str, str | None, str]]:
-    """``(name, annotation or None, default source)`` of each top-level ``name = value`` in ``source``."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    found = []
-    for node in tree.body:
-        if isinstance(node, ast.Assign):
-            names, annotation = [t.id for t in node.targets if isinstance(t, ast.Name)], None
-        elif isinstance(node, ast.AnnAssign) and node.value is not None and isinstance(node.target, ast.Name):
-            names, annotation = [node.target.id], ast.unparse(node.annotation)
-        else:
-            continue
-        default = ast.get_source_segment(source, node.value) or ""
-        found += [(name, annotation, default) for name in names]
-    return found
-
-
 @contextmanager
 def _quiet_papermill():
     """papermill logs every notebook it opens and warns about lines it cannot parse; we report ourselves."""
@@ -239,15 +144,14 @@ def notebook_parameters(notebook: str | Path) -> dict[str, NotebookParameter]:
     for name, info in inspected.items():
         annotation = str(info.get("inferred_type_name") or "None")
         default = str(info.get("default", ""))
-        type_name = _type_from_annotation(annotation) if annotation != "None" else _type_from_default(default)
-        params[name] = NotebookParameter(name, type_name, default, str(info.get("help") or ""))
+        typed_by = annotation if annotation != "None" else None
+        params[name] = make_parameter(name, typed_by, default, info.get("help") or "")
     # names papermill's line-by-line pattern could not read
     nb = nbformat.read(path, as_version=4)
     cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
-    for name, annotation, default in _assignments(cell.source if cell is not None else ""):
+    for name, annotation, default in assignments(cell.source if cell is not None else ""):
         if name not in params:
-            type_name = _type_from_annotation(annotation) if annotation else _type_from_default(default)
-            params[name] = NotebookParameter(name, type_name, default)
+            params[name] = make_parameter(name, annotation, default)
     return params
 
 
@@ -297,6 +201,8 @@ _ARTICLE = {
 def type_value(param: NotebookParameter, raw: str, notebook_name: str = "the notebook") -> Any:
     """The value of ``-p NAME raw`` for ``param``, typed like its default; :class:`ParameterError` if it is not."""
     kind = param.type_name
+    if param.optional and raw.strip() in ("None", "none", "null", "~"):
+        return None
     if kind == "str":
         return raw  # exactly as typed: "Verdict: a fine film" is text, not YAML
     if kind in ("None", "any"):  # no type to go by: a literal if it reads as one (a plain scalar), else the text
@@ -405,7 +311,7 @@ def resolve_parameters(
 
 def current_device() -> tuple[str, str]:
     """``(device_type, description)`` of the machine this build runs on: ``cpu`` or ``cuda``."""
-    from .device import describe_device, get_device
+    from ..device import describe_device, get_device
 
     device = get_device()
     return device.type, describe_device(device)
@@ -447,7 +353,7 @@ def _failure_message(
         + (f"  the cell:\n{shown}\n" if source else "")
         + (f"  full traceback in the executed copy: {failed_copy}\n" if failed_copy is not None else "")
         + kept
-        + f"  rerun just this one with: python -m pt_helpers.run {notebook.name[:2]}"
+        + f"  rerun just this one with: python -m pt_helpers.course.run {notebook.name[:2]}"
     )
     return NotebookFailedError(message, notebook, failed_copy, cell_index, ename, evalue)
 
@@ -692,11 +598,12 @@ def run_many(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``python -m pt_helpers.run``."""
+    """The argument parser of ``python -m pt_helpers.course.run``."""
     p = argparse.ArgumentParser(
-        prog="python -m pt_helpers.run",
+        prog="python -m pt_helpers.course.run",
         description="Execute course notebooks with papermill (progress bar, parameters, timings).",
-        epilog="examples:  python -m pt_helpers.run 03 -p n_test 24  |  python -m pt_helpers.run all --html build/html",
+        epilog="examples:  python -m pt_helpers.course.run 03 -p n_test 24  |  "
+        "python -m pt_helpers.course.run all --html build/html",
     )
     p.add_argument(
         "notebooks",

@@ -1,6 +1,6 @@
 """Make the hand-out copy of the course: solutions replaced by stubs, outputs stripped.
 
-    python -m pt_helpers.student notebooks build/student
+    python -m pt_helpers.course.student notebooks build/student
 
 Every cell tagged ``solution`` becomes a code cell ``# YOUR CODE HERE`` + ``raise NotImplementedError``
 (tagged ``exercise`` so it is easy to find); every other cell is kept as it is, with outputs and
@@ -17,15 +17,11 @@ from pathlib import Path
 
 import nbformat
 
-from .errors import CourseError
+from ..errors import CourseError, StudentCopyError
 
 SOLUTION_TAG = "solution"
 STUB_TAG = "exercise"
 STUB_SOURCE = "# YOUR CODE HERE\nraise NotImplementedError"
-
-
-class StudentCopyError(CourseError):
-    """The source or destination folder cannot be used for a student copy."""
 
 
 def stub_cell() -> nbformat.NotebookNode:
@@ -97,9 +93,9 @@ def make_student_copy(src_dir: str | Path, dst_dir: str | Path) -> dict[str, int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: ``python -m pt_helpers.student SRC_DIR DST_DIR``."""
+    """CLI: ``python -m pt_helpers.course.student SRC_DIR DST_DIR``."""
     p = argparse.ArgumentParser(
-        prog="python -m pt_helpers.student", description="Copy notebooks with solution cells replaced by stubs."
+        prog="python -m pt_helpers.course.student", description="Copy notebooks with solution cells replaced by stubs."
     )
     p.add_argument("src_dir", nargs="?", default="notebooks")
     p.add_argument("dst_dir", nargs="?", default="build/student")
