@@ -165,6 +165,7 @@ def value_fits(param: NotebookParameter, value: Any) -> bool:
 
 def check_values(values: Mapping[str, Any], declared: Mapping[str, NotebookParameter], where: str) -> None:
     """Raise :class:`ParameterError` for the first value whose type is not the one its parameter declares."""
+    __tracebackhide__ = True  # IPython shows the message, not this function's frames
     for name, value in values.items():
         param = declared.get(name)
         if param is None or value_fits(param, value):
@@ -200,6 +201,7 @@ def check_parameters(namespace: Mapping[str, Any] | None = None, history: list[s
     history, IPython's ``In``, by default) holds the injected cell (``# Parameters`` …) and, just before
     it, the parameters cell; ``namespace`` (the kernel's variables, by default) holds the values.
     """
+    __tracebackhide__ = True
     history = _history() if history is None else history
     injected = [i for i, src in enumerate(history) if src.lstrip().startswith(INJECTED_HEADER)]
     if not injected or injected[-1] == 0:

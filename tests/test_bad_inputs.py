@@ -468,3 +468,141 @@ def test_number_of_cases_in_this_table():
         + len(PARAM_CASES)
     )
     assert n >= 60, n
+
+
+# --- None (or another non-string) where a text is expected: a TypeError naming the text and its index ------
+
+TEXT_CASES = [
+    ("None among the texts of check_texts", "check_texts", "texts[1] is None"),
+    ("NaN (an empty pandas cell) among the texts", "nan", "missing value"),
+    ("one string instead of a list", "one string", "not one string"),
+    ("None among a classifier's texts", "predict", "texts[1] is None"),
+    ("None among the texts to embed", "embed", "texts[0] is None"),
+    ("None in a template's field", "template", "'text' is None"),
+    ("None among ROUGE's predictions", "rouge", "predictions[0] is None"),
+]
+
+
+def _text_action(case, random_gpt2, random_bert):
+    from pt_helpers.classifiers import classifier_for
+    from pt_helpers.errors import check_texts
+    from pt_helpers.prompts import Template, rouge
+    from pt_helpers.scoring import embed_sentences
+
+    model, tok = random_gpt2
+    actions = {
+        "check_texts": lambda: check_texts(["fine", None]),
+        "nan": lambda: check_texts(["fine", float("nan")]),
+        "one string": lambda: classifier_for(model, tok, "sst2").predict("a fine film"),
+        "predict": lambda: classifier_for(model, tok, "sst2").predict(["a fine film", None]),
+        "embed": lambda: embed_sentences(*random_bert, [None, "fine"]),
+        "template": lambda: Template("Review: {text} Sentiment:").format({"text": None}),
+        "rouge": lambda: rouge([None], ["a summary"]),
+    }
+    return actions[case]
+
+
+@pytest.mark.parametrize("case, action, words", TEXT_CASES, ids=[c[0] for c in TEXT_CASES])
+def test_a_missing_text_is_named_at_the_boundary(case, action, words, random_gpt2, random_bert):
+    with pytest.raises(TypeError) as err:
+        _text_action(action, random_gpt2, random_bert)()
+    assert words in str(err.value), str(err.value)
+    assert "strip" not in str(err.value)
+
+
+# --- a tokenizer of another model family, smaller than the model's embedding table --------------------------
+
+TOKENIZER_CASES = [
+    ("BERT's tokenizer on GPT-2 (GPT-2's end-of-text id 50,256 is not a BERT token)", "gpt2", "token id 50,256"),
+    ("BERT's tokenizer on a SmolLM2-sized Llama (special ids 1 and 2 exist in BERT too)", "llama", "never be used"),
+]
+
+
+def _smollm2_sized_llama():
+    """A 1-layer Llama with SmolLM2-135M's vocabulary (49,152 rows) and special ids (BOS 1, EOS 2)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("case, family, words", TOKENIZER_CASES, ids=[c[0] for c in TOKENIZER_CASES])
+def test_another_familys_smaller_tokenizer_is_refused_where_model_and_tokenizer_meet(case, family, words, random_bert):
+    from pt_helpers.classifiers import classifier_for
+    from pt_helpers.errors import TokenizerMismatchError
+    from pt_helpers.lm import sequence_logprob
+    from pt_helpers.models import random_model
+
+    model = random_model("gpt2", "causal", seed=0).model if family == "gpt2" else _smollm2_sized_llama()
+    bert_tok = random_bert.tokenizer
+    assert len(bert_tok) < model.get_input_embeddings().num_embeddings  # smaller: the old check let it through
+    for use in (lambda: classifier_for(model, bert_tok, "sst2"), lambda: sequence_logprob(model, bert_tok, "a film")):
+        with pytest.raises(TokenizerMismatchError) as err:
+            use()
+        assert words in str(err.value) and "same name or folder" in str(err.value)
+
+
+def test_a_padded_embedding_table_is_still_accepted(random_gpt2):
+    """Models pad their tables (GPT-2-size 50,257 → 50,304): a tokenizer a few % smaller is the model's own."""
+    import copy
+
+    from pt_helpers.frozen import check_model_and_tokenizer
+
+    model, tok = random_gpt2
+    padded = copy.deepcopy(model)
+    padded.resize_token_embeddings(50304)
+    check_model_and_tokenizer(padded, tok, "a padded table")
+
+
+# --- a notebook parameter of the wrong type: named with the type its parameters cell declares -------------
+# (python -m pt_helpers.course.run checks before a notebook starts; a plain papermill run is checked by the
+# notebook's own check_parameters cell, right after the injected parameters)
+
+PARAMETER_TYPE_CASES = [
+    ("letters for an int (run)", "run", "01", "seed", "abc", "expects an int"),
+    ("letters for an int annotated int | None (run)", "run", "annotated", "n_eval", "abc", "expects an int"),
+    ("letters for an int (plain papermill)", "papermill", "01", "seed", "abc", "declared int"),
+    ("letters for an int annotated int | None (plain papermill)", "papermill", "annotated", "n_eval", "abc", "int"),
+    ("a word for a bool (plain papermill)", "papermill", "annotated", "pool", "yes please", "declared bool"),
+]
+
+
+def _annotated_notebook(folder: Path) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("n_eval: int | None = None  # None: the profile's size\npool = False\n")
+    params.metadata["tags"] = ["parameters"]
+    check = nbformat.v4.new_code_cell("from pt_helpers.parameters import check_parameters\n\ncheck_parameters()")
+    nb.cells = [nbformat.v4.new_markdown_cell("# 10 · a test"), params, check, nbformat.v4.new_code_cell("1 + n_eval")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / "10_annotated.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, via, notebook, name, raw, words", PARAMETER_TYPE_CASES, ids=[c[0] for c in PARAMETER_TYPE_CASES]
+)
+def test_a_parameter_of_the_wrong_type_is_named_with_its_declared_type(case, via, notebook, name, raw, words, tmp_path):
+    from pt_helpers.course.run import type_parameters
+    from pt_helpers.errors import ParameterError
+
+    path = NB / "01_chain_rule_probability.ipynb" if notebook == "01" else _annotated_notebook(tmp_path)
+    if via == "run":
+        with pytest.raises(ParameterError) as err:
+            type_parameters({name: raw}, path)
+        assert name in str(err.value) and words in str(err.value)
+        return
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(
+            str(path), str(tmp_path / "out.ipynb"), parameters={name: raw}, cwd=str(NB), progress_bar=False
+        )
+    assert err.value.ename == "ParameterError" and err.value.exec_count == 3, (err.value.ename, err.value.evalue)
+    assert repr(name) in err.value.evalue and words in err.value.evalue and repr(raw) in err.value.evalue
