@@ -59,7 +59,6 @@ def heatmap(
     return ax
 
 
-# [cost-growth]
 GROWTH_WORK = {
     "n_inputs": "test inputs n",
     "k": "demonstrations k",
@@ -137,4 +136,3 @@ def show_cost_growth(record: str | Path = "icl_growth", threads: int | None = No
     return fig
 
 
-# [/cost-growth]
