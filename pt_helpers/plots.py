@@ -134,5 +134,3 @@ def show_cost_growth(record: str | Path = "icl_growth", threads: int | None = No
     )
     fig.tight_layout()
     return fig
-
-

@@ -19,6 +19,9 @@ NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 EXECUTED_DIR = PROJECT_ROOT / "build" / "executed"
 TIMINGS_FILE = PROJECT_ROOT / "build" / "timings.json"
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_[\w\-]+\.ipynb$")
+# the output type under which a notebook hands the site a loaded model's provenance as data (JSON), beside
+# the text the reader sees; the site (pt_helpers.course.site) reads these records, not the printed text
+PROVENANCE_MIME = "application/vnd.pt-helpers.model-provenance+json"
 
 
 def build_dir(*parts: str) -> Path:
@@ -90,3 +93,25 @@ def format_seconds(seconds: float) -> str:
     """``75.3`` → ``"1 min 15 s"``; ``8.2`` → ``"8 s"``."""
     seconds = int(round(seconds))
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def publish_provenance(record: dict, text: str) -> None:
+    """Show ``text`` to the reader and hand ``record`` (a JSON-able dict) to the course site as data.
+
+    ``record`` describes one loaded model: at least ``name`` (str) and ``is_pretrained`` (bool); ``kind``,
+    ``source``, ``location``, ``family`` and ``n_parameters`` when known. In a notebook both go into one
+    ``display_data`` output (``text/plain`` for the reader, :data:`PROVENANCE_MIME` for the site), so a
+    reworded message can never change what the course map reports; outside a notebook only the text prints.
+    """
+    missing = [k for k in ("name", "is_pretrained") if k not in record]
+    if missing:
+        raise ValueError(f"a provenance record needs {missing}; got {sorted(record)}")
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # no IPython: a script or the command line
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None and getattr(get_ipython(), "kernel", None) is not None:
+        display({PROVENANCE_MIME: json.loads(json.dumps(record)), "text/plain": text}, raw=True)
+    else:
+        print(text)

@@ -271,3 +271,32 @@ def test_the_committed_real_size_record_names_real_notebooks():
     slow = {name: e["seconds"] for name, e in record["chapters"].items() if e["seconds"] > 15 * 60}
     assert not slow, f"over 15 minutes at real size: {slow}; make the quick profile smaller or the code faster"
     assert all(e["status"] == "completed" for e in record["chapters"].values())
+
+
+def test_model_provenance_reaches_the_site_as_data_not_text(tmp_path):
+    """A notebook hands each model's provenance over as data (project.publish_provenance); the site reads the
+    record, so what the cell printed does not matter (here the text claims the opposite of the record)."""
+    import papermill as pm
+
+    from pt_helpers.project import PROVENANCE_MIME
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(INTRO.format(num="01", en="A", zh="甲")),
+        nbformat.v4.new_code_cell(
+            "from pt_helpers.project import publish_provenance\n"
+            "publish_provenance({'name': 'gpt2', 'is_pretrained': False, 'source': 'random'}, "
+            f"{MINILM_LINE.replace('all-MiniLM-L6-v2', 'gpt2')!r})\n"
+            "publish_provenance({'name': 'minilm', 'is_pretrained': True}, 'minilm loaded')"
+        ),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    pm.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), progress_bar=False)
+    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    outputs = executed.cells[1].outputs
+    assert [o.output_type for o in outputs] == ["display_data", "display_data"]
+    assert outputs[1].data["text/plain"] == "minilm loaded" and PROVENANCE_MIME in outputs[1].data
+    w = site.detect_weights(executed)
+    assert (w.status, w.pretrained, w.random) == ("mixed", ["minilm"], ["gpt2"])
+    assert [r["source"] for r in site.provenance_records(executed) if "source" in r] == ["random"]

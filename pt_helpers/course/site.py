@@ -8,8 +8,8 @@ The course map (``index.html``) has one row per chapter, read from the notebooks
 * title (English · 中文) and what it teaches / its prerequisites — from the first markdown cell;
 * run time and device — *measured* by :mod:`pt_helpers.course.run` and stored per device type in
   ``build/timings.json`` (so a CPU build and a GPU build both show), never typed by hand;
-* where its numbers came from — detected in the executed notebook's outputs: ``load_model`` prints
-  ``… · pretrained weights`` or ``… · RANDOMLY INITIALISED weights`` (and a ``RANDOM WEIGHTS`` banner),
+* where its numbers came from — read as data from the executed notebook's outputs: each model loaded
+  hands over a provenance record (``project.publish_provenance``: name, pretrained or not, source …),
   so a chapter is *pretrained*, *random*, *mixed* (which model was which is listed) or *no model*.
 
 * the quick profile at the real model size on a 2-core CPU (time and peak memory) — *measured* once with
@@ -54,6 +54,7 @@ from ..project import (
     NOTEBOOK_PATTERN,
     NOTEBOOKS_DIR,
     PROJECT_ROOT,
+    PROVENANCE_MIME,
     TIMINGS_FILE,
     atomic_write_json,
     atomic_write_text,
@@ -153,15 +154,39 @@ def _joined(text: str | list[str]) -> str:
     return "".join(text) if isinstance(text, list) else str(text)
 
 
+def provenance_records(nb: nbformat.NotebookNode) -> list[dict]:
+    """The model-provenance records (``project.PROVENANCE_MIME`` data) an executed notebook's cells output."""
+    records = []
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        for out in cell.get("outputs", []):
+            data = out.get("data", {}) if out.get("output_type") in ("display_data", "execute_result") else {}
+            record = data.get(PROVENANCE_MIME)
+            if isinstance(record, str):  # nbformat may keep JSON data as its text
+                record = json.loads(record)
+            if isinstance(record, dict) and "name" in record and "is_pretrained" in record:
+                records.append(record)
+    return records
+
+
 def detect_weights(nb: nbformat.NotebookNode) -> WeightsInfo:
-    """Classify an *executed* notebook by the weights its ``load_model`` calls reported."""
-    text = _outputs_text(nb)
+    """Classify an *executed* notebook by the provenance records its ``load_model`` calls output (data).
+
+    An executed copy made before ``load_model`` published records (no record at all) is read the old way,
+    from the printed ``describe()`` line and banner; drop that fallback once every copy is re-executed.
+    """
     state: dict[str, bool] = {}  # model name -> pretrained? (random wins if both seen)
-    for m in _DESCRIBE_RE.finditer(text):
-        pretrained = m["weights"] == "pretrained"
-        state[m["name"]] = state.get(m["name"], True) and pretrained
-    for m in _BANNER_RE.finditer(text):
-        state[m["name"]] = False
+    records = provenance_records(nb)
+    for r in records:
+        state[str(r["name"])] = state.get(str(r["name"]), True) and bool(r["is_pretrained"])
+    if not records:
+        text = _outputs_text(nb)
+        for m in _DESCRIBE_RE.finditer(text):
+            pretrained = m["weights"] == "pretrained"
+            state[m["name"]] = state.get(m["name"], True) and pretrained
+        for m in _BANNER_RE.finditer(text):
+            state[m["name"]] = False
     pretrained = sorted(n for n, p in state.items() if p)
     random = sorted(n for n, p in state.items() if not p)
     if not state:
