@@ -1,5 +1,6 @@
 # Two commands for a newcomer:  make run   (execute the course, build the HTML site)
 #                               make test  (ruff, unit tests + every notebook executed; what CI runs)
+#                               make test-fast (ruff + the unit tests not marked slow: minutes, while you work)
 #                               make bench (the course's engines vs lm-eval and PEFT; table in benchmarks/README.md)
 SHELL := /bin/bash
 VENV ?= .venv
@@ -10,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run lint test student bench clean
+.PHONY: install run lint test test-fast student bench clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +31,10 @@ lint: install
 
 test: install lint
 	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --durations=15 tests notebooks
+
+# the tests marked slow (notebooks, and tests over ~20 s: tests/conftest.py) are left out
+test-fast: install lint
+	$(PY) -m pytest -p no:cacheprovider -m "not slow" --durations=10 tests
 
 student: install
 	$(PY) -m pt_helpers.course.student notebooks build/student

@@ -1,7 +1,8 @@
 """Errors that name the fix. Every bad input the course can meet raises one of these.
 
-Every error class of the package is defined here (the modules re-export the ones they raise), together with
+Every error class of the package is defined here (a module re-exports the ones it raises), together with
 ``check_texts``, the one boundary check for "a list of texts" that every module taking texts can call.
+(Three still live in their modules — attention, icl, chat — until those move: tests/test_course_wing.py.)
 """
 
 from __future__ import annotations
