@@ -9,9 +9,15 @@ matplotlib.use("Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # Tests that took over ~20 s on the 2-core CPU (measured with --durations, OMP_NUM_THREADS=1), by node id
-# without parameters; with the notebooks (nbval items and tests marked `notebook`) they are marked `slow`,
-# and `make test-fast` (pytest -m "not slow") leaves them out. A name here that matches no test is an error.
-SLOW_TESTS = {"tests/test_benchmarks.py::test_benchmark_script_runs_on_a_tiny_setting"}
+# without parameters, and every test using a fixture that does (smoke_records runs each benchmark script once:
+# 262 s); with the notebooks (nbval items and tests marked `notebook`) they are marked `slow`, and
+# `make test-fast` (pytest -m "not slow") leaves them out. A name here that matches no test is an error.
+SLOW_TESTS = {
+    "tests/test_train_cli.py::test_sigkill_then_resume_reaches_the_same_prompt_as_an_uninterrupted_run",  # 138 s
+    "tests/test_train_cli.py::test_two_processes_give_the_same_prompt_as_one",  # 51 s
+    "tests/test_stats.py::test_spread_test_at_full_dev_size_stays_small_and_equals_the_unbatched_test",  # 24 s
+}
+SLOW_FIXTURES = {"smoke_records"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m "not slow" deselects by the marks added here
@@ -21,7 +27,8 @@ def pytest_collection_modifyitems(config, items):
         base = item.nodeid.split("[", 1)[0]
         if base in SLOW_TESTS:
             matched.add(base)
-        if base in SLOW_TESTS or item.get_closest_marker("notebook") or item.path.suffix == ".ipynb":
+        slow_fixture = SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if base in SLOW_TESTS or slow_fixture or item.get_closest_marker("notebook") or item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.slow)
     # only when the files that define them were collected: `pytest tests/test_x.py` collects a few
     collected = {item.nodeid.split("::", 1)[0] for item in items}
