@@ -67,6 +67,21 @@ def accuracy_interval(correct, confidence: float = 0.95) -> Accuracy:
 
 
 PROTOCOL_CHECK = "protocol check — no test at this budget"
+SMOKE_STEPS = 50  # fewer training steps than this: a smoke budget (see ``smoke_budget``)
+
+
+def smoke_budget(steps: int) -> bool:
+    """True when a training run of ``steps`` optimiser steps only checks that the code runs.
+
+    The course's quick profiles train 6 (chapter 06), 12 (08) and 16 (07) steps to fit CI's two CPU cores: at
+    such a budget a paired test ranks methods by how fast they leave their starting point (06's 6-step table
+    once ranked the deep prompt above full fine-tuning on SST-2 and below it on TREC, both at p < 0.01). The
+    smallest budget whose results the course quotes is chapter 05's 100 steps; 50 sits between the two.
+    Decided from the steps actually run, not from the profile's name (a reader may override them).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise CourseError(f"steps must be a whole number of training steps ≥ 0, got {steps!r}")
+    return int(steps) < SMOKE_STEPS
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pt_helpers.stats import (
     paired_bootstrap,
     paired_test,
     seed_interval,
+    smoke_budget,
     split_half_selection,
     spread_test,
 )
@@ -99,6 +100,10 @@ def test_old_names_are_the_same_rule_and_a_smoke_budget_prints_no_test():
     smoke = paired_test(a, b, smoke=True)
     assert str(smoke).startswith(PROTOCOL_CHECK) and "p =" not in str(smoke) and "n = 80" in str(smoke)
     assert "p = " in str(paired_test(a, b))
+    # the quick profiles of 06, 07, 08 (6, 16, 12 steps) are smoke budgets; 05's (100 steps) is not
+    assert all(smoke_budget(s) for s in (6, 12, 16)) and not smoke_budget(100)
+    with pytest.raises(CourseError, match="steps"):
+        smoke_budget(None)
 
 
 def test_seed_interval_never_reports_a_spread_for_one_seed():
