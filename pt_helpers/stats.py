@@ -134,8 +134,9 @@ def paired_test(correct_a, correct_b, *, confidence: float = 0.95, smoke: bool =
     Only the m = b + c discordant examples carry evidence (b: A right and B wrong; c: the reverse). Under "no
     difference" each is A's with probability ½, so b ~ Binomial(m, ½) given m: the exact two-sided p-value
     (``scipy.stats.binomtest``; for π = ½ the binomial is symmetric, so it is twice the smaller tail). The
-    interval: Clopper–Pearson for π = P(a discordant example is A's), which is exactly the set of π that this
-    test does not reject at level 1 − confidence, written on the scale of the accuracy difference,
+    interval: Clopper–Pearson for π = P(a discordant example is A's) — the set of π that the equal-tailed
+    binomial test (twice the smaller tail) does not reject at level 1 − confidence, which at π = ½ is this test —
+    written on the scale of the accuracy difference,
     Δ = (b − c)/n = (m/n)(2π − 1), with m/n as observed (conditional on m). Hence the interval excludes 0 if
     and only if p < 1 − confidence — one decision rule. ``smoke=True``: the same numbers, printed as a
     protocol check without the test.
