@@ -3,11 +3,15 @@
 Used wherever the course ranks two numbers (chapters 03–08):
 
 * ``accuracy_interval`` — an accuracy with n and its Wilson score interval (``scipy.stats.binomtest``);
-* ``mcnemar_exact`` — two methods on the SAME examples: an exact binomial test on the examples where
-  exactly one of them is right (McNemar 1947, exact form);
-* ``paired_bootstrap`` — the difference of two methods' accuracies on the same examples, with a
-  bootstrap interval (``scipy.stats.bootstrap``, paired: both methods resampled together);
-* ``seed_interval`` — the mean over seeds with a bootstrap interval; one seed is "n/a (1 seed)";
+* ``paired_test`` — THE course's one decision rule for two methods on the SAME examples: McNemar's exact test
+  (McNemar 1947, exact form: a binomial test on the examples where exactly one method is right) with the
+  interval that matches it — the Clopper–Pearson interval of the discordant split, written as a difference in
+  accuracy. The interval excludes 0 exactly when p < 1 − confidence, so the two can never disagree (a
+  percentile-bootstrap interval beside a McNemar p-value once excluded 0 while p was 0.057);
+  ``mcnemar_exact`` and ``paired_bootstrap`` are older names of the same function;
+* ``seed_interval`` — the mean over seeds with a Student-t interval, and the seeds themselves; one seed is
+  "n/a (1 seed)" (a percentile bootstrap over 3 seeds is exactly [min, max] and covers the mean 75 % of the
+  time, not 95 %: ``tests/test_stats.py`` measures both);
 * ``spread_test`` — is the best-minus-worst spread over several variants (templates, verbalisers …)
   more than noise? A permutation test that shuffles which variant each example's outcome belongs to;
 * ``split_half_selection`` — pick the best and the worst variant on one half of the examples and test
@@ -15,7 +19,10 @@ Used wherever the course ranks two numbers (chapters 03–08):
 
 A ``PairedTest`` whose two arms are right and wrong on exactly the same examples is *degenerate*: the data
 cannot tell them apart (for instance a random-weight model that ignores what the two arms change). It says
-so instead of printing a difference of zero that reads like a finding.
+so instead of printing a difference of zero that reads like a finding. A ``PairedTest`` made with
+``smoke=True`` (a budget of a handful of steps, run to check that the code works) prints
+``PROTOCOL_CHECK`` and the two accuracies instead of a p-value: at such a budget a "significant" difference
+says which method moved faster from its start, not which is better.
 """
 
 from __future__ import annotations
@@ -59,6 +66,24 @@ def accuracy_interval(correct, confidence: float = 0.95) -> Accuracy:
     return Accuracy(float(c.mean()), int(c.size), float(ci.low), float(ci.high), confidence)
 
 
+PROTOCOL_CHECK = "protocol check — no test at this budget"
+SMOKE_STEPS = 50  # fewer training steps than this: a smoke budget (see ``smoke_budget``)
+
+
+def smoke_budget(steps: int) -> bool:
+    """True when a training run of ``steps`` optimiser steps only checks that the code runs.
+
+    The course's quick profiles train 6 (chapter 06), 12 (08) and 16 (07) steps to fit CI's two CPU cores: at
+    such a budget a paired test ranks methods by how fast they leave their starting point (06's 6-step table
+    once ranked the deep prompt above full fine-tuning on SST-2 and below it on TREC, both at p < 0.01). The
+    smallest budget whose results the course quotes is chapter 05's 100 steps; 50 sits between the two.
+    Decided from the steps actually run, not from the profile's name (a reader may override them).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise CourseError(f"steps must be a whole number of training steps ≥ 0, got {steps!r}")
+    return int(steps) < SMOKE_STEPS
+
+
 @dataclass(frozen=True)
 class PairedTest:
     """Two methods on the same n examples: accuracies, their difference and how sure it is."""
@@ -73,6 +98,7 @@ class PairedTest:
     low: float = float("nan")
     high: float = float("nan")
     test: str = ""
+    smoke: bool = False  # a smoke budget: print the accuracies, no test (see PROTOCOL_CHECK)
 
     @property
     def degenerate(self) -> bool:
@@ -80,6 +106,8 @@ class PairedTest:
         return self.only_a + self.only_b == 0
 
     def __str__(self) -> str:
+        if self.smoke:
+            return f"{PROTOCOL_CHECK} (accuracies {self.accuracy_a:.3f} vs {self.accuracy_b:.3f}, n = {self.n})"
         if self.degenerate:
             return (
                 f"degenerate comparison: both arms right on the same {round(self.accuracy_a * self.n)} of "
@@ -100,81 +128,100 @@ def _pair(correct_a, correct_b) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def mcnemar_exact(correct_a, correct_b) -> PairedTest:
-    """McNemar's exact test: under "no difference", each discordant example is A's or B's with probability ½."""
+def paired_test(correct_a, correct_b, *, confidence: float = 0.95, smoke: bool = False) -> PairedTest:
+    """Two methods on the same examples: McNemar's exact test and the interval that matches it.
+
+    Only the m = b + c discordant examples carry evidence (b: A right and B wrong; c: the reverse). Under "no
+    difference" each is A's with probability ½, so b ~ Binomial(m, ½) given m: the exact two-sided p-value
+    (``scipy.stats.binomtest``; for π = ½ the binomial is symmetric, so it is twice the smaller tail). The
+    interval: Clopper–Pearson for π = P(a discordant example is A's) — the set of π that the equal-tailed
+    binomial test (twice the smaller tail) does not reject at level 1 − confidence, which at π = ½ is this test —
+    written on the scale of the accuracy difference,
+    Δ = (b − c)/n = (m/n)(2π − 1), with m/n as observed (conditional on m). Hence the interval excludes 0 if
+    and only if p < 1 − confidence — one decision rule. ``smoke=True``: the same numbers, printed as a
+    protocol check without the test.
+    """
     a, b = _pair(correct_a, correct_b)
     only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
-    p = 1.0 if only_a + only_b == 0 else float(st.binomtest(only_a, only_a + only_b, 0.5).pvalue)
+    m, n = only_a + only_b, a.size
+    if m == 0:
+        p, low, high = 1.0, 0.0, 0.0
+    else:
+        res = st.binomtest(only_a, m, 0.5)
+        ci = res.proportion_ci(confidence_level=confidence, method="exact")  # Clopper–Pearson
+        p, low, high = float(res.pvalue), m / n * (2 * ci.low - 1), m / n * (2 * ci.high - 1)
     return PairedTest(
-        float(a.mean()), float(b.mean()), a.size, only_a, only_b, p, float(a.mean() - b.mean()), test="McNemar exact"
+        float(a.mean()),
+        float(b.mean()),
+        n,
+        only_a,
+        only_b,
+        p,
+        (only_a - only_b) / n,  # = accuracy_a − accuracy_b, computed as the interval's endpoints are
+        float(low),
+        float(high),
+        test="McNemar exact",
+        smoke=smoke,
     )
 
 
-def _bootstrap_mean_interval(values: np.ndarray, confidence: float, n_resamples: int, seed: int):
-    """(low, high) percentile-bootstrap interval of the mean; values without variation give the point itself."""
-    if np.all(values == values[0]):
-        return float(values[0]), float(values[0])
-    res = st.bootstrap(
-        (values,),
-        np.mean,
-        n_resamples=n_resamples,
-        confidence_level=confidence,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+def mcnemar_exact(correct_a, correct_b, **kwargs) -> PairedTest:
+    """Older name of ``paired_test`` (the same test and interval)."""
+    return paired_test(correct_a, correct_b, **kwargs)
 
 
-def paired_bootstrap(
-    correct_a, correct_b, *, n_resamples: int = 10_000, confidence: float = 0.95, seed: int = 0
-) -> PairedTest:
-    """The accuracy difference A − B with a paired bootstrap interval (examples resampled, both methods
-    together), and McNemar's exact p-value for the same pairs."""
-    a, b = _pair(correct_a, correct_b)
-    diff = a.astype(float) - b.astype(float)
-    mc = mcnemar_exact(a, b)
-    low, high = _bootstrap_mean_interval(diff, confidence, n_resamples, seed)
-    return PairedTest(
-        mc.accuracy_a,
-        mc.accuracy_b,
-        mc.n,
-        mc.only_a,
-        mc.only_b,
-        mc.p_value,
-        mc.difference,
-        low,
-        high,
-        test="paired bootstrap + McNemar exact",
-    )
+def paired_bootstrap(correct_a, correct_b, *, confidence: float = 0.95, smoke: bool = False, **_resampling):
+    """Older name of ``paired_test``, kept for callers written before the course had one decision rule.
+
+    It no longer bootstraps: its percentile interval could exclude 0 while McNemar's p was 0.057. The
+    resampling arguments (``n_resamples``, ``seed``) of the old function are accepted and have no effect.
+    """
+    return paired_test(correct_a, correct_b, confidence=confidence, smoke=smoke)
 
 
 @dataclass(frozen=True)
 class SeedSummary:
-    """A mean over seeds with a bootstrap interval; with one seed there is no spread to report."""
+    """A mean over seeds with a Student-t interval and the seeds' values; one seed has no spread to report."""
 
     mean: float
     n_seeds: int
     std: float | None
     low: float | None
     high: float | None
+    values: tuple[float, ...] = ()
+    confidence: float = 0.95
 
     def __str__(self) -> str:
         if self.n_seeds < 2:
             return f"{self.mean:.3f} (spread n/a (1 seed))"
-        return f"{self.mean:.3f} ± {self.std:.3f} std [{self.low:.3f}, {self.high:.3f}] over {self.n_seeds} seeds"
+        seeds = ", ".join(f"{v:.3f}" for v in self.values)
+        return (
+            f"{self.mean:.3f} ± {self.std:.3f} std, {100 * self.confidence:g} % t-interval of the mean "
+            f"[{self.low:.3f}, {self.high:.3f}] over {self.n_seeds} seeds ({seeds})"
+        )
 
 
-def seed_interval(
-    values: Sequence[float], *, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0
-) -> SeedSummary:
-    """Mean of one number per seed, its std and a bootstrap interval of the mean; one seed: spread None."""
+def seed_interval(values: Sequence[float], *, confidence: float = 0.95) -> SeedSummary:
+    """Mean of one number per seed, its std (ddof = 1) and the Student-t interval of the mean.
+
+    mean ± t_{k−1, (1+confidence)/2} · s/√k (``scipy.stats.t``): exact coverage when the seeds' values are
+    independent draws from one normal distribution, whatever k ≥ 2 (wide at k = 2 or 3, as it should be). The
+    percentile bootstrap this replaced is exactly [min, max] at k = 3: coverage 1 − 2·(½)³ = 75 %. One seed:
+    spread None.
+    """
     v = np.asarray(values, dtype=float)
     if v.ndim != 1 or v.size == 0:
         raise CourseError("values must be a non-empty list of one number per seed")
+    if not np.isfinite(v).all():
+        raise CourseError(f"values must be finite numbers (one per seed), got {v.tolist()}")
     if v.size == 1:
-        return SeedSummary(float(v[0]), 1, None, None, None)
-    low, high = _bootstrap_mean_interval(v, confidence, n_resamples, seed)
-    return SeedSummary(float(v.mean()), int(v.size), float(v.std(ddof=1)), low, high)
+        return SeedSummary(float(v[0]), 1, None, None, None, (float(v[0]),), confidence)
+    mean, sem = float(v.mean()), float(st.sem(v))  # sem = s / √k, with s the ddof = 1 std
+    if sem == 0:  # every seed gave the same number: the interval is that point
+        low = high = mean
+    else:
+        low, high = (float(x) for x in st.t.interval(confidence, v.size - 1, loc=mean, scale=sem))
+    return SeedSummary(mean, int(v.size), float(v.std(ddof=1)), low, high, tuple(float(x) for x in v), confidence)
 
 
 @dataclass(frozen=True)
@@ -243,11 +290,12 @@ class SplitHalfSelection:
         )
 
 
-def split_half_selection(correct, *, seed: int = 0, n_resamples: int = 10_000) -> SplitHalfSelection:
+def split_half_selection(correct, *, seed: int = 0, n_resamples: int | None = None) -> SplitHalfSelection:
     """Select best and worst of V variants on a random half of the n examples, test them on the other half.
 
     ``correct``: (V, n) 0/1 outcomes of every variant on the same examples. The spread measured where it was
-    selected is biased upwards; the held-out paired test (``paired_bootstrap``) is what survives selection.
+    selected is biased upwards; the held-out paired test (``paired_test``) is what survives selection.
+    ``n_resamples`` is accepted for callers of the bootstrap version and has no effect (the test is exact).
     """
     c = np.asarray(correct)
     if c.ndim != 2 or c.shape[0] < 2 or c.shape[1] < 4:
@@ -257,5 +305,5 @@ def split_half_selection(correct, *, seed: int = 0, n_resamples: int = 10_000) -
     select, test = order[: c.shape[1] // 2], order[c.shape[1] // 2 :]
     acc = c[:, select].mean(axis=1)
     best, worst = int(np.argmax(acc)), int(np.argmin(acc))
-    held_out = paired_bootstrap(c[best, test], c[worst, test], n_resamples=n_resamples, seed=seed)
+    held_out = paired_test(c[best, test], c[worst, test])
     return SplitHalfSelection(best, worst, float(acc[best] - acc[worst]), held_out, int(select.size))

@@ -7,10 +7,13 @@ import pytest
 
 from pt_helpers.errors import CourseError
 from pt_helpers.stats import (
+    PROTOCOL_CHECK,
     accuracy_interval,
     mcnemar_exact,
     paired_bootstrap,
+    paired_test,
     seed_interval,
+    smoke_budget,
     split_half_selection,
     spread_test,
 )
@@ -33,22 +36,108 @@ def test_mcnemar_exact_is_a_binomial_test_on_the_discordant_pairs():
     assert mcnemar_exact([1, 0, 1], [1, 0, 1]).p_value == 1.0  # no discordant pair: no evidence
 
 
-def test_paired_bootstrap_of_identical_and_clearly_different_methods():
-    same = paired_bootstrap([1, 0, 1, 1] * 10, [1, 0, 1, 1] * 10)
+def test_paired_test_of_identical_and_clearly_different_methods():
+    same = paired_test([1, 0, 1, 1] * 10, [1, 0, 1, 1] * 10)
     assert same.difference == 0 and same.low == same.high == 0 and same.p_value == 1.0
-    better = paired_bootstrap([1] * 40, [1, 0] * 20, n_resamples=2000)
-    assert better.difference == pytest.approx(0.5)
-    assert 0.3 < better.low < 0.5 < better.high < 0.7 and better.p_value < 1e-5
+    better = paired_test([1] * 40, [1, 0] * 20)
+    # 20 discordant examples, all A's: the Clopper–Pearson lower bound for π is 0.025^(1/20) = 0.8316, so the
+    # interval of Δ = (m/n)(2π − 1) = 0.5 (2π − 1) is [0.3316, 0.5]; p = 2 · 0.5^20
+    assert better.difference == pytest.approx(0.5) and better.p_value == pytest.approx(2 * 0.5**20)
+    assert better.low == pytest.approx(0.5 * (2 * 0.025 ** (1 / 20) - 1), rel=1e-9) and better.high == 0.5
     with pytest.raises(CourseError, match="SAME examples"):
-        paired_bootstrap([1, 0], [1, 0, 1])
+        paired_test([1, 0], [1, 0, 1])
+
+
+def _discordant(only_a: int, only_b: int, n: int):
+    """0/1 outcomes of two methods on n examples with the given discordant counts (the rest both right)."""
+    a, b = np.ones(n, dtype=int), np.ones(n, dtype=int)
+    b[:only_a] = 0
+    a[only_a : only_a + only_b] = 0
+    return a, b
+
+
+def test_the_interval_and_the_p_value_never_disagree():
+    """One decision rule: for every discordant split (b, c) with b + c ≤ 60 the interval excludes 0 exactly
+    when p < 0.05 (the interval is the test inverted)."""
+    for m in range(1, 61):
+        for b in range(m + 1):
+            t = paired_test(*_discordant(b, m - b, 100))
+            assert (t.low > 0 or t.high < 0) == (t.p_value < 0.05), (b, m - b, t)
+            assert t.low <= t.difference <= t.high
+
+
+def test_the_old_pairing_of_a_bootstrap_interval_with_mcnemar_disagreed():
+    """The disagreement the review found, rebuilt: 12 vs 4 discordant of 100. A paired percentile bootstrap of
+    the difference (the old ``paired_bootstrap``'s interval) excludes 0 while McNemar's exact p is 0.077 — two
+    rules, two verdicts. The matched interval agrees with the test."""
+    import scipy.stats as st
+
+    a, b = _discordant(12, 4, 100)
+    diff = a.astype(float) - b
+    boot = st.bootstrap((diff,), np.mean, method="percentile", random_state=np.random.default_rng(0))
+    t = paired_test(a, b)
+    assert boot.confidence_interval.low > 0 and t.p_value == pytest.approx(0.0768, abs=1e-4)
+    assert t.low < 0 < t.high
+
+
+def test_paired_test_interval_covers_the_true_difference():
+    """Known coverage: draw n paired outcomes with P(only A right) = p10, P(only B right) = p01, many times;
+    the 95 % interval must cover Δ = p10 − p01 at least ≈ 95 % of the time. Clopper–Pearson is conservative
+    given m, so the floor is 0.95 minus 3.5 Monte-Carlo standard errors (√(0.95 · 0.05 / 2000) = 0.0049)."""
+    rng = np.random.default_rng(0)
+    for p10, p01, n in ((0.10, 0.05, 200), (0.02, 0.01, 300)):
+        hits = 0
+        for _ in range(2000):
+            cells = rng.multinomial(n, [p10, p01, 1 - p10 - p01])
+            t = paired_test(*_discordant(int(cells[0]), int(cells[1]), n))
+            hits += t.low <= p10 - p01 <= t.high
+        assert hits / 2000 >= 0.95 - 3.5 * 0.0049, (p10, p01, n, hits / 2000)
+
+
+def test_old_names_are_the_same_rule_and_a_smoke_budget_prints_no_test():
+    a, b = _discordant(9, 2, 80)
+    assert paired_bootstrap(a, b, n_resamples=50, seed=3) == paired_test(a, b) == mcnemar_exact(a, b)
+    smoke = paired_test(a, b, smoke=True)
+    assert str(smoke).startswith(PROTOCOL_CHECK) and "p =" not in str(smoke) and "n = 80" in str(smoke)
+    assert "p = " in str(paired_test(a, b))
+    # the quick profiles of 06, 07, 08 (6, 16, 12 steps) are smoke budgets; 05's (100 steps) is not
+    assert all(smoke_budget(s) for s in (6, 12, 16)) and not smoke_budget(100)
+    with pytest.raises(CourseError, match="steps"):
+        smoke_budget(None)
 
 
 def test_seed_interval_never_reports_a_spread_for_one_seed():
     one = seed_interval([0.81])
     assert one.std is None and "n/a (1 seed)" in str(one)
-    three = seed_interval([0.80, 0.82, 0.81], n_resamples=2000)
+    three = seed_interval([0.80, 0.82, 0.81])
     assert three.mean == pytest.approx(0.81) and three.std == pytest.approx(0.01)
-    assert 0.80 <= three.low <= 0.81 <= three.high <= 0.82
+    half = 4.302653 * 0.01 / np.sqrt(3)  # t(0.975, 2 degrees of freedom) = 4.302653 (any t table)
+    assert three.low == pytest.approx(0.81 - half, abs=1e-6) and three.high == pytest.approx(0.81 + half, abs=1e-6)
+    label = str(three)  # says what the interval covers, and shows the seeds
+    assert "95 % t-interval" in label and "3 seeds" in label and "0.800, 0.820, 0.810" in label
+    assert seed_interval([0.7, 0.7]).low == seed_interval([0.7, 0.7]).high == pytest.approx(0.7)
+    with pytest.raises(CourseError, match="finite"):
+        seed_interval([0.8, float("nan")])
+
+
+def _coverage(interval, k: int, n_draws: int, seed: int = 0) -> float:
+    """Share of n_draws samples of k values from N(0.8, 0.02²) whose interval covers the mean 0.8."""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(n_draws):
+        s = interval(rng.normal(0.8, 0.02, size=k).tolist())
+        hits += s.low <= 0.8 <= s.high
+    return hits / n_draws
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_seed_interval_has_its_stated_coverage(k):
+    """An interval that says 95 % must cover the true mean 95 % of the time. Each seed's result is modelled as
+    a draw from a known normal (the t-interval's assumption). 4,000 samples: the Monte-Carlo standard error of
+    a 95 % coverage is √(0.95 · 0.05 / 4000) = 0.0034, so ± 0.015 is 4.4 standard errors (a false failure
+    about 1 in 100,000), while the old percentile bootstrap over 3 seeds — exactly [min, max], coverage
+    1 − 2 · ½³ = 75 % — misses by 0.20 and fails."""
+    assert abs(_coverage(seed_interval, k, 4000) - 0.95) < 0.015
 
 
 def test_spread_test_separates_noise_from_a_real_difference():
@@ -99,9 +188,9 @@ def test_bad_outcomes_are_clear_errors():
 
 
 def test_a_comparison_no_example_separates_is_labelled_degenerate():
-    same = paired_bootstrap([1, 0, 1, 1] * 10, [1, 0, 1, 1] * 10)
+    same = paired_test([1, 0, 1, 1] * 10, [1, 0, 1, 1] * 10)
     assert same.degenerate and "degenerate" in str(same) and "Δ" not in str(same)
-    assert not paired_bootstrap([1, 0, 1, 1], [1, 1, 1, 1]).degenerate
+    assert not paired_test([1, 0, 1, 1], [1, 1, 1, 1]).degenerate
 
 
 def test_split_half_selection_finds_a_real_gap_and_not_noise():

@@ -54,3 +54,84 @@ def test_student_cli_and_errors(tmp_path, capsys):
         student.make_student_copy(tmp_path / "missing", tmp_path / "out2")
     (tmp_path / "empty").mkdir()
     assert student.main([str(tmp_path / "empty"), str(tmp_path / "out3")]) == 2
+
+
+def _student_module():
+    """pt_helpers.student, or pt_helpers.course.student once course tooling has its own wing."""
+    import importlib
+
+    for name in ("pt_helpers.course.student", "pt_helpers.student"):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+    raise AssertionError("neither pt_helpers.course.student nor pt_helpers.student exists")
+
+
+def _parse(source: str):
+    """A code cell's syntax tree; IPython magics and shell lines (``%…``, ``!…``) are blanked out first."""
+    import ast
+
+    lines = source.splitlines()
+    return ast.parse("\n".join("" if ln.lstrip().startswith(("%", "!")) else ln for ln in lines))
+
+
+def _checked_answers(source: str) -> set[str]:
+    """Names handed as FIRST argument to an exercise checker ``chNN.check_K(...)`` in a cell: the learner's
+    answers (later arguments are the course's own objects: the model, a tokenizer, a measured value)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(_parse(source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr.startswith("check_")
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id.startswith("ch")
+            and node.args
+            and isinstance(node.args[0], ast.Name)
+        ):
+            names.add(node.args[0].id)
+    return names
+
+
+def _defined(source: str) -> set[str]:
+    """Names a cell binds outside function bodies (assignments, also inside ``with``/``for``/``if``; functions;
+    classes)."""
+    import ast
+
+    names, todo = set(), list(_parse(source).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)  # its body is its own scope
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        todo.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def test_make_student_leaves_no_exercise_answer_in_the_hand_out(tmp_path):
+    """Every exercise answer — a name given to a ``chNN.check_K`` checker — is defined in a cell tagged
+    ``solution`` in the course, and in the hand-out ``make student`` writes no cell defines it any more. Fails on
+    an answer written in an untagged cell (as notebook 08's were, beside their checks)."""
+    from pathlib import Path
+
+    student_module = _student_module()
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    student_module.make_student_copy(notebooks, tmp_path / "student")
+    code = lambda nb: [c.source for c in nb.cells if c.cell_type == "code"]  # noqa: E731
+    leaks, untagged, n_answers = [], [], 0
+    for path in sorted(notebooks.glob("[0-9][0-9]_*.ipynb")):
+        course = nbformat.read(path, as_version=4)
+        hand_out = nbformat.read(tmp_path / "student" / path.name, as_version=4)
+        answers = set().union(*(_checked_answers(s) for s in code(course)))
+        solutions = set().union(*(_defined(c.source) for c in course.cells if student_module.is_solution(c)))
+        n_answers += len(answers)
+        untagged += [f"{path.name}: {a}" for a in sorted(answers - solutions)]
+        leaks += [f"{path.name}: {a}" for s in code(hand_out) for a in sorted(answers & _defined(s))]
+    assert n_answers >= 20, f"only {n_answers} checked answers found: has the checker call changed its form?"
+    assert not untagged, f"exercise answers defined outside a cell tagged 'solution': {untagged}"
+    assert not leaks, f"answers still defined in the hand-out: {leaks}"

@@ -1,0 +1,149 @@
+"""Numbers in the prose of chapters 04–08 agree with the recorded runs they quote.
+
+A number in markdown is either printed by its cell (then the prose does not repeat it) or quoted from a
+recorded run — a file under ``benchmarks/records`` or the "Measured accuracy runs" table of
+``benchmarks/README.md`` — and checked here against that record. The last test is the guard: any other result
+number written into the markdown of 04–08 (three or more decimals, a p-value, a speed ratio) fails until it
+is checked here too. (It once read "probe 0.804" while the run printed 0.803.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from pt_helpers.stats import paired_test
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+RECORDS = ROOT / "benchmarks" / "records"
+
+
+def _markdown(stem: str) -> str:
+    (path,) = NOTEBOOKS.glob(f"{stem}_*.ipynb")
+    nb = nbformat.read(path, as_version=4)
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+def _flat(text: str) -> str:
+    """Markdown with line breaks folded into spaces (a quoted phrase may wrap)."""
+    return re.sub(r"\s+", " ", text)
+
+
+def _discordant(only_a: int, only_b: int, n: int):
+    a, b = np.ones(n, dtype=int), np.ones(n, dtype=int)
+    b[:only_a] = 0
+    a[only_a : only_a + only_b] = 0
+    return a, b
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.3f}"
+
+
+# ---- chapter 05, section 3: the position ratio is a first-order estimate; the records exceed it ----------
+
+
+def _soft_prompt_step_row(n: int) -> dict:
+    (record,) = json.loads((RECORDS / "soft_prompt_step.json").read_text())
+    (row,) = [r for r in record["rows"] if r["n"] == n]
+    return row
+
+
+def _growth_rows(layers: int) -> dict:
+    records = json.loads((RECORDS / "soft_prompt_growth.json").read_text())
+    (record,) = [r for r in records if r["model"].split("RANDOM weights, ")[1].startswith(f"{layers} layers")]
+    return record["sweeps"]
+
+
+def ch05_position_ratio_numbers() -> list[str]:
+    """The strings 05's prose quotes, computed from the records (GPT-2-small size: 12 layers × 768)."""
+    step = _soft_prompt_step_row(100)
+    assert step["cpu_speedup"] > step["position_ratio"], "the record no longer exceeds the position ratio"
+    (n200,) = [r for r in _growth_rows(12)["n_virtual"] if r["n"] == 200]
+    wall = n200["wall_s"]["peft"] / n200["wall_s"]["ours"]
+    positions = n200["positions"]["peft"] / n200["positions"]["ours"]
+    assert wall > positions
+    below = [r for r in _growth_rows(12)["batch"] if r["B"] in (1, 4)]
+    assert len(below) == 2 and all(
+        r["cpu_s"]["peft"] / r["cpu_s"]["ours"] < r["positions"]["peft"] / r["positions"]["ours"] for r in below
+    ), "the prose says the measured ratio is below the position ratio at n = 20, B = 1–4"
+    return [
+        f"{step['cpu_speedup']:.2f}× against {step['position_ratio']:.2f}× positions",
+        f"$n = {step['n']}$, $B = {step['B']}$",
+        f"{wall:.1f}× wall time against {positions:.1f}× positions",
+        "below it at $n = 20$, $B = 1$–4",
+    ]
+
+
+def test_chapter_05_quotes_the_recorded_position_ratios():
+    prose = _flat(_markdown("05"))
+    assert "first-order estimate" in prose and "upper bound" not in prose
+    for quoted in ch05_position_ratio_numbers():
+        assert quoted in prose, f"05 should quote {quoted!r} (from benchmarks/records)"
+
+
+# ---- chapter 04, section 6: the MiniLM grid on all 872 SST-2 dev sentences (benchmarks/README.md) --------
+
+
+def _readme_row(startswith: str) -> str:
+    readme = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    (row,) = [ln for ln in readme.splitlines() if ln.startswith(startswith)]
+    return row
+
+
+def ch04_recorded_numbers() -> list[str]:
+    row = _readme_row("| notebook 04 §6")
+    spread, sds = re.search(r"spread (0\.\d+) = ([\d.]+) standard errors", row).groups()
+    perm_p = re.search(r"permutation p = ([\d.]+)", row).group(1)
+    delta, low, high, only_a, only_b, p = re.search(
+        r"Δ = ([+−-][\d.]+) \[([+−-][\d.]+), ([+−-][\d.]+)\], (\d+) vs (\d+) discordant, McNemar p = ([\d.e-]+)", row
+    ).groups()
+    n = int(re.search(r"on the other (\d+):", row).group(1))
+    # the course's one rule, on the recorded counts: the interval the prose quotes today
+    test = paired_test(*_discordant(int(only_a), int(only_b), n))
+    assert _signed(test.difference) == delta and f"{test.p_value:.3g}" == f"{float(p):.3g}"
+    mantissa, exponent = f"{test.p_value:.1e}".split("e")
+    return [
+        f"spread is smaller, {spread}",
+        f"it is {sds} standard errors",
+        f"p-value is {perm_p}",
+        f"by {delta} [{_signed(test.low)}, {_signed(test.high)}]",
+        f"n = {n}, {only_a} vs {only_b} discordant, McNemar p = {mantissa}e{int(exponent)}",
+        f"[{low}, {high}]",  # the bootstrap interval the record printed, quoted as such
+    ]
+
+
+def test_chapter_04_quotes_the_recorded_872_sentence_run():
+    prose = _flat(_markdown("04"))
+    for quoted in ch04_recorded_numbers():
+        assert quoted in prose, f"04 should quote {quoted!r} (benchmarks/README.md, Measured accuracy runs)"
+
+
+# ---- the guard ------------------------------------------------------------------------------------------
+
+RESULT_NUMBER = re.compile(r"[+−-]?(?<![\w.])0\.\d{3,}\b|\bp = [\d.e−-]+\d|\b\d+(?:\.\d+)?×")
+NOT_RESULTS = {
+    ("04", "p = 0.5")  # exercise 4's hypothetical: every cell's true accuracy is 0.5
+}
+
+
+@pytest.mark.parametrize("chapter", ["04", "05", "06", "07", "08"])
+def test_every_result_number_in_the_prose_is_checked(chapter):
+    """A result number in markdown must be one this file checks against a record; print it from a cell
+    instead, or add its record check above."""
+    checked = {"04": ch04_recorded_numbers, "05": ch05_position_ratio_numbers}.get(chapter, list)()
+    prose = _flat(_markdown(chapter))
+    unchecked = []
+    for m in RESULT_NUMBER.finditer(prose):
+        number = m.group(0)
+        if (chapter, number) in NOT_RESULTS:
+            continue
+        if not any(number in quoted and quoted in prose for quoted in checked):
+            unchecked.append(f"{number!r} in …{prose[max(0, m.start() - 60) : m.end() + 20]}…")
+    assert not unchecked, f"chapter {chapter}: numbers in prose that no record check covers: {unchecked}"
