@@ -240,7 +240,7 @@ def chat_prefix_and_queries(
                 "not a shared prefix; score each conversation on its own with icl.score_label_words_naive"
             )
         queries.append(full[len(prefix) :])
-    bos = tokenizer.bos_token
+    bos = tokenizer.convert_ids_to_tokens(bos_token_id(tokenizer))  # the scorers' start token, not always BOS
     if bos and prefix.startswith(bos):
         prefix = prefix[len(bos) :]  # the scorer puts the start token back
     elif bos and not prefix and queries and all(q.startswith(bos) for q in queries):
