@@ -789,7 +789,8 @@ def _write_smollm2_cache(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
             source=SMOLLM2_STORAGE,
         )
         (tmp / _CACHE_MARKER).write_text(json.dumps(marker, indent=1))
-        if folder.exists():  # a damaged copy (checked by the caller): moved aside, then removed
+        if folder.exists() and not _smollm2_cache_ok(folder):  # damaged: moved aside, then removed (a good
+            # copy that another process finished meanwhile is kept, and the rename below then fails harmlessly)
             stale = Path(tempfile.mkdtemp(prefix=folder.name + ".stale-", dir=folder.parent))
             os.replace(folder, stale / "old")
             shutil.rmtree(stale, ignore_errors=True)

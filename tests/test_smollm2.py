@@ -148,3 +148,16 @@ def test_plain_text_starts_with_endoftext_not_the_chat_turn_marker():
     messages = chat.conversation(icl.as_demos([("great fun", 1)]), "dull", fmt)
     template = chat.template_ids(tok, messages, add_generation_prompt=True)
     assert ids[0] == lm.bos_token_id(tok) and ids[1 : 1 + len(template)] == template
+
+
+def test_cache_write_is_complete_and_replaces_a_damaged_copy(tmp_path, tiny_gpt2, gpt2_tokenizer):
+    """The float32 copy is written into a temporary sibling and renamed; a damaged copy is replaced, not reused.
+    (A tiny GPT-2 stands in for SmolLM2's weights: what is checked is the folder's life cycle.)"""
+    folder = tmp_path / "cache" / "copy"
+    assert models._write_smollm2_cache(tiny_gpt2, gpt2_tokenizer, folder)
+    assert models._smollm2_cache_ok(folder) and sorted(p.name for p in folder.parent.iterdir()) == ["copy"]
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # damaged after writing
+    assert not models._smollm2_cache_ok(folder)
+    assert models._write_smollm2_cache(tiny_gpt2, gpt2_tokenizer, folder)
+    assert models._smollm2_cache_ok(folder) and sorted(p.name for p in folder.parent.iterdir()) == ["copy"]
