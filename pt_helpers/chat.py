@@ -27,8 +27,10 @@ its *chat template* (对话模板). SmolLM2-Instruct and Qwen2.5-Instruct use th
 
 Start token: the course's scorers put one start token (``lm.bos_token_id``) in front of every prefix.
 When a template's text starts with the BOS token (Llama 3's ``<|begin_of_text|>``), the prefix handed to
-them has it removed, so the scored ids are exactly the template's; otherwise (ChatML on the stand-in) the
-scored ids are the template's with that one start token in front — ``engine_ids`` shows them.
+them has it removed, so the scored ids are exactly the template's; otherwise (ChatML: the stand-in's, and
+SmolLM2-Instruct's, whose BOS ``<|im_start|>`` opens every turn and so does not start a text, see
+``lm.bos_token_id``) the scored ids are the template's with that one start token (``<|endoftext|>``) in
+front — ``engine_ids`` shows them.
 """
 
 from __future__ import annotations
@@ -240,7 +242,7 @@ def chat_prefix_and_queries(
                 "not a shared prefix; score each conversation on its own with icl.score_label_words_naive"
             )
         queries.append(full[len(prefix) :])
-    bos = tokenizer.bos_token
+    bos = tokenizer.convert_ids_to_tokens(bos_token_id(tokenizer))  # the scorers' start token, not always BOS
     if bos and prefix.startswith(bos):
         prefix = prefix[len(bos) :]  # the scorer puts the start token back
     elif bos and not prefix and queries and all(q.startswith(bos) for q in queries):

@@ -23,18 +23,60 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .errors import CourseError, EmptyTextError, LabelWordError
 from .frozen import check_context, check_model_and_tokenizer
 
+# The chat turn used to find a tokenizer's chat-turn markers: a token its template writes at every turn.
+_PROBE_TURNS = ({"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"})
+_TURN_MARKERS: dict[tuple, frozenset[str]] = {}
+
+
+def chat_turn_markers(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[str]) -> frozenset[str]:
+    """Those of ``tokens`` that the tokenizer's chat template writes at every turn (ChatML's ``<|im_start|>``,
+    ``<|im_end|>``): each appears at least twice in a rendered two-turn conversation. Empty without a template.
+
+    A token written once (Llama 3's ``<|begin_of_text|>``, Gemma's ``<bos>``) opens the whole text, as it opens
+    every document in pretraining; a token written at every turn means "a chat turn starts (ends) here".
+    """
+    template = getattr(tokenizer, "chat_template", None)
+    if not template or not tokens:
+        return frozenset()
+    key = (template if isinstance(template, str) else repr(template), tuple(tokens))
+    if key not in _TURN_MARKERS:
+        try:
+            rendered = tokenizer.apply_chat_template(list(_PROBE_TURNS), tokenize=False)
+        except Exception:  # a template that refuses this conversation (e.g. needs a system turn): no evidence
+            rendered = ""
+        _TURN_MARKERS[key] = frozenset(t for t in tokens if isinstance(rendered, str) and rendered.count(t) >= 2)
+    return _TURN_MARKERS[key]
+
 
 def bos_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The id that starts a text: BOS, else EOS, else CLS.
+    """The id that starts a plain text, i.e. conditions its first word: the course's one choice of it.
+
+    BOS, else EOS, else CLS — unless that token is a *chat-turn marker* (``chat_turn_markers``: the chat
+    template writes it at every turn). SmolLM2-Instruct's tokenizer (from its GGUF file) names ``<|im_start|>``
+    as BOS, which opens every turn of its ChatML template: in front of plain text it says "a chat turn
+    starts", not "a document starts". Then the first of EOS, pad and unk that is no turn marker starts the
+    text — for SmolLM2 ``<|endoftext|>`` (its unk token, the document separator of SmolLM2's pretraining
+    tokenizer). Chapter 01 measures the difference (zero-shot SST-2 and perplexities with either token).
+    When every candidate is a turn marker, BOS is kept.
 
     GPT-2 uses ``<|endoftext|>`` for both BOS and EOS. With no BOS (Qwen2's tokenizer has none), the
     end-of-text token conditions the first word, as Qwen's own pretraining documents separate: a text that
     follows ``<|endoftext|>`` is exactly what the model saw at the start of every document.
     """
-    for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.cls_token_id):
-        if tid is not None:
-            return tid
-    raise ValueError("the tokenizer has no BOS, EOS or CLS token to start a text with")
+    first = next(
+        (t for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.cls_token_id) if t is not None), None
+    )
+    if first is None:
+        raise ValueError("the tokenizer has no BOS, EOS or CLS token to start a text with")
+    pairs = [
+        (tokenizer.convert_ids_to_tokens(t), t)
+        for t in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id)
+        if t is not None
+    ]
+    markers = chat_turn_markers(tokenizer, tuple(tok for tok, _ in pairs))
+    if tokenizer.convert_ids_to_tokens(first) not in markers:
+        return first
+    return next((tid for tok, tid in pairs if tok not in markers), first)
 
 
 def eos_token_id(tokenizer: PreTrainedTokenizerBase) -> int:

