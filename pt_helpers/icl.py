@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import ContextWindowError, CourseError, LabelWordError
+from .errors import ContextWindowError, CourseError, LabelWordError, check_texts
 from .frozen import cache_layers, check_context, check_model_and_tokenizer, context_length, expand_cache
 from .lm import bos_token_id
 from .scoring import REDUCTIONS, accuracy, as_continuation, check_reduction, embed_sentences, reduce_logprobs  # noqa: F401
-from .stats import accuracy_interval, paired_bootstrap
+from .stats import accuracy_interval, paired_test
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -117,6 +117,7 @@ def as_demos(demonstrations: Iterable[Any]) -> list[tuple[str, int]]:
         else:
             text, label = d
             out.append((text, int(label)))
+    check_texts([text for text, _ in out], "demonstration texts")
     return out
 
 
@@ -167,6 +168,8 @@ def check_examples(test_examples, what: str = "test_examples") -> None:
         )
     if test_examples is None:
         raise TypeError(f"{what} must be a list of examples (strings or rows), got None")
+    # the texts themselves: a None (a missing cell) is named with its index here, not met inside .strip()
+    check_texts([x if x is None or isinstance(x, str) else text_of(x) for x in test_examples], what)
 
 
 def build_prefix_and_queries(
@@ -867,17 +870,16 @@ def compare_paired(
     predictions_a: Sequence[int] | None = None,
     predictions_b: Sequence[int] | None = None,
     alpha: float = 0.05,
-    seed: int = 0,
 ) -> dict:
     """One row of a paired comparison of two methods on the SAME examples.
 
-    Each accuracy with its Wilson interval and n; the difference A − B with a paired bootstrap interval and
-    McNemar's exact p (``stats.paired_bootstrap``); and a verdict. When no example separates the arms (both
+    Each accuracy with its Wilson interval and n; the difference A − B with McNemar's exact p and the interval
+    that matches it (``stats.paired_test``, the course's one paired rule); and a verdict. When no example separates the arms (both
     right, or both wrong, on every example — ``PairedTest.degenerate``), or the predictions are identical,
     the verdict is "degenerate": the data cannot rank them, whatever the two accuracies look like.
     """
     a_name, b_name = names
-    test = paired_bootstrap(correct_a, correct_b, seed=seed)
+    test = paired_test(correct_a, correct_b)
     acc_a, acc_b = accuracy_interval(correct_a), accuracy_interval(correct_b)
     identical = None
     if predictions_a is not None and predictions_b is not None:
@@ -912,7 +914,6 @@ def compare_runs(
     column_b: str = "correct",
     *,
     names: tuple[str, str] = ("A", "B"),
-    seed: int = 0,
 ) -> pd.DataFrame:
     """Paired comparisons of two sets of ``accuracy_vs_k`` runs, run by run.
 
@@ -938,7 +939,6 @@ def compare_runs(
             names=names,
             predictions_a=r.get(f"{pred[column_a]}_a"),
             predictions_b=r.get(f"{pred[column_b]}_b"),
-            seed=seed,
         )
         rows.append({"k": r.k, **row})
     return pd.DataFrame(rows)

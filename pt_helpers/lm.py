@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import CourseError, EmptyTextError, LabelWordError
+from .errors import CourseError, EmptyTextError, LabelWordError, check_texts
 from .frozen import check_context, check_model_and_tokenizer
 
 # The chat turn used to find a tokenizer's chat-turn markers: a token its template writes at every turn.
@@ -158,6 +158,7 @@ def conditional_logprob(
     ``reduction``: ``"sum"`` (the log-probability) or ``"mean"`` (per target token).
     """
     check_model_and_tokenizer(model, tokenizer, "conditional_logprob")
+    check_texts([prompt, target], "[prompt, target]")
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     prompt_ids = encode(tokenizer, prompt) if prompt.strip() else [bos_token_id(tokenizer)]

