@@ -873,10 +873,11 @@ def compare_paired(
 ) -> dict:
     """One row of a paired comparison of two methods on the SAME examples.
 
-    Each accuracy with its Wilson interval and n; the difference A − B with McNemar's exact p and the interval
-    that matches it (``stats.paired_test``, the course's one paired rule); and a verdict. When no example separates the arms (both
-    right, or both wrong, on every example — ``PairedTest.degenerate``), or the predictions are identical,
-    the verdict is "degenerate": the data cannot rank them, whatever the two accuracies look like.
+    Each accuracy with its Wilson interval and n; the difference A − B with McNemar's exact p and the
+    interval that matches it (``stats.paired_test``, the course's one paired rule); and a verdict. When no
+    example separates the arms (both right, or both wrong, on every example — ``PairedTest.degenerate``), or
+    the predictions are identical, the verdict is "degenerate": the data cannot rank them, whatever the two
+    accuracies look like.
     """
     a_name, b_name = names
     test = paired_test(correct_a, correct_b)

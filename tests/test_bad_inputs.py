@@ -490,8 +490,8 @@ TEXT_CASES = [
 
 
 def _text_action(case, random_gpt2, random_bert):
-    from pt_helpers.classifiers import classifier_for
     from pt_helpers import icl
+    from pt_helpers.classifiers import classifier_for
     from pt_helpers.errors import check_texts
     from pt_helpers.lm import conditional_logprob
     from pt_helpers.prompts import Template, rouge
