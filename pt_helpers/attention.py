@@ -39,12 +39,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from .errors import CourseError
-
-
-class AttentionShapeError(CourseError):
-    """Tensors whose shapes cannot go into attention together (the message says which dims disagree)."""
-
+from .errors import AttentionShapeError, CourseError
 
 # --------------------------------------------------------------------------------------------------
 # Masks

@@ -73,6 +73,14 @@ class TokenizerMismatchError(CourseError):
     """A tokenizer that does not belong to the model it is paired with (another model family's vocabulary)."""
 
 
+class AttentionShapeError(CourseError):
+    """Tensors whose shapes cannot go into attention together (the message says which dims disagree)."""
+
+
+class DemonstrationLeakError(CourseError):
+    """A test example that also appears among its own demonstrations (its label would leak)."""
+
+
 class ParameterError(CourseError):
     """A notebook parameter that cannot be used: a bad name, an unreadable value, or not the declared type."""
 

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import ContextWindowError, CourseError, LabelWordError, check_texts
+from .errors import ContextWindowError, CourseError, DemonstrationLeakError, LabelWordError, check_texts
 from .frozen import cache_layers, check_context, check_model_and_tokenizer, context_length, expand_cache
 from .lm import bos_token_id
 from .scoring import REDUCTIONS, accuracy, as_continuation, check_reduction, embed_sentences, reduce_logprobs  # noqa: F401
@@ -48,10 +48,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")  # Zhao et al. 2021, §5
-
-
-class DemonstrationLeakError(CourseError):
-    """A test example that also appears among its own demonstrations (its label would leak)."""
 
 
 # ---------------------------------------------------------------------------------------------------
