@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import numpy as np
 from datasets import ClassLabel, Dataset, Features, Value
 
 from .errors import DataFileMissingError, DataFormatError, TrainConfigError, UnknownTaskError
@@ -407,6 +408,41 @@ def task_splits(
         full.select(range(select_size)).flatten_indices(),
         evaluation,
     )
+
+
+def n_words(text: str) -> int:
+    """Words of a text, split on whitespace (chapter 07's length measure)."""
+    return len(text.split())
+
+
+def length_shift_splits(
+    task: str, short_max_words: int, long_min_words: int, n_train: int, n_select: int, n_test: int, seed: int = 0
+) -> dict[str, tuple[list[str], list[int]]]:
+    """Chapter 07's distribution shift: (texts, labels) of ``train`` (``n_train`` short training sentences,
+    ``subsample`` with ``seed``), ``select`` (``n_select`` short held-out sentences, never a test one),
+    ``test_short`` and ``test_long`` (``n_test`` each). Short: ≤ ``short_max_words`` words; long: ≥
+    ``long_min_words``. The held-out pool is every split but train (SST-2: dev then test), drawn with one
+    ``numpy`` generator of ``seed`` in the order test short, test long, selection."""
+    info = task_info(task)
+    train_short = with_text(load_task(info.name, "train")).filter(lambda r: n_words(r["text"]) <= short_max_words)
+    held_out = []
+    for split in (s for s in info.splits if s != "train"):
+        ds = load_task(info.name, split)
+        held_out += list(zip(texts_of(ds), ds["label"]))
+    rng = np.random.default_rng(seed)
+
+    def pick(rows, n):
+        idx = rng.permutation(len(rows))[:n]
+        return [rows[i][0] for i in idx], [rows[i][1] for i in idx]
+
+    short_pool = [r for r in held_out if n_words(r[0]) <= short_max_words]
+    long_pool = [r for r in held_out if n_words(r[0]) >= long_min_words]
+    parts = dict(test_short=pick(short_pool, n_test), test_long=pick(long_pool, n_test))
+    tested = set(parts["test_short"][0])
+    parts["select"] = pick([r for r in short_pool if r[0] not in tested], n_select)
+    train = subsample(train_short, n_train, seed)
+    parts["train"] = (list(train["text"]), list(train["label"]))
+    return {k: parts[k] for k in ("train", "select", "test_short", "test_long")}
 
 
 # [/task-splits]

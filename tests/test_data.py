@@ -136,3 +136,27 @@ def test_task_splits_are_disjoint_seeded_and_checked():
     assert first["text"] == PAIR_TEXT.format(premise=first["premise"], hypothesis=first["hypothesis"])
     with pytest.raises(TrainConfigError, match="select_size"):
         task_splits("cb", 250)  # CB has 250 training pairs: nothing would be left to train on
+
+
+def test_length_shift_splits_are_chapter_07s_draws():
+    """The same sentences in the same order as notebook 07's own code before (quick sizes)."""
+    import numpy as np
+
+    from pt_helpers.data import length_shift_splits, load_task, n_words
+
+    seed, short, long_, n_train, n_select, n_test = 0, 12, 25, 256, 64, 100
+    train_short = load_task("sst2", "train").filter(lambda r: n_words(r["text"]) <= short)
+    held_out = [(t, y) for split in ("dev", "test") for t, y in zip(*load_task("sst2", split)[:].values())]
+    rng = np.random.default_rng(seed)
+
+    def pick(rows, n):
+        idx = rng.permutation(len(rows))[:n]
+        return [rows[i][0] for i in idx], [rows[i][1] for i in idx]
+
+    short_pool = [r for r in held_out if n_words(r[0]) <= short]
+    long_pool = [r for r in held_out if n_words(r[0]) >= long_]
+    old = dict(test_short=pick(short_pool, n_test), test_long=pick(long_pool, n_test))
+    old["select"] = pick([r for r in short_pool if r[0] not in set(old["test_short"][0])], n_select)
+    train = subsample(train_short, n_train, seed)
+    old["train"] = (list(train["text"]), list(train["label"]))
+    assert length_shift_splits("sst2", short, long_, n_train, n_select, n_test, seed) == old
