@@ -1,7 +1,10 @@
-"""Train a soft, deep or P-tuning prompt from the command line, on one process or many (``accelerate launch``).
+"""Train a prompt of any registered method (soft, deep, P-tuning, …) from the command line, on one process or
+many (``accelerate launch``).
 
 Taught in chapter 06. The same ``training.fit`` as notebooks 05–07, the same checkpoint format
-(``pt_helpers.checkpoint``), and the flags are the fields of ``training.TrainSettings``:
+(``pt_helpers.checkpoint``), the same splits (``data.task_splits``), and the flags are the fields of
+``training.TrainSettings`` (their help is the fields' metadata; ``--method`` lists the method registry,
+``adapters.METHODS``):
 
     python -m pt_helpers.train --help
     python -m pt_helpers.train --model sentence-transformers/all-MiniLM-L6-v2 --task sst2 \\
@@ -22,7 +25,9 @@ rounding); only the main process writes files.
 
 Outputs in ``--output-dir``: the prompt (``adapter.safetensors`` + ``adapter_config.json``, see
 ``pt_helpers.checkpoint``), ``train_config.json`` (every setting, the same keys as the flags) and
-``metrics.json`` (loss per step, selection and evaluation accuracy, model kind and head, time).
+``metrics.json`` (loss per step, selection and evaluation accuracy, model kind and head, time). With
+``--overwrite`` over a previous run the new run is written to ``--output-dir/.new_run`` and swapped in by
+renames only once it has finished: an interrupted run leaves the previous one as it was.
 """
 
 from __future__ import annotations
@@ -116,6 +121,7 @@ RUN_FILES = (
 )
 NEW_RUN = ".new_run"  # --overwrite: the new run is written here, beside the previous run, until it has finished
 OLD_RUN = ".old_run"  # the previous run's files while the two are swapped
+SWAP_MARK = ".moved"  # in .old_run once every file of the previous run is there
 
 
 def _move_run_files(src: Path, dst: Path) -> None:
@@ -127,29 +133,29 @@ def _move_run_files(src: Path, dst: Path) -> None:
 
 def swap_in_new_run(out: Path) -> None:
     """Replace the previous run in ``out`` by the finished one in ``out/.new_run``, by renames: the old files go
-    to ``.old_run``, the new ones into ``out`` (``metrics.json`` last), then ``.old_run`` is deleted. A kill at any
-    moment leaves a run that ``recover_swap`` completes or undoes."""
+    to ``.old_run`` (then marked complete), the new ones into ``out`` (``metrics.json`` last), then ``.old_run``
+    is deleted. A kill at any moment leaves folders that ``recover_swap`` completes or undoes."""
     shutil.rmtree(out / OLD_RUN, ignore_errors=True)
     _move_run_files(out, out / OLD_RUN)
+    (out / OLD_RUN / SWAP_MARK).touch()  # every old file is in .old_run: the new ones may move in
     _move_run_files(out / NEW_RUN, out)
     shutil.rmtree(out / NEW_RUN, ignore_errors=True)
     shutil.rmtree(out / OLD_RUN, ignore_errors=True)
 
 
 def recover_swap(out: Path) -> None:
-    """After a swap that was cut off: finish it if the new run's ``metrics.json`` arrived, else put the old back."""
+    """After a swap that was cut off: finish it if the new run's ``metrics.json`` arrived, else put the old run
+    back (the new run's files go back to ``.new_run``)."""
     old = out / OLD_RUN
     if not old.is_dir():
         return
-    if (out / "metrics.json").is_file():  # the new run was moved in completely
-        shutil.rmtree(old)
+    if not (old / SWAP_MARK).exists():  # cut off while the old files were moved aside: only old files anywhere
+        _move_run_files(old, out)
+    elif (out / "metrics.json").is_file():  # the new run was moved in completely
         shutil.rmtree(out / NEW_RUN, ignore_errors=True)
-        return
-    for name in RUN_FILES:  # half a new run in out: back to .new_run, the old run back in place
-        if (out / name).exists():
-            (out / NEW_RUN).mkdir(exist_ok=True)
-            os.replace(out / name, out / NEW_RUN / name)
-    _move_run_files(old, out)
+    else:  # half of the new run is in out: back to .new_run, the old run back in place
+        _move_run_files(out, out / NEW_RUN)
+        _move_run_files(old, out)
     shutil.rmtree(old)
 
 

@@ -388,24 +388,40 @@ def test_an_overwrite_run_that_fails_keeps_the_previous_run_and_a_finished_one_r
     assert not (run / ".old_run").exists()
 
 
-def test_a_swap_cut_off_halfway_is_undone_or_finished(tmp_path):
-    """A kill between the renames of the swap: the old run comes back (new metrics.json not moved yet) or the
-    swap completes (it was)."""
-    from pt_helpers.train import NEW_RUN, OLD_RUN, recover_swap
+def test_a_swap_cut_off_anywhere_leaves_one_whole_run(tmp_path, monkeypatch):
+    """A kill after any rename of the swap (simulated: os.replace fails after k renames): recover_swap, which the
+    next run calls first, gives back the whole old run (the new one stays in .new_run) or the whole new run."""
+    from pt_helpers import train as train_module
 
-    out = tmp_path / "run"
-    (out / OLD_RUN).mkdir(parents=True)
-    (out / NEW_RUN).mkdir()
-    for name in (TENSORS_FILE, "metrics.json"):
-        (out / OLD_RUN / name).write_text("old " + name)
-    (out / TENSORS_FILE).write_text("new " + TENSORS_FILE)  # moved in before the kill
-    (out / NEW_RUN / "metrics.json").write_text("new metrics.json")  # not yet
-    recover_swap(out)
-    assert (out / TENSORS_FILE).read_text() == "old " + TENSORS_FILE and (out / "metrics.json").read_text() == (
-        "old metrics.json"
-    )
-    assert not (out / OLD_RUN).exists()
-    (out / OLD_RUN).mkdir()  # now the new metrics.json had arrived: the swap is finished
-    (out / "metrics.json").write_text("new metrics.json")
-    recover_swap(out)
-    assert (out / "metrics.json").read_text() == "new metrics.json" and not (out / OLD_RUN).exists()
+    names = (TENSORS_FILE, CONFIG_FILE, "train_config.json", "metrics.json")
+    real_replace = os.replace
+    for k in range(2 * len(names) + 1):
+        out = tmp_path / f"cut{k}"
+        (out / train_module.NEW_RUN).mkdir(parents=True)
+        for name in names:
+            (out / name).write_text("old")
+            (out / train_module.NEW_RUN / name).write_text("new")
+        calls = []
+
+        def replace(src, dst, calls=calls, k=k):
+            if len(calls) == k:
+                raise KeyboardInterrupt("killed")
+            calls.append(src)
+            real_replace(src, dst)
+
+        monkeypatch.setattr(train_module.os, "replace", replace)
+        finished = True
+        try:
+            train_module.swap_in_new_run(out)
+        except KeyboardInterrupt:
+            finished = False
+        monkeypatch.setattr(train_module.os, "replace", real_replace)
+        train_module.recover_swap(out)
+        contents = {(out / name).read_text() for name in names}
+        assert contents in ({"old"}, {"new"}), (k, contents)
+        assert not (out / train_module.OLD_RUN).exists()
+        if contents == {"old"}:  # undone: the finished new run is still whole in .new_run
+            assert {(out / train_module.NEW_RUN / n).read_text() for n in names} == {"new"}, k
+        assert finished == (k == 2 * len(names))  # 8 renames in all: only the last k lets the swap finish
+        if finished:
+            assert contents == {"new"} and not (out / train_module.NEW_RUN).exists()
