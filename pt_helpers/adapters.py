@@ -60,7 +60,6 @@ def register_adapter(cls: type[PromptAdapter]) -> type[PromptAdapter]:
     return cls
 
 
-# [method-registry]
 TRAINS = ("prompt", "model", "features")  # what a method trains: an adapter | the model's own weights | a probe
 
 
@@ -140,9 +139,6 @@ def get_method(name: str) -> Method:
 def method_names(trains: str | None = None) -> tuple[str, ...]:
     """Registered method names (in registration order), optionally only those that train ``trains``."""
     return tuple(n for n, m in METHODS.items() if trains is None or m.trains == trains)
-
-
-# [/method-registry]
 
 
 class PromptAdapter(nn.Module):

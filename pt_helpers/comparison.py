@@ -100,7 +100,6 @@ def model_label(loaded) -> str:
     return f"{loaded.name} · {loaded.family} family · {weights}"
 
 
-# [baseline-registration]
 @dataclass
 class LoraOptions:
     """LoRA's own settings in the comparison."""
@@ -128,7 +127,6 @@ register_method(Method("full_finetuning", "every weight of the model", build_ful
                        trains="model", defined_in="chapter 06"))  # fmt: skip
 register_method(Method("linear_probe", "logistic regression on the frozen embeddings (lr = its C)", None,
                        default_lr=1.0, trains="features", defined_in="chapter 05"))  # fmt: skip
-# [/baseline-registration]
 
 # The rows of chapter 06's table: a registered method and the options that make the variant.
 COMPARED = {

@@ -346,7 +346,6 @@ def subsample(ds: Dataset, n: int | None, seed: int = 0) -> Dataset:
     return ds.shuffle(seed=seed).select(range(n)).flatten_indices()
 
 
-# [task-splits]
 PAIR_TEXT = "{premise} Question: {hypothesis}"  # CB / RTE as ONE text (chapter 08's join, everywhere)
 
 
@@ -443,6 +442,3 @@ def length_shift_splits(
     train = subsample(train_short, n_train, seed)
     parts["train"] = (list(train["text"]), list(train["label"]))
     return {k: parts[k] for k in ("train", "select", "test_short", "test_long")}
-
-
-# [/task-splits]

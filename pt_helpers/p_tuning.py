@@ -202,7 +202,6 @@ def peft_twin(base_model: PreTrainedModel, adapter: PTuningEncoder, task_type: s
     return twin
 
 
-# [p-tuning-registration]
 P_TUNING_INITS = ("random",)  # E ~ N(0, 1), as PEFT's PromptEncoder; P = encoder(E) is what the model reads
 
 
@@ -236,4 +235,3 @@ register_method(
         defined_in="chapter 08",
     )
 )
-# [/p-tuning-registration]

@@ -256,7 +256,6 @@ def make_prefix_model(
     )
 
 
-# [deep-registration]
 @dataclass
 class DeepPromptOptions:
     """The deep prompt's own settings (``training.TrainSettings`` carries them under the same names)."""
@@ -287,4 +286,3 @@ register_method(
         defined_in="chapter 06",
     )
 )
-# [/deep-registration]

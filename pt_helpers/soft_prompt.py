@@ -332,7 +332,6 @@ def prompt_drift(weight: torch.Tensor, init_weight: torch.Tensor) -> dict[str, n
     )
 
 
-# [soft-registration]
 @dataclass
 class SoftPromptOptions:
     """The soft prompt's own settings (``training.TrainSettings`` carries them under the same names)."""
@@ -362,4 +361,3 @@ register_method(
         defined_in="chapter 05",
     )
 )
-# [/soft-registration]
