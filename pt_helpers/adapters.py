@@ -137,8 +137,10 @@ def get_method(name: str) -> Method:
 
 
 def method_names(trains: str | None = None) -> tuple[str, ...]:
-    """Registered method names (in registration order), optionally only those that train ``trains``."""
-    return tuple(n for n, m in METHODS.items() if trains is None or m.trains == trains)
+    """Registered method names in the order the course teaches them (by ``defined_in``; then methods that name
+    no chapter, by name), optionally only those that train ``trains``. Stable whatever the import order."""
+    chosen = [m for m in METHODS.values() if trains is None or m.trains == trains]
+    return tuple(m.name for m in sorted(chosen, key=lambda m: (not m.defined_in, m.defined_in, m.name)))
 
 
 class PromptAdapter(nn.Module):
