@@ -19,12 +19,20 @@ module that hands the frozen model n virtual tokens in one of two forms:
 A new method is one subclass of ``PromptAdapter`` with ``register_adapter``: it implements one of the two
 forms, ``saved_tensors`` / ``saved_settings`` / ``from_saved`` (the checkpoint format is shared,
 ``pt_helpers.checkpoint``), and nothing else.
+
+The method registry (``register_method``, modelled on PEFT's ``register_peft_method``, which each PEFT
+tuner calls once in its ``__init__``) holds everything else the code knows about a method, once: its
+adapter class, its settings (a dataclass whose fields carry their help text in ``metadata["help"]``), its
+valid inits and default init, its default learning rate and its factory. ``training.TrainSettings``, the
+CLI (``pt_helpers.train``: ``--method`` choices, help, the adapter it builds) and chapter 06's comparison
+all read it; README.md, "Adding a method", says how to add one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -47,9 +55,92 @@ ADAPTERS: dict[str, type[PromptAdapter]] = {}
 
 
 def register_adapter(cls: type[PromptAdapter]) -> type[PromptAdapter]:
-    """Class decorator: make an adapter known by its ``method`` name (settings, CLI, checkpoints)."""
+    """Class decorator: make an adapter class known by its ``method`` name (checkpoints load it by that name)."""
     ADAPTERS[cls.method] = cls
     return cls
+
+
+TRAINS = ("prompt", "model", "features")  # what a method trains: an adapter | the model's own weights | a probe
+
+
+def option(default: Any, help: str, choices: tuple | None = None) -> Any:  # noqa: A002  (argparse's word)
+    """A settings field: its default, the help text the CLI shows and (optionally) its valid values."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Method:
+    """Everything the code knows about one training method, registered once with ``register_method``.
+
+    ``factory(model, tokenizer, settings, *, init_text, label_words)`` returns the new adapter (``trains``
+    ``"prompt"``) or prepares the model in place and returns None (``"model"``: LoRA, full fine-tuning);
+    ``settings`` is any object with ``n_virtual_tokens``, ``init``, ``seed`` and the fields of
+    ``options`` (``training.TrainSettings`` is one). ``options``: the method's own settings, a dataclass
+    whose fields carry ``metadata["help"]`` (use ``option``); ``inits``: the valid ``init`` values,
+    ``default_init`` the one used when none is given; ``default_lr``: the learning rate used when none is
+    given. Only ``trains="prompt"`` methods are offered by the CLI (their adapters are saved as a prompt).
+    """
+
+    name: str
+    summary: str  # one line: what is trained (the CLI's --method help)
+    factory: Callable | None
+    adapter_class: type | None = None
+    options: type | None = None
+    inits: tuple[str, ...] = ()
+    default_init: str | None = None
+    default_lr: float = 1e-2
+    trains: str = "prompt"
+    defined_in: str = ""  # the chapter that teaches it
+
+    def option_fields(self) -> tuple:
+        return fields(self.options) if self.options is not None else ()
+
+    def option_values(self, settings) -> dict:
+        """This method's own settings, read from ``settings`` (a missing one takes the method's default)."""
+        return {f.name: getattr(settings, f.name, f.default) for f in self.option_fields()}
+
+
+METHODS: dict[str, Method] = {}
+
+
+def register_method(method: Method) -> Method:
+    """Make ``method`` known to the settings, the CLI and the comparison (as PEFT's ``register_peft_method``).
+
+    A name is registered once: registering another method under a taken name is an error (re-registering
+    the same object, as a module reload does, is not)."""
+    if not isinstance(method, Method):
+        raise CourseError(f"register_method takes a Method, got {type(method).__name__}")
+    if method.trains not in TRAINS:
+        raise CourseError(f"Method {method.name!r}: trains must be one of {TRAINS}, got {method.trains!r}")
+    if method.inits and method.default_init not in method.inits:
+        raise CourseError(f"Method {method.name!r}: default_init {method.default_init!r} is not in {method.inits}")
+    for f in method.option_fields():
+        if not f.metadata.get("help"):
+            raise CourseError(f"Method {method.name!r}: option {f.name!r} has no help (declare it with option())")
+    old = METHODS.get(method.name)
+    if old is not None and old != method:
+        raise CourseError(f"a method called {method.name!r} is already registered ({old.summary!r})")
+    METHODS[method.name] = method
+    return method
+
+
+def unregister_method(name: str) -> None:
+    """Forget a registered method (tests register toy methods and remove them again)."""
+    METHODS.pop(name, None)
+
+
+def get_method(name: str) -> Method:
+    """The registered method ``name``; an unknown name lists the registered ones."""
+    if name not in METHODS:
+        raise CourseError(f"unknown method {name!r}; registered methods: {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def method_names(trains: str | None = None) -> tuple[str, ...]:
+    """Registered method names in the order the course teaches them (by ``defined_in``; then methods that name
+    no chapter, by name), optionally only those that train ``trains``. Stable whatever the import order."""
+    chosen = [m for m in METHODS.values() if trains is None or m.trains == trains]
+    return tuple(m.name for m in sorted(chosen, key=lambda m: (not m.defined_in, m.defined_in, m.name)))
 
 
 class PromptAdapter(nn.Module):

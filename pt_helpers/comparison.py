@@ -1,7 +1,9 @@
 """The method comparison of chapter 06: every method trained by the same ``training.fit``, measured alike.
 
 * ``train_method`` trains one method (deep prompt, deep prompt + MLP, the two shallow prompts, linear probe,
-  LoRA, full fine-tuning) at ONE learning rate on a *copy* of a frozen sentence encoder;
+  LoRA, full fine-tuning — each a registered method of ``adapters.METHODS`` with the options of its row,
+  ``COMPARED``; any other registered method by its own name) at ONE learning rate on a *copy* of a frozen
+  sentence encoder;
 * ``run_method`` sweeps the learning rate (the probe: its regularisation C) with the first seed, picks the
   value of the best **selection-split** accuracy (held-out training examples, never the evaluation data),
   then trains the remaining seeds at that value; every returned row carries its per-example outcomes on
@@ -22,17 +24,18 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+from .adapters import METHODS, Method, get_method, option, register_method
 from .classifiers import LabelSentences, PromptClassifier, predict_classes
 from .device import seed_everything
 from .errors import TrainConfigError
-from .prefix import make_prefix
 from .project import atomic_write_json
-from .soft_prompt import make_prompt
 from .stats import accuracy_interval, paired_bootstrap, seed_interval
 from .training import TrainSettings, fit
 
@@ -97,15 +100,56 @@ def model_label(loaded) -> str:
     return f"{loaded.name} · {loaded.family} family · {weights}"
 
 
-COMPARED_METHODS = (
-    "deep prompt",
-    "deep prompt + MLP",
-    "shallow prompt",
-    "shallow prompt + pooled states",
-    "linear probe",
-    "LoRA",
-    "full fine-tuning",
-)
+@dataclass
+class LoraOptions:
+    """LoRA's own settings in the comparison."""
+
+    lora_rank: int = option(8, "rank r of the LoRA update (alpha = 2 r), on the query and value projections")
+
+
+def build_lora(model, tokenizer, settings, *, init_text: str = "", label_words=None):
+    """Inject LoRA (PEFT) into ``model`` in place; no prompt adapter."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    r = getattr(settings, "lora_rank", 8)
+    config = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=0.0, target_modules=["query", "value"])
+    inject_adapter_in_model(config, model)
+
+
+def build_full_finetuning(model, tokenizer, settings, *, init_text: str = "", label_words=None):
+    """Make every weight of ``model`` trainable, in place; no prompt adapter."""
+    model.requires_grad_(True)
+
+
+register_method(Method("lora", "LoRA on the query and value projections (PEFT)", build_lora, options=LoraOptions,
+                       default_lr=1e-3, trains="model", defined_in="chapter 06"))  # fmt: skip
+register_method(Method("full_finetuning", "every weight of the model", build_full_finetuning, default_lr=3e-5,
+                       trains="model", defined_in="chapter 06"))  # fmt: skip
+register_method(Method("linear_probe", "logistic regression on the frozen embeddings (lr = its C)", None,
+                       default_lr=1.0, trains="features", defined_in="chapter 05"))  # fmt: skip
+
+# The rows of chapter 06's table: a registered method and the options that make the variant.
+COMPARED = {
+    "deep prompt": ("deep", {}),
+    "deep prompt + MLP": ("deep", dict(reparameterize=True)),
+    "shallow prompt": ("soft", {}),
+    "shallow prompt + pooled states": ("soft", dict(pool_prompt=True)),
+    "linear probe": ("linear_probe", {}),
+    "LoRA": ("lora", {}),
+    "full fine-tuning": ("full_finetuning", {}),
+}
+COMPARED_METHODS = tuple(COMPARED)
+
+
+def method_of(name: str) -> tuple[Method, dict]:
+    """(registered method, options) of a table row name, or of any registered method's own name."""
+    if name in COMPARED:
+        registered, options = COMPARED[name]
+        return get_method(registered), dict(options)
+    if name in METHODS:
+        return get_method(name), {}
+    raise TrainConfigError(f"unknown method {name!r}; choose from {COMPARED_METHODS} or {tuple(METHODS)}")
+
 
 # Each method's row is tested, paired on the same evaluation examples, against the row it is compared with.
 COMPARED_WITH = {
@@ -133,6 +177,8 @@ DEFAULT_SWEEP = {
 def variant(method: str, n_virtual_tokens: int | None = None, lora_rank: int = 8) -> str:
     """The exact variant a row reports (what is trained, how the sentence embedding is pooled)."""
     n = n_virtual_tokens
+    if method not in COMPARED and method != "zero-shot":  # another registered method: its own summary
+        return f"{method}: {get_method(method).summary}" + (f", {n} virtual tokens" if n else "")
     return {
         "deep prompt": f"{n} trained keys + values per layer (P-Tuning v2 style), init from a text's own "
         "keys/values, no MLP",
@@ -181,23 +227,37 @@ def train_method(
     memory_measure, loss_curve; ``predict(texts) → class ids`` runs the trained model. Nothing here looks at
     evaluation data.
     """
-    from peft import LoraConfig, inject_adapter_in_model
     from sklearn.linear_model import LogisticRegression
 
-    if method not in COMPARED_METHODS:
-        raise TrainConfigError(f"unknown method {method!r}; choose from {COMPARED_METHODS}")
+    registered, options = method_of(method)
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise TrainConfigError(f"lr (the probe: C) must be a positive number, got {lr!r}")
     seed_everything(seed)
     device = next(encoder.parameters()).device
     model = copy.deepcopy(encoder)
-    pool_prompt = method == "shallow prompt + pooled states"
+    # the run's settings: the registered method with this row's options (n_virtual_tokens None: the default 20)
+    settings = TrainSettings(
+        method=registered.name,
+        n_virtual_tokens=n_virtual_tokens or TrainSettings.n_virtual_tokens,
+        max_steps=steps,
+        batch_size=batch_size,
+        lr=float(lr),
+        seed=seed,
+        eval_every=eval_every or max(1, steps // 3),
+        lr_schedule=lr_schedule,
+        warmup=warmup,
+        max_length=max_length,
+        temperature=temperature,
+        progress=progress,
+        **options,
+    ).resolved()
+    pool_prompt = settings.pool_prompt
     head = LabelSentences(model, tokenizer, label_sentences, temperature, pool_prompt, max_length)
     (tr_x, tr_y), (se_x, se_y) = train_data, select_data
-    row = dict(method=method, variant=variant(method, n_virtual_tokens, lora_rank), seed=seed, lr=float(lr))
+    row = dict(method=method, variant=variant(method, settings.n_virtual_tokens, lora_rank), seed=seed, lr=float(lr))
     with PeakMemory(device) as mem:
         start = time.perf_counter()
-        if method == "linear probe":
+        if registered.trains == "features":  # the linear probe: no gradient steps
             clf = PromptClassifier(model, tokenizer, head, max_length=max_length)
             n_fit = min(len(tr_x), steps * batch_size)  # the same number of training examples as the others
             feats = clf.encode_texts(list(tr_x[:n_fit]), use_prompt=False).numpy()
@@ -209,37 +269,13 @@ def train_method(
             row.update(trained_params=int(probe.coef_.size + probe.intercept_.size), best_step=0, steps=0)
             row.update(loss_curve=[], select_accuracy=float(_outcomes(predict(se_x), se_y).mean()))
         else:
-            adapter = None
-            if method.startswith("deep prompt"):
-                adapter = make_prefix(
-                    model,
-                    tokenizer,
-                    n_virtual_tokens or 10,
-                    init_text=init_text,
-                    reparameterize=method.endswith("MLP"),
-                    init_std=0.5,
-                )
-            elif method.startswith("shallow prompt"):
-                adapter = make_prompt(model, tokenizer, n_virtual_tokens or 20, "text", text=init_text, seed=seed)
-            clf = PromptClassifier(model, tokenizer, head, adapter, max_length=max_length)
-            if method == "LoRA":
-                config = LoraConfig(
-                    r=lora_rank, lora_alpha=2 * lora_rank, lora_dropout=0.0, target_modules=["query", "value"]
-                )
-                inject_adapter_in_model(config, clf.model)
-            elif method == "full fine-tuning":
-                clf.model.requires_grad_(True)
-            settings = TrainSettings(
-                max_steps=steps,
-                batch_size=batch_size,
-                lr=float(lr),
-                seed=seed,
-                eval_every=eval_every or max(1, steps // 3),
-                lr_schedule=lr_schedule,
-                warmup=warmup,
-                max_length=max_length,
-                progress=progress,
-            )
+            kwargs = dict(init_text=init_text, label_words=None)
+            if registered.trains == "prompt":  # a new adapter on the frozen copy
+                adapter = registered.factory(model, tokenizer, settings, **kwargs)
+                clf = PromptClassifier(model, tokenizer, head, adapter, max_length=max_length)
+            else:  # the copy's own weights: LoRA injected, or every weight trainable
+                clf = PromptClassifier(model, tokenizer, head, max_length=max_length)
+                registered.factory(clf.model, tokenizer, SimpleNamespace(lora_rank=lora_rank), **kwargs)
             result = fit(clf, (tr_x, tr_y), (se_x, se_y), settings, desc=f"{method} (lr {lr:g}, seed {seed})")
 
             def predict(texts, clf=clf):
@@ -284,7 +320,9 @@ def run_method(
     the choice still reads only the selection accuracies.
     """
     seeds = list(seeds)
-    sweep = list(sweep if sweep is not None else DEFAULT_SWEEP.get(method, ()))
+    if sweep is None:  # a row of the table: its sweep; another registered method: its default lr alone
+        sweep = DEFAULT_SWEEP.get(method) or (method_of(method)[0].default_lr,)
+    sweep = list(sweep)
     if not seeds:
         raise TrainConfigError("seeds is empty: give at least one seed")
     if not sweep:

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import numpy as np
 from datasets import ClassLabel, Dataset, Features, Value
 
-from .errors import DataFileMissingError, DataFormatError, UnknownTaskError
+from .errors import DataFileMissingError, DataFormatError, TrainConfigError, UnknownTaskError
 
 DATA_ENV_VAR = "PT_DATA_DIR"
 AGNEWS_TRAIN_SIZE = 1600  # rows of AG News test.csv set aside (seeded) as our "train" split
@@ -219,7 +220,7 @@ def _bad_line(path: Path, line_no: int, expected: str, got: str) -> DataFormatEr
 def _lines(path: Path) -> list[tuple[int, str]]:
     """(line number, text) of every non-blank line; an unreadable or empty file is a clear error."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (Excel's "CSV UTF-8") is dropped
     except UnicodeDecodeError as exc:
         raise DataFormatError(
             f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); is it the right file?"
@@ -267,7 +268,7 @@ def _read_agnews(info: TaskInfo, path: Path, split: str) -> Dataset:
     import io
 
     _lines(path)  # empty-file check
-    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"), newline=""))
+    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8-sig"), newline=""))
     need = ("Class Index", "Title", "Description")
     missing = [c for c in need if c not in (reader.fieldnames or [])]
     if missing:
@@ -343,3 +344,101 @@ def subsample(ds: Dataset, n: int | None, seed: int = 0) -> Dataset:
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     return ds.shuffle(seed=seed).select(range(n)).flatten_indices()
+
+
+PAIR_TEXT = "{premise} Question: {hypothesis}"  # CB / RTE as ONE text (chapter 08's join, everywhere)
+
+
+def texts_of(ds: Dataset) -> list[str]:
+    """The input text of every row: ``text``, or a pair task's premise and hypothesis joined by ``PAIR_TEXT``."""
+    if "text" in ds.column_names:
+        return list(ds["text"])
+    return [PAIR_TEXT.format(premise=p, hypothesis=h) for p, h in zip(ds["premise"], ds["hypothesis"])]
+
+
+def with_text(ds: Dataset) -> Dataset:
+    """``ds`` with a ``text`` column (a pair task's rows joined by ``PAIR_TEXT``; other tasks unchanged)."""
+    return ds if "text" in ds.column_names else ds.add_column("text", texts_of(ds))
+
+
+@dataclass(frozen=True)
+class TaskSplits:
+    """A task's three splits, each a ``Dataset`` with ``text`` and ``label``: ``train`` (trained on),
+    ``select`` (held out of the training split to choose a step / lr; never the evaluation data) and
+    ``eval`` (the task's evaluation split, where accuracy is reported)."""
+
+    task: str
+    train: Dataset
+    select: Dataset
+    eval: Dataset
+
+    def texts_labels(self, split: str) -> tuple[list[str], list[int]]:
+        """(texts, labels) of ``split`` ("train", "select" or "eval")."""
+        ds = getattr(self, split)
+        return list(ds["text"]), list(ds["label"])
+
+    def sizes(self) -> dict[str, int]:
+        return {k: len(getattr(self, k)) for k in ("train", "select", "eval")}
+
+
+def task_splits(
+    task: str, select_size: int = 300, train_size: int | None = None, eval_size: int | None = None, seed: int = 0
+) -> TaskSplits:
+    """THE train / selection / evaluation split of a task (chapters 05–08 and ``python -m pt_helpers.train``).
+
+    The training split is shuffled with ``seed``; its first ``select_size`` rows are the selection split,
+    the next ``train_size`` rows (None or 0: all the rest) are trained on. The evaluation split is
+    ``subsample(eval split, eval_size, seed=0)`` (None or 0: all of it) — the same examples whatever the
+    training seed, so runs of several seeds are scored on one set. Pair tasks (CB, RTE) get a ``text``
+    column joined one way (``PAIR_TEXT``).
+    """
+    info = task_info(task)
+    full = with_text(load_task(info.name, "train")).shuffle(seed=seed).flatten_indices()
+    if isinstance(select_size, bool) or not isinstance(select_size, int) or not 0 < select_size < len(full):
+        raise TrainConfigError(
+            f"select_size {select_size!r} must be between 1 and {len(full) - 1} (the training split of "
+            f"{info.name} has {len(full)} examples): the rest is trained on"
+        )
+    end = len(full) if not train_size else min(len(full), select_size + train_size)
+    evaluation = subsample(with_text(load_task(info.name, info.eval_split)), eval_size or None, seed=0)
+    return TaskSplits(
+        info.name,
+        full.select(range(select_size, end)).flatten_indices(),
+        full.select(range(select_size)).flatten_indices(),
+        evaluation,
+    )
+
+
+def n_words(text: str) -> int:
+    """Words of a text, split on whitespace (chapter 07's length measure)."""
+    return len(text.split())
+
+
+def length_shift_splits(
+    task: str, short_max_words: int, long_min_words: int, n_train: int, n_select: int, n_test: int, seed: int = 0
+) -> dict[str, tuple[list[str], list[int]]]:
+    """Chapter 07's distribution shift: (texts, labels) of ``train`` (``n_train`` short training sentences,
+    ``subsample`` with ``seed``), ``select`` (``n_select`` short held-out sentences, never a test one),
+    ``test_short`` and ``test_long`` (``n_test`` each). Short: ≤ ``short_max_words`` words; long: ≥
+    ``long_min_words``. The held-out pool is every split but train (SST-2: dev then test), drawn with one
+    ``numpy`` generator of ``seed`` in the order test short, test long, selection."""
+    info = task_info(task)
+    train_short = with_text(load_task(info.name, "train")).filter(lambda r: n_words(r["text"]) <= short_max_words)
+    held_out = []
+    for split in (s for s in info.splits if s != "train"):
+        ds = load_task(info.name, split)
+        held_out += list(zip(texts_of(ds), ds["label"]))
+    rng = np.random.default_rng(seed)
+
+    def pick(rows, n):
+        idx = rng.permutation(len(rows))[:n]
+        return [rows[i][0] for i in idx], [rows[i][1] for i in idx]
+
+    short_pool = [r for r in held_out if n_words(r[0]) <= short_max_words]
+    long_pool = [r for r in held_out if n_words(r[0]) >= long_min_words]
+    parts = dict(test_short=pick(short_pool, n_test), test_long=pick(long_pool, n_test))
+    tested = set(parts["test_short"][0])
+    parts["select"] = pick([r for r in short_pool if r[0] not in tested], n_select)
+    train = subsample(train_short, n_train, seed)
+    parts["train"] = (list(train["text"]), list(train["label"]))
+    return {k: parts[k] for k in ("train", "select", "test_short", "test_long")}

@@ -19,11 +19,13 @@ and ``from_saved`` returns a P-tuning adapter of type ``"none"`` that holds P di
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .adapters import PromptAdapter, PromptedModel, check_width, register_adapter
+from .adapters import Method, PromptAdapter, PromptedModel, check_width, option, register_adapter, register_method
 from .errors import PromptError, PromptShapeError
 from .frozen import check_model_and_tokenizer, input_embeddings, is_causal_lm
 from .soft_prompt import saved_prompt
@@ -198,3 +200,38 @@ def peft_twin(base_model: PreTrainedModel, adapter: PTuningEncoder, task_type: s
         if adapter.encoder_type == "lstm":
             pe.lstm_head.load_state_dict(adapter.lstm_head.state_dict())
     return twin
+
+
+P_TUNING_INITS = ("random",)  # E ~ N(0, 1), as PEFT's PromptEncoder; P = encoder(E) is what the model reads
+
+
+@dataclass
+class PTuningOptions:
+    """P-tuning's own settings (``training.TrainSettings`` carries them under the same names)."""
+
+    p_tuning_encoder: str = option(
+        "mlp", "p_tuning only: the encoder of E, mlp (PEFT's default) or lstm (Liu et al. 2021)", ENCODER_TYPES
+    )
+
+
+def build_p_tuning(model, tokenizer, settings, *, init_text: str, label_words=None) -> PTuningEncoder:
+    """The registry's factory (P-tuning has one init: E is drawn from ``settings.seed``)."""
+    if settings.p_tuning_encoder not in ENCODER_TYPES:
+        raise PromptError(f"p_tuning_encoder must be one of {ENCODER_TYPES}, got {settings.p_tuning_encoder!r}")
+    return make_p_tuning(model, tokenizer, settings.n_virtual_tokens, encoder_type=settings.p_tuning_encoder,
+                         seed=settings.seed)  # fmt: skip
+
+
+register_method(
+    Method(
+        name="p_tuning",
+        summary="input vectors produced by a small encoder (Liu et al. 2021, chapter 08; the saved prompt is P)",
+        factory=build_p_tuning,
+        adapter_class=PTuningEncoder,
+        options=PTuningOptions,
+        inits=P_TUNING_INITS,
+        default_init="random",
+        default_lr=1e-2,  # chapter 08's pt_lr
+        defined_in="chapter 08",
+    )
+)

@@ -30,11 +30,13 @@ MLP, ``P = MLP(E)`` with ``E`` of shape ``(n, n_kv_heads · head_dim)``, used wh
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from .adapters import PromptAdapter, PromptedModel, register_adapter
+from .adapters import Method, PromptAdapter, PromptedModel, option, register_adapter, register_method
 from .errors import PromptError, PromptShapeError
 from .frozen import AttentionGeometry, attention_geometry, cache_layers, check_model_and_tokenizer, is_causal_lm
 
@@ -252,3 +254,35 @@ def make_prefix_model(
         make_prefix(model, tokenizer, n_virtual_tokens, **prefix_kwargs),
         keep_input_positions=keep_input_positions,
     )
+
+
+@dataclass
+class DeepPromptOptions:
+    """The deep prompt's own settings (``training.TrainSettings`` carries them under the same names)."""
+
+    reparameterize: bool = option(False, "deep only: train P = MLP(E) (Li & Liang 2021); the saved prefix is P")
+    mlp_hidden: int = option(512, "deep only: hidden width of the reparameterisation MLP")
+    # 0.5, chapter 06's recorded value: the scale of E (reparameterize) or of P (init random)
+    init_std: float = option(0.5, "deep only: standard deviation of a random init (and of E with --reparameterize)")
+
+
+def build_deep_prompt(model, tokenizer, settings, *, init_text: str, label_words=None) -> PrefixEncoder:
+    """The registry's factory: a deep prompt of ``settings.n_virtual_tokens`` with ``settings.init``."""
+    return make_prefix(model, tokenizer, settings.n_virtual_tokens, init=settings.init, init_text=init_text,
+                       reparameterize=settings.reparameterize, mlp_hidden=settings.mlp_hidden,
+                       init_std=settings.init_std)  # fmt: skip
+
+
+register_method(
+    Method(
+        name="deep",
+        summary="trainable keys/values at every layer (prefix tuning / P-Tuning v2)",
+        factory=build_deep_prompt,
+        adapter_class=PrefixEncoder,
+        options=DeepPromptOptions,
+        inits=DEEP_INITS,
+        default_init="text",
+        default_lr=1e-2,
+        defined_in="chapter 06",
+    )
+)

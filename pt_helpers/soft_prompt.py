@@ -30,6 +30,7 @@ import math
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .adapters import PromptAdapter, PromptedModel, check_width, register_adapter
+from .adapters import Method, PromptAdapter, PromptedModel, check_width, option, register_adapter, register_method
 from .data import load_task, task_info
 from .errors import PromptError, PromptShapeError
 from .frozen import check_model_and_tokenizer, input_embeddings
@@ -329,3 +330,34 @@ def prompt_drift(weight: torch.Tensor, init_weight: torch.Tensor) -> dict[str, n
         l2=dist.numpy(),
         relative_l2=(dist / w0.norm(dim=-1).clamp(min=1e-12)).numpy(),
     )
+
+
+@dataclass
+class SoftPromptOptions:
+    """The soft prompt's own settings (``training.TrainSettings`` carries them under the same names)."""
+
+    pool_prompt: bool = option(
+        False, "encoders, soft only: also average the prompt's own output states into the sentence embedding"
+    )
+
+
+def build_soft_prompt(model, tokenizer, settings, *, init_text: str, label_words=None) -> SoftPrompt:
+    """The registry's factory: a soft prompt of ``settings.n_virtual_tokens`` with ``settings.init``."""
+    words = {"label_words": list(label_words)} if label_words else {}
+    return make_prompt(model, tokenizer, settings.n_virtual_tokens, settings.init, seed=settings.seed,
+                       text=init_text, **words)  # fmt: skip
+
+
+register_method(
+    Method(
+        name="soft",
+        summary="trainable vectors at the input only (Lester et al. 2021)",
+        factory=build_soft_prompt,
+        adapter_class=SoftPrompt,
+        options=SoftPromptOptions,
+        inits=INITS,
+        default_init="text",
+        default_lr=3e-2,
+        defined_in="chapter 05",
+    )
+)

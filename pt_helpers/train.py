@@ -1,7 +1,10 @@
-"""Train a soft, deep or P-tuning prompt from the command line, on one process or many (``accelerate launch``).
+"""Train a prompt of any registered method (soft, deep, P-tuning, …) from the command line, on one process or
+many (``accelerate launch``).
 
 Taught in chapter 06. The same ``training.fit`` as notebooks 05–07, the same checkpoint format
-(``pt_helpers.checkpoint``), and the flags are the fields of ``training.TrainSettings``:
+(``pt_helpers.checkpoint``), the same splits (``data.task_splits``), and the flags are the fields of
+``training.TrainSettings`` (their help is the fields' metadata; ``--method`` lists the method registry,
+``adapters.METHODS``):
 
     python -m pt_helpers.train --help
     python -m pt_helpers.train --model sentence-transformers/all-MiniLM-L6-v2 --task sst2 \\
@@ -22,13 +25,16 @@ rounding); only the main process writes files.
 
 Outputs in ``--output-dir``: the prompt (``adapter.safetensors`` + ``adapter_config.json``, see
 ``pt_helpers.checkpoint``), ``train_config.json`` (every setting, the same keys as the flags) and
-``metrics.json`` (loss per step, selection and evaluation accuracy, model kind and head, time).
+``metrics.json`` (loss per step, selection and evaluation accuracy, model kind and head, time). With
+``--overwrite`` over a previous run the new run is written to ``--output-dir/.new_run`` and swapped in by
+renames only once it has finished: an interrupted run leaves the previous one as it was.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -37,94 +43,56 @@ from collections.abc import Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from .adapters import get_method, method_names
 from .checkpoint import CONFIG_FILE, TENSORS_FILE, save_prompt
 from .classifiers import classifier_for, evaluate_classifier
-from .data import load_task, subsample, task_info
+from .data import task_info, task_splits
 from .device import seed_everything
 from .errors import TrainConfigError
 from .frozen import count_trainable, model_kind
 from .models import load_model
-from .p_tuning import ENCODER_TYPES, make_p_tuning
-from .prefix import make_prefix
 from .project import atomic_write_json
-from .soft_prompt import make_prompt
-from .training import (
-    DEFAULT_INIT,
-    DEFAULT_LR,
-    LR_SCHEDULES,
-    METHODS,
-    OPTIMIZERS,
-    STATE_DIR,
-    VALID_INITS,
-    TrainSettings,
-    fit,
-    split_for_selection,
-)
+from .training import STATE_DIR, TrainSettings, fit
 
-HELP = {
-    "model": "model name or folder; causal LMs get label words, encoders label sentences (read from the config)",
-    "task": "task: one with a verbaliser in data.TASKS (sst2, trec)",
-    "method": "soft: trainable vectors at the input only (Lester et al. 2021); deep: trainable keys/values "
-    "at every layer (prefix tuning / P-Tuning v2); p_tuning: input vectors produced by a small encoder (Liu et al. "
-    "2021, chapter 08; the saved prompt is P)",
-    "n_virtual_tokens": "number of virtual tokens",
-    "init": "; ".join(f"{m}: {'|'.join(VALID_INITS[m])} (default {DEFAULT_INIT[m]})" for m in METHODS),
-    "p_tuning_encoder": "p_tuning only: the encoder of E, mlp or lstm",
-    "reparameterize": "deep only: train P = MLP(E) (Li & Liang 2021); the saved prefix is P",
-    "mlp_hidden": "hidden width of the reparameterisation MLP",
-    "pool_prompt": "encoders, soft only: also average the prompt's own output states into the embedding",
-    "optimizer": "adamw or adafactor",
-    "lr": "peak learning rate (default " + ", ".join(f"{DEFAULT_LR[m]:g} {m}" for m in METHODS) + ")",
-    "weight_decay": "weight decay of the optimiser",
-    "lr_schedule": "after the warm-up: constant, or linear / cosine decay to 0 at the last step",
-    "warmup": "fraction of --max-steps spent warming the learning rate up linearly",
-    "batch_size": "GLOBAL batch size, split evenly over the processes of accelerate launch",
-    "grad_accum_steps": "micro-batches per optimisation step (gradient accumulation)",
-    "max_steps": "optimisation steps",
-    "eval_every": "steps between accuracy checks on the selection split (the best step is kept)",
-    "select_size": "training examples held out to choose the best step (never the evaluation split)",
-    "train_size": "seeded subset of the training split (0 = all)",
-    "eval_size": "seeded subset of the evaluation split (0 = all; SST-2 dev, TREC test)",
-    "temperature": "encoders: cosine similarity / temperature gives the logits",
-    "max_length": "truncate inputs to this many tokens",
-    "eval_batch_size": "batch size of the accuracy checks",
-    "seed": "seed of the prompt initialisation, the selection split and the data order",
-    "amp": "bf16 autocast on CUDA (--no-amp: float32)",
-    "output_dir": "folder for the prompt, train_config.json and metrics.json",
-    "save_every": "steps between saves of the training state in --output-dir (0 = never); see --resume",
-    "resume": "continue the unfinished run in --output-dir from its last saved training state",
-    "overwrite": "replace another run's files in --output-dir",
-    "cpu": "run on the CPU even when a GPU is present",
-    "progress": "show a progress bar (--no-progress to hide it)",
-}
-CHOICES = {"method": METHODS, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES, "p_tuning_encoder": ENCODER_TYPES}
+
+def help_for(name: str) -> str:
+    """The CLI help of setting ``name``: its field's ``metadata["help"]``; --method, --init and --lr list
+    what the method registry holds today (so a newly registered method shows up without editing this file)."""
+    if name == "method":
+        return "; ".join(f"{m}: {get_method(m).summary}" for m in method_names("prompt"))
+    if name == "init":
+        return "; ".join(
+            f"{m}: {'|'.join(get_method(m).inits)} (default {get_method(m).default_init})"
+            for m in method_names("prompt")
+        )
+    if name == "lr":
+        return (
+            "peak learning rate (default "
+            + ", ".join(f"{get_method(m).default_lr:g} {m}" for m in method_names("prompt"))
+            + ")"
+        )
+    return next(f for f in fields(TrainSettings) if f.name == name).metadata["help"]
+
+
+def choices_for(name: str) -> tuple | None:
+    """The valid values of setting ``name`` (--method: the registered prompt methods), or None."""
+    if name == "method":
+        return method_names("prompt")
+    return next(f for f in fields(TrainSettings) if f.name == name).metadata.get("choices")
 
 
 def build_adapter(settings: TrainSettings, model, tokenizer):
-    """A new prompt adapter of ``settings.method`` for ``model``, initialised from the task's texts."""
+    """A new prompt adapter of ``settings.method`` for ``model``, built by the method's registered factory
+    and initialised from the task's texts (its ``init_text``, its label words)."""
     info = task_info(settings.task)
-    if settings.method == "soft":
-        return make_prompt(
-            model,
-            tokenizer,
-            settings.n_virtual_tokens,
-            settings.init,
-            seed=settings.seed,
-            text=info.init_text,
-            label_words=list(info.label_words or info.label_names),
+    method = get_method(settings.method)
+    if method.trains != "prompt":
+        raise TrainConfigError(
+            f"method {settings.method!r} trains the model's {method.trains}, not a prompt: the command line trains "
+            f"and saves prompts ({', '.join(method_names('prompt'))})"
         )
-    if settings.method == "p_tuning":
-        return make_p_tuning(
-            model, tokenizer, settings.n_virtual_tokens, encoder_type=settings.p_tuning_encoder, seed=settings.seed
-        )
-    return make_prefix(
-        model,
-        tokenizer,
-        settings.n_virtual_tokens,
-        init=settings.init,
-        init_text=info.init_text,
-        reparameterize=settings.reparameterize,
-        mlp_hidden=settings.mlp_hidden,
+    return method.factory(
+        model, tokenizer, settings, init_text=info.init_text, label_words=list(info.label_words or info.label_names)
     )
 
 
@@ -142,35 +110,68 @@ def build_classifier(settings: TrainSettings, model, tokenizer):
     )
 
 
-def texts_labels(task: str, split: str, size: int, seed: int) -> tuple[list[str], list[int]]:
-    """Texts and labels of a seeded subset (``size`` 0 = all) of one split."""
-    ds = subsample(load_task(task, split), size or None, seed=seed)
-    return list(ds["text"]), list(ds["label"])
-
-
 RUN_FILES = (
     TENSORS_FILE,
     CONFIG_FILE,
     "train_config.json",
-    "metrics.json",
+    "metrics.json",  # last: its presence marks a finished run (the swap below moves it last)
     STATE_DIR,
     f".{STATE_DIR}.old",
     f".{STATE_DIR}.new",
 )
+NEW_RUN = ".new_run"  # --overwrite: the new run is written here, beside the previous run, until it has finished
+OLD_RUN = ".old_run"  # the previous run's files while the two are swapped
+SWAP_MARK = ".moved"  # in .old_run once every file of the previous run is there
+
+
+def _move_run_files(src: Path, dst: Path) -> None:
+    dst.mkdir(exist_ok=True)
+    for name in sorted(RUN_FILES, key=lambda n: n == "metrics.json"):  # metrics.json last
+        if (src / name).exists():
+            os.replace(src / name, dst / name)
+
+
+def swap_in_new_run(out: Path) -> None:
+    """Replace the previous run in ``out`` by the finished one in ``out/.new_run``, by renames: the old files go
+    to ``.old_run`` (then marked complete), the new ones into ``out`` (``metrics.json`` last), then ``.old_run``
+    is deleted. A kill at any moment leaves folders that ``recover_swap`` completes or undoes."""
+    shutil.rmtree(out / OLD_RUN, ignore_errors=True)
+    _move_run_files(out, out / OLD_RUN)
+    (out / OLD_RUN / SWAP_MARK).touch()  # every old file is in .old_run: the new ones may move in
+    _move_run_files(out / NEW_RUN, out)
+    shutil.rmtree(out / NEW_RUN, ignore_errors=True)
+    shutil.rmtree(out / OLD_RUN, ignore_errors=True)
+
+
+def recover_swap(out: Path) -> None:
+    """After a swap that was cut off: finish it if the new run's ``metrics.json`` arrived, else put the old run
+    back (the new run's files go back to ``.new_run``)."""
+    old = out / OLD_RUN
+    if not old.is_dir():
+        return
+    if not (old / SWAP_MARK).exists():  # cut off while the old files were moved aside: only old files anywhere
+        _move_run_files(old, out)
+    elif (out / "metrics.json").is_file():  # the new run was moved in completely
+        shutil.rmtree(out / NEW_RUN, ignore_errors=True)
+    else:  # half of the new run is in out: back to .new_run, the old run back in place
+        _move_run_files(out, out / NEW_RUN)
+        _move_run_files(old, out)
+    shutil.rmtree(old)
 
 
 def prepare_output_dir(s: TrainSettings) -> Path:
     """Check ``s.output_dir`` BEFORE any model is loaded: a folder we may write, empty or holding a run of the
-    same settings (continued with ``--resume``); another run's files are replaced only with ``--overwrite``."""
+    same settings (continued with ``--resume``); another run's files are replaced only with ``--overwrite``,
+    and then only once the new run has finished (it is written to ``.new_run`` meanwhile: see ``train``)."""
     out = Path(s.output_dir)
     if out.exists() and not out.is_dir():
         raise TrainConfigError(f"--output-dir {out} is a file; give a folder (it will be created)")
+    if out.is_dir():
+        recover_swap(out)
     previous = out / "train_config.json"
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(p.name != NEW_RUN for p in out.iterdir()):
         if s.overwrite:
-            for name in RUN_FILES:  # no stale file of another run stays beside the new one
-                path = out / name
-                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            shutil.rmtree(out / NEW_RUN, ignore_errors=True)  # an earlier --overwrite run that never finished
         else:
             try:
                 same = previous.is_file() and json.loads(previous.read_text()).get("run_identity") == s.run_identity()
@@ -213,6 +214,11 @@ def train(settings: TrainSettings) -> dict:
     info = task_info(s.task)
     accelerator = Accelerator(cpu=s.cpu)
     out = prepare_output_dir(s) if accelerator.is_main_process else Path(s.output_dir)
+    # --overwrite over a previous run: the new run is written beside it, and swapped in once it has finished
+    staged = s.overwrite and any((out / name).exists() for name in RUN_FILES)
+    work = out / NEW_RUN if staged else out
+    if accelerator.is_main_process:
+        work.mkdir(exist_ok=True)
     accelerator.wait_for_everyone()
     world = accelerator.num_processes
     if s.batch_size % (world * s.grad_accum_steps):
@@ -225,20 +231,23 @@ def train(settings: TrainSettings) -> dict:
     seed_everything(s.seed)  # the same prompt initialisation on every process
     classifier = build_classifier(s, model, tokenizer)
     n_trainable = count_trainable(classifier)
-    train_data, select_data = split_for_selection(
-        *texts_labels(s.task, "train", s.train_size, s.seed), s.select_size, s.seed
-    )
+    splits = task_splits(s.task, s.select_size, s.train_size, s.eval_size, seed=s.seed)
+    train_data, select_data = splits.texts_labels("train"), splits.texts_labels("select")
     if accelerator.is_main_process:  # written first, so an interrupted run can be recognised and resumed
-        atomic_write_json(out / "train_config.json", dict(asdict(s), run_identity=s.run_identity()))
+        atomic_write_json(work / "train_config.json", dict(asdict(s), run_identity=s.run_identity()))
     try:
         result = fit(
-            classifier, train_data, select_data, s, accelerator=accelerator, desc=f"{s.method} prompt", state_dir=out
+            classifier, train_data, select_data, s, accelerator=accelerator, desc=f"{s.method} prompt", state_dir=work
         )
     except KeyboardInterrupt:
         if accelerator.is_main_process:
             print(
-                f"\ninterrupted: the last saved training state is in {out}; continue with the same command plus "
-                "--resume",
+                (
+                    f"\ninterrupted: the previous run in {out} is kept; rerun with --overwrite to start again"
+                    if staged
+                    else f"\ninterrupted: the last saved training state is in {out}; continue with the same "
+                    "command plus --resume"
+                ),
                 file=sys.stderr,
             )
         raise
@@ -265,13 +274,14 @@ def train(settings: TrainSettings) -> dict:
     )
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        eval_texts, eval_labels = texts_labels(s.task, info.eval_split, s.eval_size, 0)
         metrics["eval_split"] = info.eval_split
-        metrics["accuracy"] = evaluate_classifier(classifier, eval_texts, eval_labels, s.eval_batch_size)
-        save_prompt(classifier.adapter, out, model, tokenizer, base_model=s.model, task=s.task, seed=s.seed)
-        atomic_write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
+        metrics["accuracy"] = evaluate_classifier(classifier, *splits.texts_labels("eval"), s.eval_batch_size)
+        save_prompt(classifier.adapter, work, model, tokenizer, base_model=s.model, task=s.task, seed=s.seed)
+        atomic_write_json(work / "metrics.json", metrics)  # last: its presence marks a finished run
         for name in (STATE_DIR, f".{STATE_DIR}.old"):
-            shutil.rmtree(out / name, ignore_errors=True)
+            shutil.rmtree(work / name, ignore_errors=True)
+        if staged:  # only now does the previous run go
+            swap_in_new_run(out)
         print(
             f"{s.method} prompt · {kind} model, {metrics['head']} · {n_trainable:,} trained parameters · "
             f"{world} process(es) · {result.steps} steps in {result.seconds:.1f} s · best step {result.best_step} "
@@ -303,7 +313,7 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
     parsed namespace holds only the flags typed on the command line (no defaults)."""
     parser = argparse.ArgumentParser(
         prog="python -m pt_helpers.train",
-        description="Train a soft or deep prompt on a frozen model. Settings come from --config (YAML) and "
+        description="Train a prompt (any registered method) on a frozen model. Settings come from --config (YAML) and "
         "flags (flags win). Runs unchanged under `accelerate launch` (data parallel; the "
         "--batch-size is global).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -313,11 +323,11 @@ def build_parser(only_given: bool = False) -> argparse.ArgumentParser:
         default = argparse.SUPPRESS if only_given else f.default
         if _caster(f.name) is bool:
             parser.add_argument(
-                _flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=HELP[f.name]
+                _flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=help_for(f.name)
             )
         else:
             parser.add_argument(
-                _flag(f.name), type=_caster(f.name), default=default, help=HELP[f.name], choices=CHOICES.get(f.name)
+                _flag(f.name), type=_caster(f.name), default=default, help=help_for(f.name), choices=choices_for(f.name)
             )
     return parser
 

@@ -27,87 +27,92 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import p_tuning, prefix, soft_prompt  # noqa: F401  (importing them registers the course's methods)
+from .adapters import METHODS as REGISTRY
+from .adapters import get_method, method_names, option
 from .classifiers import autocast_for, evaluate_classifier
 from .data import task_info
 from .device import seed_everything
 from .errors import CheckpointError, PromptError, TrainConfigError
-from .p_tuning import ENCODER_TYPES
-from .prefix import DEEP_INITS
 from .project import atomic_write_json
-from .soft_prompt import INITS
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
 OPTIMIZERS = ("adamw", "adafactor")
-METHODS = ("soft", "deep", "p_tuning")
-DEFAULT_LR = {"soft": 3e-2, "deep": 1e-2, "p_tuning": 1e-2}  # p_tuning: chapter 08's pt_lr
-P_TUNING_INITS = ("random",)  # E ~ N(0, 1), as PEFT's PromptEncoder; P = encoder(E) is what the model reads
-DEFAULT_INIT = {"soft": "text", "deep": "text", "p_tuning": "random"}
-VALID_INITS = {"soft": INITS, "deep": DEEP_INITS, "p_tuning": P_TUNING_INITS}
+
+
+def _method_option(cls, name: str):
+    """A TrainSettings field that IS a method's own setting: default and help read from the method's options."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return field(default=f.default, metadata=dict(f.metadata, method_option=True))
 
 
 @dataclass
 class TrainSettings:
-    """Every setting of a training run: one name each in code, notebooks, CLI flags and saved JSON."""
+    """Every setting of a training run: one name each in code, notebooks, CLI flags and saved JSON.
 
-    model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    task: str = "sst2"
-    # soft: input layer only | deep: every layer, via the KV cache | p_tuning: input layer, P = encoder(E) (ch. 08)
-    method: str = "soft"
-    n_virtual_tokens: int = 20
-    # None → text (soft, deep) / random (p_tuning); soft: random|vocab|text|labels; deep: text|random
-    init: str | None = None
-    p_tuning_encoder: str = "mlp"  # p_tuning only: the encoder of E, mlp (PEFT's default) | lstm (Liu et al. 2021)
-    reparameterize: bool = False  # deep only: Li & Liang's MLP while training
-    mlp_hidden: int = 512
-    pool_prompt: bool = False  # encoders, soft only: also average the prompt's own output states
-    optimizer: str = "adamw"  # adamw | adafactor
-    lr: float | None = None  # None → 3e-2 (soft) / 1e-2 (deep, p_tuning)
-    weight_decay: float = 0.0
-    lr_schedule: str = "cosine"  # after the warm-up: constant | linear | cosine
-    warmup: float = 0.05  # fraction of max_steps spent warming the lr up linearly from 0
-    batch_size: int = 32  # GLOBAL batch, split evenly over the processes
-    grad_accum_steps: int = 1  # micro-batches per optimisation step (each batch_size / grad_accum_steps)
-    max_steps: int = 200
-    eval_every: int = 50  # steps between accuracy checks on the selection split
-    select_size: int = 300  # training examples held out to select the best step (never the eval split)
-    train_size: int = 0  # 0 → the whole training split (minus the selection split)
-    eval_size: int = 0  # 0 → the whole evaluation split
-    temperature: float = 0.05  # encoders: cosine similarity / temperature gives the logits
-    max_length: int = 64
-    eval_batch_size: int = 64
-    seed: int = 0
-    amp: bool = True  # bf16 autocast on CUDA
-    output_dir: str = "runs/prompt"
-    save_every: int = 50  # steps between training-state saves in output_dir (0 = never): --resume
-    resume: bool = False  # continue from the last saved training state in output_dir
-    overwrite: bool = False  # replace another run's files in output_dir
-    cpu: bool = False  # force the CPU even when a GPU is present
-    progress: bool = True
+    Each field's ``metadata["help"]`` is the CLI's help. The method-specific fields (``pool_prompt``,
+    ``reparameterize``…) are declared by their method (``options`` of its registry entry) and only read here."""
+
+    model: str = option(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "model name or folder; causal LMs get label words, encoders label sentences (read from the config)",
+    )
+    task: str = option("sst2", "task: a name of data.TASKS (sst2, trec, agnews, cb, rte)")
+    method: str = option("soft", "the training method, a name of the method registry (adapters.METHODS)")
+    n_virtual_tokens: int = option(20, "number of virtual tokens")
+    init: str | None = option(None, "the prompt's initialisation (None: the method's default)")
+    p_tuning_encoder: str = _method_option(p_tuning.PTuningOptions, "p_tuning_encoder")
+    reparameterize: bool = _method_option(prefix.DeepPromptOptions, "reparameterize")
+    mlp_hidden: int = _method_option(prefix.DeepPromptOptions, "mlp_hidden")
+    init_std: float = _method_option(prefix.DeepPromptOptions, "init_std")
+    pool_prompt: bool = _method_option(soft_prompt.SoftPromptOptions, "pool_prompt")
+    optimizer: str = option("adamw", "adamw or adafactor", OPTIMIZERS)
+    lr: float | None = option(None, "peak learning rate (None: the method's default)")
+    weight_decay: float = option(0.0, "weight decay of the optimiser")
+    lr_schedule: str = option(
+        "cosine", "after the warm-up: constant, or linear / cosine decay to 0 at the last step", LR_SCHEDULES
+    )
+    warmup: float = option(0.05, "fraction of --max-steps spent warming the learning rate up linearly from 0")
+    batch_size: int = option(32, "GLOBAL batch size, split evenly over the processes of accelerate launch")
+    grad_accum_steps: int = option(1, "micro-batches per optimisation step (gradient accumulation)")
+    max_steps: int = option(200, "optimisation steps")
+    eval_every: int = option(50, "steps between accuracy checks on the selection split (the best step is kept)")
+    select_size: int = option(300, "training examples held out to choose the best step (never the evaluation split)")
+    train_size: int = option(0, "training examples trained on, after the selection split (0 = all the rest)")
+    eval_size: int = option(0, "seeded subset of the evaluation split (0 = all; SST-2 dev, TREC test)")
+    temperature: float = option(0.05, "encoders: cosine similarity / temperature gives the logits")
+    max_length: int = option(64, "truncate inputs to this many tokens")
+    eval_batch_size: int = option(64, "batch size of the accuracy checks")
+    seed: int = option(0, "seed of the prompt initialisation, the selection split and the data order")
+    amp: bool = option(True, "bf16 autocast on CUDA (--no-amp: float32)")
+    output_dir: str = option("runs/prompt", "folder for the prompt, train_config.json and metrics.json")
+    save_every: int = option(50, "steps between saves of the training state in --output-dir (0 = never); see --resume")
+    resume: bool = option(False, "continue the unfinished run in --output-dir from its last saved training state")
+    overwrite: bool = option(
+        False, "replace another run's files in --output-dir (the old run stays until the new one has finished)"
+    )
+    cpu: bool = option(False, "run on the CPU even when a GPU is present")
+    progress: bool = option(True, "show a progress bar (--no-progress to hide it)")
 
     def resolved(self) -> TrainSettings:
         """A copy with the method-dependent defaults filled in and every value checked."""
         s = copy.deepcopy(self)
         task_info(s.task)  # an unknown task names the valid ones
-        if s.method not in METHODS:
-            raise TrainConfigError(f"method must be one of {METHODS}, got {s.method!r}")
-        for name in (
-            "n_virtual_tokens",
-            "batch_size",
-            "max_steps",
-            "eval_every",
-            "grad_accum_steps",
-            "eval_batch_size",
-            "max_length",
-            "mlp_hidden",
-        ):
-            value = getattr(s, name)
+        if s.method not in REGISTRY:
+            raise TrainConfigError(f"method must be one of {method_names()}, got {s.method!r}")
+        method = get_method(s.method)
+        names = ("n_virtual_tokens", "batch_size", "max_steps", "eval_every", "grad_accum_steps", "eval_batch_size")
+        positive = {name: getattr(s, name) for name in (*names, "max_length")}
+        options = method.option_values(s)  # the method's own settings (an integer one is checked here too)
+        positive |= {f.name: options[f.name] for f in method.option_fields() if f.type in (int, "int")}
+        for name, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise TrainConfigError(f"{name} must be a positive integer, got {value!r}")
         for name in ("select_size", "train_size", "eval_size", "save_every"):
@@ -131,17 +136,21 @@ class TrainSettings:
                 f"batch_size {s.batch_size} does not split into grad_accum_steps "
                 f"{s.grad_accum_steps} equal micro-batches"
             )
-        if s.reparameterize and s.method != "deep":
-            raise TrainConfigError("reparameterize applies to method 'deep' only")
-        if s.pool_prompt and s.method != "soft":
-            raise TrainConfigError("pool_prompt applies to method 'soft' only")
-        if s.p_tuning_encoder not in ENCODER_TYPES:
-            raise TrainConfigError(f"p_tuning_encoder must be one of {ENCODER_TYPES}, got {s.p_tuning_encoder!r}")
-        s.init = s.init if s.init is not None else DEFAULT_INIT[s.method]
-        valid = VALID_INITS[s.method]
-        if s.init not in valid:
-            raise TrainConfigError(f"init {s.init!r} is not one of {valid} (method {s.method!r})")
-        s.lr = float(s.lr) if s.lr is not None else DEFAULT_LR[s.method]
+        for f in fields(self):  # a value outside its choices, or another method's option given
+            value, choices = getattr(s, f.name), f.metadata.get("choices")
+            if choices and value not in choices:
+                raise TrainConfigError(f"{f.name} must be one of {choices}, got {value!r}")
+            if f.metadata.get("method_option") and value != f.default and f.name not in method.option_values(s):
+                owners = [m.name for m in REGISTRY.values() if f.name in m.option_values(s)]
+                raise TrainConfigError(
+                    f"{f.name} applies to method {' or '.join(map(repr, owners))} only (method is {s.method!r})"
+                )
+        s.init = s.init if s.init is not None else method.default_init
+        if method.inits and s.init not in method.inits:
+            raise TrainConfigError(f"init {s.init!r} is not one of {method.inits} (method {s.method!r})")
+        if not method.inits and s.init is not None:
+            raise TrainConfigError(f"method {s.method!r} has no init to choose; leave init unset")
+        s.lr = float(s.lr) if s.lr is not None else method.default_lr
         return s
 
     @property

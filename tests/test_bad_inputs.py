@@ -469,6 +469,7 @@ def test_number_of_cases_in_this_table():
         + len(TEXT_CASES)
         + len(TOKENIZER_CASES)
         + len(PARAMETER_TYPE_CASES)
+        + len(BOM_CASES)
     )
     assert n >= 60, n
 
@@ -617,3 +618,26 @@ def test_a_parameter_of_the_wrong_type_is_named_with_its_declared_type(case, via
         )
     assert err.value.ename == "ParameterError" and err.value.exec_count == 3, (err.value.ename, err.value.evalue)
     assert repr(name) in err.value.evalue and words in err.value.evalue and repr(raw) in err.value.evalue
+
+
+# --- a byte-order mark (Excel's "CSV UTF-8", Notepad's "UTF-8 with BOM") is read, not refused -------------
+
+BOM_CASES = [  # (task, split): every reader — text lines, the AG News CSV header, JSON lines
+    ("sst2", "dev"),
+    ("trec", "test"),
+    ("agnews", "test"),
+    ("cb", "dev"),
+]
+
+
+@pytest.mark.parametrize("task, split", BOM_CASES, ids=[c[0] for c in BOM_CASES])
+def test_a_byte_order_mark_is_read_as_the_same_data(task, split, tmp_path, monkeypatch):
+    """The same file with and without a UTF-8 BOM gives the same rows (first row included)."""
+    path = _write(tmp_path, task, split, "")
+    original = (DATA / data.task_info(task).splits[split]).read_bytes()
+    path.write_bytes(b"\xef\xbb\xbf" + original)
+    monkeypatch.setenv(data.DATA_ENV_VAR, str(tmp_path / "data"))
+    with_bom = data.load_task(task, split)
+    monkeypatch.setenv(data.DATA_ENV_VAR, str(DATA))
+    plain = data.load_task(task, split)
+    assert len(with_bom) == len(plain) and with_bom[0] == plain[0] and with_bom[:]["label"] == plain[:]["label"]

@@ -41,7 +41,8 @@ def test_no_module_imports_a_later_one():
 
 
 def test_one_home_for_shared_building_blocks():
-    """Mean pooling, the cache expander and the context check are defined once (in scoring / frozen)."""
+    """Mean pooling, the cache expander, the context check, the loop, the method registry and a task's splits are
+    defined once."""
     homes = {
         "def mean_pool(": "scoring",
         "def expand_cache(": "frozen",
@@ -49,6 +50,9 @@ def test_one_home_for_shared_building_blocks():
         "def real_position_ids(": "frozen",
         "def fit(": "training",
         "def lr_at(": "training",
+        "def register_method(": "adapters",  # the method registry
+        "def task_splits(": "data",  # a task's train / selection / evaluation split
+        "def texts_of(": "data",  # a pair task joined into one text
     }
     for needle, home in homes.items():
         where = [p.stem for p in PACKAGE.rglob("*.py") if re.search("^" + re.escape(needle), p.read_text(), re.M)]

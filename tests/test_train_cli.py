@@ -19,11 +19,11 @@ from safetensors.torch import load_file
 
 from pt_helpers.checkpoint import CONFIG_FILE, TENSORS_FILE, load_prompt
 from pt_helpers.classifiers import classifier_for, evaluate_classifier
-from pt_helpers.data import task_info
+from pt_helpers.data import TASKS, task_info, task_splits
 from pt_helpers.errors import CourseError, TrainConfigError
 from pt_helpers.models import load_model
 from pt_helpers.prefix import text_key_values
-from pt_helpers.train import build_parser, main, parse_config, texts_labels
+from pt_helpers.train import build_parser, main, parse_config
 from pt_helpers.training import TrainSettings, batch_indices
 
 TINY = [
@@ -199,7 +199,7 @@ def test_p_tuning_run_trains_the_encoder_and_saves_only_p(tmp_path):
     clf = classifier_for(
         bert.model, bert.tokenizer, "sst2", load_prompt(out, bert.model, bert.tokenizer), max_length=16
     )
-    assert evaluate_classifier(clf, *texts_labels("sst2", "dev", 8, 0)) == metrics["accuracy"]
+    assert evaluate_classifier(clf, *task_splits("sst2", 4, 16, 8).texts_labels("eval")) == metrics["accuracy"]
 
 
 def test_label_words_are_one_gpt2_token_each():
@@ -314,3 +314,114 @@ def test_output_dir_is_checked_before_any_model_is_loaded(tmp_path):
     main([*soft, "--output-dir", str(run), "--overwrite"])  # a soft run replaces the deep one entirely
     config = json.loads((run / CONFIG_FILE).read_text())
     assert config["method"] == "soft" and set(load_file(str(run / TENSORS_FILE))) == {"prompt"}
+
+
+# --- every task trains from the command line ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_task_trains_from_the_command_line(task, tmp_path):
+    """Two steps on each task of TaskInfo, pair tasks (CB, RTE) included: their premise and hypothesis are
+    joined once (data.PAIR_TEXT) before the classifier sees them."""
+    argv = [*TINY[:3], task, *TINY[4:5], "soft", *TINY[6:]]
+    argv[argv.index("--max-steps") + 1] = "2"
+    metrics = main([*argv, "--output-dir", str(tmp_path / task)])
+    assert metrics["task"] == task and metrics["steps"] == 2 and len(metrics["loss"]) == 2
+    assert metrics["eval_split"] == task_info(task).eval_split and 0.0 <= metrics["accuracy"] <= 1.0
+
+
+# --- --overwrite keeps the previous run until the new one has finished ---------------------------------------
+
+
+def _run_files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_an_overwrite_run_killed_mid_training_leaves_the_previous_run_intact(tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    soft = [*TINY[:5], "soft", *TINY[6:]]
+    main([*soft, "--output-dir", str(run)])
+    before = _run_files(run)
+    assert {"metrics.json", TENSORS_FILE, CONFIG_FILE, "train_config.json"} <= set(before)
+    proc = _cli([*RESUMABLE, "--output-dir", str(run), "--overwrite"])  # a deep run of 60 steps over it
+    state = run / ".new_run" / "training_state" / "state.json"
+    deadline = time.time() + 180
+    while time.time() < deadline:  # killed for real once it is training
+        try:
+            if json.loads(state.read_text())["step"] >= 3:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()[-2000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert _run_files(run) == before  # the soft run, byte for byte
+    bert = load_model("bert", "encoder", allow_random=True, verbose=False)
+    assert load_prompt(run, bert.model, bert.tokenizer).method == "soft"
+    with pytest.raises(TrainConfigError, match="finished run"):  # still recognised as the finished soft run
+        main([*soft, "--output-dir", str(run)])
+
+
+def test_an_overwrite_run_that_fails_keeps_the_previous_run_and_a_finished_one_replaces_it(tmp_path, monkeypatch):
+    from pt_helpers import train as train_module
+
+    run = tmp_path / "run"
+    soft = [*TINY[:5], "soft", *TINY[6:]]
+    main([*soft, "--output-dir", str(run)])
+    before = _run_files(run)
+
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("injected failure during fit")
+
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "fit", broken_fit)
+        with pytest.raises(RuntimeError, match="injected"):
+            main([*TINY, "--output-dir", str(run), "--overwrite"])
+    assert _run_files(run) == before
+    main([*TINY, "--output-dir", str(run), "--overwrite"])  # a finished deep run replaces the soft one
+    assert json.loads((run / CONFIG_FILE).read_text())["method"] == "deep"
+    assert set(load_file(str(run / TENSORS_FILE))) == {"prefix"} and not (run / ".new_run").exists()
+    assert not (run / ".old_run").exists()
+
+
+def test_a_swap_cut_off_anywhere_leaves_one_whole_run(tmp_path, monkeypatch):
+    """A kill after any rename of the swap (simulated: os.replace fails after k renames): recover_swap, which the
+    next run calls first, gives back the whole old run (the new one stays in .new_run) or the whole new run."""
+    from pt_helpers import train as train_module
+
+    names = (TENSORS_FILE, CONFIG_FILE, "train_config.json", "metrics.json")
+    real_replace = os.replace
+    for k in range(2 * len(names) + 1):
+        out = tmp_path / f"cut{k}"
+        (out / train_module.NEW_RUN).mkdir(parents=True)
+        for name in names:
+            (out / name).write_text("old")
+            (out / train_module.NEW_RUN / name).write_text("new")
+        calls = []
+
+        def replace(src, dst, calls=calls, k=k):
+            if len(calls) == k:
+                raise KeyboardInterrupt("killed")
+            calls.append(src)
+            real_replace(src, dst)
+
+        monkeypatch.setattr(train_module.os, "replace", replace)
+        finished = True
+        try:
+            train_module.swap_in_new_run(out)
+        except KeyboardInterrupt:
+            finished = False
+        monkeypatch.setattr(train_module.os, "replace", real_replace)
+        train_module.recover_swap(out)
+        contents = {(out / name).read_text() for name in names}
+        assert contents in ({"old"}, {"new"}), (k, contents)
+        assert not (out / train_module.OLD_RUN).exists()
+        if contents == {"old"}:  # undone: the finished new run is still whole in .new_run
+            assert {(out / train_module.NEW_RUN / n).read_text() for n in names} == {"new"}, k
+        assert finished == (k == 2 * len(names))  # 8 renames in all: only the last k lets the swap finish
+        if finished:
+            assert contents == {"new"} and not (out / train_module.NEW_RUN).exists()
