@@ -9,7 +9,7 @@
   then trains the remaining seeds at that value; every returned row carries its per-example outcomes on
   the evaluation set, so methods can be compared *paired*;
 * ``comparison_table`` makes the table: variant, chosen lr, n, Wilson interval, the mean over seeds
-  (``stats.seed_interval``; one seed is "n/a (1 seed)") and the paired test (``stats.paired_bootstrap``)
+  (``stats.seed_interval``; one seed is "n/a (1 seed)") and the paired test (``stats.paired_test``)
   against the row each method is compared with (``COMPARED_WITH``);
 * ``PeakMemory`` measures memory; ``model_label`` names a loaded model by its provenance.
 """
@@ -36,7 +36,7 @@ from .classifiers import LabelSentences, PromptClassifier, predict_classes
 from .device import seed_everything
 from .errors import TrainConfigError
 from .project import atomic_write_json
-from .stats import accuracy_interval, paired_bootstrap, seed_interval
+from .stats import accuracy_interval, paired_test, seed_interval, smoke_budget
 from .training import TrainSettings, fit
 
 
@@ -487,9 +487,11 @@ def comparison_table(rows: Sequence[dict], n_model_parameters: int, compared_wit
     """The comparison as a DataFrame, one line per method (columns are strings where they carry intervals).
 
     Accuracy: the first seed's, with n and the Wilson interval; mean over seeds: ``stats.seed_interval``;
-    paired test: ``stats.paired_bootstrap`` of this method minus the compared row, on the first seed's
-    outcomes on the same examples (a degenerate pair says so); Δ over seeds: the seed interval of the
-    per-seed differences (seeds paired by position; a one-run row such as zero-shot pairs with every seed).
+    paired test: ``stats.paired_test`` of this method minus the compared row, on the first seed's
+    outcomes on the same examples (a degenerate pair says so; a row trained at a smoke budget,
+    ``stats.smoke_budget`` of its steps, prints the protocol-check line instead of a test); Δ over seeds:
+    the seed interval of the per-seed differences (seeds paired by position; a one-run row such as
+    zero-shot pairs with every seed).
     """
     import pandas as pd
 
@@ -508,7 +510,8 @@ def comparison_table(rows: Sequence[dict], n_model_parameters: int, compared_wit
         paired = delta_seeds = "—"
         if other in by_method:
             other_runs = sorted(by_method[other], key=lambda r: r["seed"])
-            paired = str(paired_bootstrap(first["correct"], other_runs[0]["correct"]))
+            smoke = bool(first["steps"]) and smoke_budget(int(first["steps"]))  # the probe (no steps) keeps its test
+            paired = str(paired_test(first["correct"], other_runs[0]["correct"], smoke=smoke))
             # seeds paired by position; a single-run row (zero-shot, the deterministic probe) pairs with every seed
             other_acc = [other_runs[min(i, len(other_runs) - 1)]["accuracy"] for i in range(len(runs))]
             delta_seeds = str(seed_interval([r["accuracy"] - o for r, o in zip(runs, other_acc)]))

@@ -53,10 +53,10 @@ def test_run_method_ties_keep_the_first_value(monkeypatch):
     assert rows[0]["lr"] == 0.1
 
 
-def _row(method, seed, correct, lr=1e-3):
+def _row(method, seed, correct, lr=1e-3, steps=100):
     correct = np.asarray(correct, dtype=np.int8)
     return dict(method=method, variant=f"{method} variant", seed=seed, lr=lr, sweep={lr: 0.5}, trained_params=5,
-                best_step=2, steps=4, seconds=1.0, peak_mib=2.0, accuracy=float(correct.mean()), n=len(correct),
+                best_step=2, steps=steps, seconds=1.0, peak_mib=2.0, accuracy=float(correct.mean()), n=len(correct),
                 correct=correct)  # fmt: skip
 
 
@@ -70,6 +70,13 @@ def test_table_one_seed_is_not_applicable_and_names_the_variant():
     assert "Δ = -0.250" in table.loc["LoRA", "paired test (first seed)"]  # 10 discordant examples, all for FT
     assert "0 vs 10 discordant" in table.loc["LoRA", "paired test (first seed)"]
     assert table.loc["full fine-tuning", "compared with"] == "—"  # no zero-shot row here
+
+
+def test_table_draws_no_test_for_a_row_trained_at_a_smoke_budget():
+    """A handful of steps ranks methods by how fast they move: the row says so instead of printing a p-value."""
+    rows = [_row("full fine-tuning", 0, [1, 1, 1, 0] * 10), _row("LoRA", 0, [1, 0, 1, 0] * 10, steps=6)]
+    cell = comparison.comparison_table(rows, 100).loc["LoRA", "paired test (first seed)"]
+    assert cell.startswith("protocol check") and "p =" not in cell, cell
 
 
 def test_table_labels_a_degenerate_pair_and_summarises_seeds():
