@@ -366,7 +366,6 @@ def evaluate_run(row: dict, predict, eval_data, extra_eval: dict | None = None) 
     return row
 
 
-# [run-store]
 class RunStore:
     """Finished training runs of one method, kept as JSON files in a folder, so that an interrupted sweep
     continues where it stopped (the full profile of chapter 06 trains for hours on a CPU).
@@ -441,9 +440,6 @@ def _model_identity(model) -> dict:
 
     n = sum(p.numel() for p in model.parameters())
     return dict(cls=type(model).__name__, n_parameters=n, weights_sha256=weights_sha256(model))
-
-
-# [/run-store]
 
 
 def merge_lora(model):

@@ -2,13 +2,14 @@
 
 A region of a module is marked with two comment lines, ``# [name]`` and ``# [/name]``::
 
-    def lr_at(step, total, lr, warmup_steps=0, schedule="constant"):
-        # [lr-schedule]
-        if warmup_steps and step < warmup_steps:
+    def fit(model, batches, settings, ...):
+        ...
+        # [training-loop]
+        for step in range(settings.steps):
             ...
-        # [/lr-schedule]
+        # [/training-loop]
 
-``show_source(lr_at)`` prints the whole function; ``show_source(training, "lr-schedule")`` prints only
+``show_source(fit)`` prints the whole function; ``show_source(training.fit, "training-loop")`` prints only
 the marked lines (dedented), and a marker that does not exist is a clear error, so a renamed region
 breaks the notebook's test instead of silently printing something else.
 """

@@ -171,7 +171,6 @@ RUN_CONTROL = ("output_dir", "save_every", "resume", "overwrite", "progress", "e
 def lr_at(step: int, total: int, lr: float, warmup_steps: int = 0, schedule: str = "constant") -> float:
     """Learning rate of step ``step`` (0-based) out of ``total``: linear warm-up to ``lr`` over
     ``warmup_steps``, then constant, or decaying to 0 at ``total`` (``"linear"`` or ``"cosine"``)."""
-    # [lr-schedule]
     if warmup_steps and step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     if schedule == "constant":
@@ -180,7 +179,6 @@ def lr_at(step: int, total: int, lr: float, warmup_steps: int = 0, schedule: str
     if schedule == "linear":
         return lr * (1.0 - progress)
     return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-    # [/lr-schedule]
 
 
 def make_optimizer(params, name: str = "adamw", lr: float = 1e-2, weight_decay: float = 0.0):
