@@ -6,7 +6,7 @@ One home per idea; a module imports only modules above it in this list (no impor
     project     project root, build paths, timings, atomic file writes
     parameters  a notebook's parameters typed by its parameters cell, checked in the notebook (every chapter)
     device      device choice, seeds, the quick/full profile switch, handing freed memory back
-    data        the data sets, and TaskInfo: everything the code knows about a task
+    data        the data sets, TaskInfo (everything the code knows about a task) and task_splits (its one split)
     frozen      freezing, attention geometry, positions and masks, the one cache expander and context check
     models      the model resolver (real weights, or bannered random stand-ins of many families)
     lm          chain-rule probabilities (chapter 01)
@@ -15,7 +15,7 @@ One home per idea; a module imports only modules above it in this list (no impor
     attention   scaled dot-product attention recomputed from a model's own weights (chapter 02)
     icl         in-context learning: prompts, the cached scorer, calibration, demonstrations (chapter 03)
     prompts     discrete prompts: templates, verbalisers, prompt search (chapter 04)
-    adapters    the prompt-adapter protocol and the one engine that runs any adapter (chapters 05–06)
+    adapters    the prompt-adapter protocol, the one engine that runs any adapter, the method registry (05–06)
     soft_prompt the soft-prompt adapter (chapter 05)
     prefix      the deep-prompt adapter: prefix tuning / P-Tuning v2 (chapter 06)
     p_tuning    the P-tuning adapter: a prompt produced by a small encoder (chapter 08)
