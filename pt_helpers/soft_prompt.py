@@ -14,6 +14,7 @@ computed once and shared by the batch) or an encoder (concatenated before ``[CLS
         frequent ordinary tokens of the training text; is_ordinary_token_text(text) decides "ordinary"
     make_prompt(model, tokenizer, n, init, **kwargs)  → SoftPrompt
     add_soft_prompt(model, tokenizer, n, init, **kwargs)  → PromptedModel (frozen model + new prompt)
+    peft_twin(base_model, prompt, task_type=None)  → PEFT's PromptTuningConfig model holding the same P
     nearest_tokens(weight, model, tokenizer, k), prompt_drift(weight, init_weight)
 
 Layout decisions (each is tested in ``tests/test_soft_prompt.py``)
@@ -41,7 +42,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .adapters import Method, PromptAdapter, PromptedModel, check_width, option, register_adapter, register_method
 from .data import load_task, task_info
 from .errors import PromptError, PromptShapeError
-from .frozen import check_model_and_tokenizer, input_embeddings
+from .frozen import check_model_and_tokenizer, input_embeddings, is_causal_lm
 
 INITS = ("random", "vocab", "text", "labels")
 DEFAULT_INIT_TEXT = "Classify the sentiment of this review"
@@ -304,6 +305,24 @@ def add_soft_prompt(
     return PromptedModel(
         model, make_prompt(model, tokenizer, n_virtual_tokens, init, **kwargs), share_prompt_cache=share_prompt_cache
     )
+
+
+def peft_twin(base_model: PreTrainedModel, prompt: SoftPrompt, task_type: str | None = None):
+    """PEFT's ``PromptTuningConfig`` model on ``base_model`` holding a copy of ``prompt``'s P (its ``weight``).
+
+    The independent reference of chapter 05's identities (as ``prefix.peft_twin`` and ``p_tuning.peft_twin``
+    are for the deep prompts). PEFT wraps ``base_model`` itself: pass a copy to keep the original unwrapped.
+    ``task_type`` defaults to CAUSAL_LM / FEATURE_EXTRACTION, decided from the model's config.
+    """
+    from peft import PromptTuningConfig, get_peft_model
+
+    if task_type is None:
+        task_type = "CAUSAL_LM" if is_causal_lm(base_model) else "FEATURE_EXTRACTION"
+    cfg = PromptTuningConfig(task_type=task_type, num_virtual_tokens=prompt.n_virtual_tokens)
+    twin = get_peft_model(base_model, cfg)
+    with torch.no_grad():
+        twin.prompt_encoder["default"].embedding.weight.copy_(prompt.weight)
+    return twin
 
 
 @torch.no_grad()

@@ -6,7 +6,8 @@ Qwen2, Gemma 2, Phi-3) cover learned positions (GPT-2, OPT with its offset of 2)
 sliding-window layers with logit soft-capping (Gemma 2), fused q/k/v (Phi-3 and GPT-NeoX), and three
 tokenizer conventions (BOS = EOS not added, BOS added by the tokenizer, no BOS at all).
 
-* soft prompt (shared prompt cache and concatenation) = PEFT ``PromptTuningConfig``: logits, loss, gradient;
+* soft prompt (shared prompt cache and concatenation) = PEFT ``PromptTuningConfig`` (``soft_prompt.peft_twin``):
+  logits, loss, gradient;
 * deep prompt (direct and reparameterised) = PEFT ``PrefixTuningConfig`` (``prefix.peft_twin``): outputs,
   gradients. PEFT prefix-tunes all eight families, so no case is an expected failure; our prefix is also
   checked against recomputation (below), which needs no PEFT at all;
@@ -27,10 +28,10 @@ import json
 
 import pytest
 import torch
+from _helpers import CAUSAL_NAMES, GRAD_RTOL, RTOL, batch, close
 from safetensors.torch import load_file
-from torch.testing import assert_close
 
-from pt_helpers import icl
+from pt_helpers import icl, soft_prompt
 from pt_helpers.adapters import PromptedModel
 from pt_helpers.checkpoint import TENSORS_FILE, load_prompt
 from pt_helpers.frozen import attention_geometry
@@ -42,33 +43,13 @@ from pt_helpers.train import main
 # PEFT still passes past_key_values=, which transformers 5 renames cache= (a FutureWarning per call)
 pytestmark = pytest.mark.filterwarnings("ignore:.*past_key_values.*deprecated:FutureWarning")
 
-# One hub name per causal family, as a student would type it; the stand-in's family comes from KNOWN_NAMES.
-HUB_NAMES = {
-    "gpt2": "gpt2",
-    "gpt_neox": "EleutherAI/pythia-70m",
-    "opt": "facebook/opt-125m",
-    "llama": "meta-llama/Llama-3.2-1B",
-    "mistral": "mistralai/Mistral-7B-v0.1",
-    "qwen2": "Qwen/Qwen2.5-0.5B",
-    "gemma2": "google/gemma-2-2b",
-    "phi3": "microsoft/Phi-3-mini-4k-instruct",
-}
-FAMILIES = list(HUB_NAMES)
-TEXTS = ["a gripping, beautifully acted film", "dull", "the plot goes nowhere and the jokes fall flat"]
+# One hub name per causal family (tests/_helpers.py); the stand-in's family comes from KNOWN_NAMES.
+FAMILIES = list(CAUSAL_NAMES)
 PREFIX_TEXT = "Classify the sentiment of this review"
 SMALL_WINDOW = 4  # shorter than the prompts below, so sliding-window layers really drop keys
 
-# Tolerances. Two code paths computing the same function in float32 differ by round-off, which grows with
-# the magnitude of what is compared: rtol plus an atol of rtol × the largest magnitude compared (at least 1).
-# Gradients sum many terms (batch × tokens × heads), so they get rtol 1e-4. An off-by-one position or a
-# missing virtual token changes values by ~1e-1: far outside either.
-RTOL, GRAD_RTOL = 1e-5, 1e-4
-
-
-def close(actual, expected, rtol=RTOL, what=""):
-    """assert_close with atol scaled to the largest magnitude compared (float32 round-off grows with it)."""
-    scale = max(float(expected.detach().abs().max()), 1.0)
-    assert_close(actual, expected, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{what}: {m}")
+# Tolerances: tests/_helpers.py's RTOL (outputs), GRAD_RTOL (gradients) and ``close`` (atol scaled to the
+# magnitudes compared). An off-by-one position or a missing virtual token changes values by ~1e-1.
 
 
 @pytest.fixture(scope="module")
@@ -80,36 +61,25 @@ def stand_in():
 
     def get(family):
         if family not in built:
-            built[family] = random_model(HUB_NAMES[family], seed=0, magnitudes=PRETRAINED)
+            built[family] = random_model(CAUSAL_NAMES[family], seed=0, magnitudes=PRETRAINED)
             assert built[family].model.config.model_type == family
+            assert built[family].tokenizer.padding_side == "right"  # the batches below pad on the stand-in's side
         return built[family]
 
     return get
-
-
-def _batch(tok, texts=TEXTS):
-    """Right padding (the stand-ins' own side); labels = ids with −100 on padding."""
-    enc = tok(texts, return_tensors="pt", padding=True)
-    assert tok.padding_side == "right"
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    return ids, mask, ids.masked_fill(mask == 0, -100)
 
 
 # --- the checks, written once: the family tests and the sliding-window tests run the same ones -----------
 
 
 def check_soft_prompt_equals_peft(model, tok, share, n=6, rtol=RTOL, grad_rtol=GRAD_RTOL):
-    from peft import PromptTuningConfig, get_peft_model
-
     ours = PromptedModel(copy.deepcopy(model), make_prompt(model, tok, n, "vocab", seed=1), share_prompt_cache=share)
-    ids, mask, labels = _batch(tok)
+    ids, mask, labels = batch(tok)
     out = ours(ids, mask, labels)
     assert out.logits.shape == (*ids.shape, model.config.vocab_size)  # real tokens only
     out.loss.backward()
-    twin = get_peft_model(copy.deepcopy(model), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n))
+    twin = soft_prompt.peft_twin(copy.deepcopy(model), ours.adapter)
     peft_weight = twin.prompt_encoder["default"].embedding.weight
-    with torch.no_grad():
-        peft_weight.copy_(ours.adapter.weight)
     ref = twin.eval()(input_ids=ids, attention_mask=mask, labels=labels)  # PEFT pads the labels itself
     ref.loss.backward()
     real = mask.bool()
@@ -120,7 +90,7 @@ def check_soft_prompt_equals_peft(model, tok, share, n=6, rtol=RTOL, grad_rtol=G
 
 
 def check_deep_prompt_equals_peft(model, tok, reparameterize, rtol=RTOL, grad_rtol=GRAD_RTOL):
-    ids, mask, _ = _batch(tok)
+    ids, mask, _ = batch(tok)
     torch.manual_seed(0)
     ours = PromptedModel(
         copy.deepcopy(model),
@@ -158,7 +128,7 @@ def check_deep_prompt_equals_recomputation(model, tok, n=5, rtol=RTOL):
     ours = PromptedModel(
         copy.deepcopy(model), PrefixEncoder(attention_geometry(model), n, init_prefix=flat), keep_input_positions=False
     )
-    ids, mask, _ = _batch(tok)
+    ids, mask, _ = batch(tok)
     B = ids.shape[0]
     with torch.no_grad():
         a = ours(ids, mask).logits

@@ -6,6 +6,7 @@ Offline (HF_HUB_OFFLINE=1) the random fallback has no config to read, so a *name
 
 import pytest
 import torch
+from _helpers import CAUSAL_NAMES
 
 from pt_helpers import lm
 from pt_helpers.errors import ModelNotFoundError
@@ -20,17 +21,8 @@ from pt_helpers.models import (
     random_model,
 )
 
-# One real hub name per causal family: what a student would type.
-CAUSAL_NAMES = {
-    "gpt2": "openai-community/gpt2",
-    "gpt_neox": "EleutherAI/pythia-70m",
-    "opt": "facebook/opt-125m",
-    "llama": "TinyLlama/TinyLlama-1.1B-Chat-v1.0",
-    "mistral": "mistralai/Mistral-7B-v0.1",
-    "qwen2": "Qwen/Qwen2.5-0.5B",
-    "gemma2": "google/gemma-2-2b",
-    "phi3": "microsoft/Phi-3-mini-4k-instruct",
-}
+# CAUSAL_NAMES (tests/_helpers.py): one real hub name per causal family, what a student would type; the tests
+# below check that each resolves through models.KNOWN_NAMES to its family.
 GQA_FAMILIES = ["llama", "mistral", "qwen2", "gemma2", "phi3"]
 ADDS_BOS = ["opt", "llama", "mistral", "gemma2", "phi3"]
 EOT = 50256  # <|endoftext|> in the shipped GPT-2 tokenizer

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.testing import assert_close
+from _helpers import TEXTS, batch, close
 
 from pt_helpers.adapters import PromptedModel
 from pt_helpers.checkpoint import load_prompt, save_prompt
@@ -21,13 +21,7 @@ from pt_helpers.prefix import PrefixEncoder, make_prefix, make_prefix_model, pef
 
 SST2_LABEL_SENTENCES = task_info("sst2").label_sentences
 
-TEXTS = ["a gripping, beautifully acted film", "dull", "the plot goes nowhere and the jokes fall flat"]
 warnings.filterwarnings("ignore", message=".*[Tt]oken type ids.*")
-
-
-def _batch(tok, texts=TEXTS):
-    enc = tok(texts, return_tensors="pt", padding=True)  # right padding
-    return enc["input_ids"], enc["attention_mask"]
 
 
 def _output(out):
@@ -45,20 +39,13 @@ def _prefixed(model, n, keep_input_positions=None, **kwargs) -> PromptedModel:
     )
 
 
-def close(actual, expected, rtol=1e-5, what=""):
-    """assert_close with atol scaled to the largest magnitude compared: float32 round-off grows with it, and
-    real models' outputs are far larger than a random stand-in's; an off-by-one position changes ~1e-1."""
-    scale = max(float(expected.detach().abs().max()), 1.0)
-    assert_close(actual, expected, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{what}: {m}")
-
-
 @pytest.mark.parametrize(
     "family, reparameterize", [("gpt2", False), ("gpt2", True), ("bert", False), ("minilm", False), ("minilm", True)]
 )
 def test_same_outputs_and_gradients_as_peft(family, reparameterize, random_gpt2, random_bert, minilm):
     loaded = {"gpt2": random_gpt2, "bert": random_bert, "minilm": minilm}[family]
     model, tok = copy.deepcopy(loaded.model), loaded.tokenizer
-    ids, mask = _batch(tok)
+    ids, mask, _ = batch(tok)
     torch.manual_seed(0)
     ours = _prefixed(
         model, 4, reparameterize=reparameterize, mlp_hidden=32, init_std=0.5, keep_input_positions=False
@@ -81,7 +68,7 @@ def test_same_outputs_and_gradients_as_peft(family, reparameterize, random_gpt2,
 
 def test_prefix_changes_the_output_and_the_layout_is_per_layer(random_bert):
     model, tok = random_bert
-    ids, mask = _batch(tok)
+    ids, mask, _ = batch(tok)
     pm = _prefixed(copy.deepcopy(model), 3, init_std=1.0)
     with torch.no_grad():
         plain = model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -101,7 +88,7 @@ def test_prefix_changes_the_output_and_the_layout_is_per_layer(random_bert):
 def test_masking_the_prefix_gives_the_plain_model(random_bert):
     """With the prefix's attention-mask entries set to 0 the model must ignore it: a check of the mask path."""
     model, tok = random_bert
-    ids, mask = _batch(tok)
+    ids, mask, _ = batch(tok)
     pm = _prefixed(copy.deepcopy(model), 3, init_std=1.0)
     with torch.no_grad():
         plain = model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -118,7 +105,7 @@ def test_masking_the_prefix_gives_the_plain_model(random_bert):
 def test_only_the_prefix_is_trained_and_causal_labels_align(random_gpt2):
     model, tok = copy.deepcopy(random_gpt2.model), random_gpt2.tokenizer
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    ids, mask = _batch(tok)
+    ids, mask, _ = batch(tok)
     labels = ids.masked_fill(mask == 0, -100)
     pm = _prefixed(model, 5, init_std=0.5)
     assert count_trainable(pm) == count_trainable(pm.adapter) == 5 * attention_geometry(model).flat_width
@@ -134,7 +121,7 @@ def test_only_the_prefix_is_trained_and_causal_labels_align(random_gpt2):
 
 def test_reparameterised_prefix_collapses_to_the_same_direct_prefix(random_bert):
     model, tok = random_bert
-    ids, mask = _batch(tok)
+    ids, mask, _ = batch(tok)
     pm = _prefixed(copy.deepcopy(model), 4, reparameterize=True, mlp_hidden=16)
     n_mlp = count_trainable(pm.adapter)
     direct = PromptedModel(pm.model, pm.adapter.to_direct())
@@ -147,7 +134,7 @@ def test_reparameterised_prefix_collapses_to_the_same_direct_prefix(random_bert)
 
 def test_encoder_keeps_input_positions_by_default(random_bert):
     model, tok = random_bert
-    ids, mask = _batch(tok)
+    ids, mask, _ = batch(tok)
     pm = _prefixed(copy.deepcopy(model), 3)
     assert pm.keep_input_positions
     shifted = PromptedModel(pm.model, pm.adapter, keep_input_positions=False)
@@ -180,7 +167,7 @@ def test_text_init_is_the_models_own_keys_and_values(random_bert):
 
 def test_save_load_round_trip_and_wrong_model(tmp_path, random_bert, random_gpt2):
     model, tok = random_bert
-    ids, mask = _batch(tok)
+    ids, mask, _ = batch(tok)
     pm = _prefixed(copy.deepcopy(model), 4, reparameterize=True, mlp_hidden=8)
     folder = save_prompt(pm.adapter, tmp_path / "deep", pm.model, tok, base_model="bert-base-uncased", task="sst2")
     back = PromptedModel(copy.deepcopy(model), load_prompt(folder, model, tok))

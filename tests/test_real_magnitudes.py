@@ -16,9 +16,10 @@ import copy
 
 import pytest
 import torch
+from _helpers import CAUSAL_NAMES, TEXTS, batch
 from torch.testing import assert_close
 
-from pt_helpers import icl, lm
+from pt_helpers import icl, lm, soft_prompt
 from pt_helpers.adapters import PromptedModel
 from pt_helpers.checkpoint import load_prompt, save_prompt
 from pt_helpers.frozen import attention_geometry, real_position_ids
@@ -28,7 +29,6 @@ from pt_helpers.soft_prompt import make_prompt
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*past_key_values.*deprecated:FutureWarning")
 
-TEXTS = ["a gripping, beautifully acted film", "dull", "the plot goes nowhere and the jokes fall flat"]
 TEXT = "The movie was surprisingly good, and the actors were great."
 # Relative tolerance for two float32 code paths that compute the same function: their round-off is a few
 # ulps of the largest value that flows through the sum (a logit row ~50 below zero here), i.e. ~1e-6 of the
@@ -73,14 +73,6 @@ def positions_shifted_by_one(model):
         del model.forward
 
 
-def _batch(tok, texts=TEXTS, side="right"):
-    tok = copy.deepcopy(tok)
-    tok.padding_side = side
-    enc = tok(texts, return_tensors="pt", padding=True)
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    return ids, mask, ids.masked_fill(mask == 0, -100)
-
-
 # --- the stand-in itself ------------------------------------------------------------------------------------
 
 
@@ -98,18 +90,7 @@ def test_stand_in_has_a_trained_models_offset_and_scale(realistic_gpt2, random_g
     assert abs(init["mean"]) < 1 and init["row_std"] < 1  # transformers' initialisation: logits near 0
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "EleutherAI/pythia-70m",
-        "facebook/opt-125m",
-        "meta-llama/Llama-3.2-1B",
-        "mistralai/Mistral-7B-v0.1",
-        "Qwen/Qwen2.5-0.5B",
-        "google/gemma-2-2b",
-        "microsoft/Phi-3-mini-4k-instruct",
-    ],
-)
+@pytest.mark.parametrize("name", [name for family, name in CAUSAL_NAMES.items() if family != "gpt2"])
 def test_every_causal_family_gets_the_offset(name):
     loaded = random_model(name, seed=0, magnitudes=PRETRAINED)
     ids = loaded.tokenizer(TEXT, return_tensors="pt")["input_ids"]
@@ -187,7 +168,7 @@ def _soft(model, tok, share, n=6):
 
 def test_shared_prompt_equals_concatenated_and_catches_a_dropped_mask_entry(realistic_gpt2):
     model, tok = realistic_gpt2
-    ids, mask, labels = _batch(tok)
+    ids, mask, labels = batch(tok)
     shared, concat = _soft(model, tok, True), _soft(model, tok, False)
     with torch.no_grad():
         a = shared(ids, mask, labels)
@@ -203,18 +184,14 @@ def test_shared_prompt_equals_concatenated_and_catches_a_dropped_mask_entry(real
 
 
 def test_soft_prompt_equals_peft_and_catches_virtual_tokens_out_of_order(realistic_gpt2):
-    from peft import PromptTuningConfig, get_peft_model
-
     model, tok = realistic_gpt2
     n = 6
     ours = _soft(model, tok, True, n)
-    ids, mask, labels = _batch(tok)
+    ids, mask, labels = batch(tok)
     out = ours(ids, mask, labels)
     out.loss.backward()
-    twin = get_peft_model(copy.deepcopy(model), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n))
+    twin = soft_prompt.peft_twin(copy.deepcopy(model), ours.adapter)
     peft_weight = twin.prompt_encoder["default"].embedding.weight
-    with torch.no_grad():
-        peft_weight.copy_(ours.adapter.weight)
     ref = twin.eval()(input_ids=ids, attention_mask=mask, labels=labels)
     ref.loss.backward()
     real = mask.bool()
@@ -230,7 +207,7 @@ def test_soft_prompt_equals_peft_and_catches_virtual_tokens_out_of_order(realist
 
 def test_prefix_equals_peft_and_catches_an_off_by_one_position(realistic_gpt2):
     model, tok = realistic_gpt2
-    ids, mask, _ = _batch(tok)
+    ids, mask, _ = batch(tok)
     torch.manual_seed(0)
     ours = PromptedModel(
         copy.deepcopy(model), PrefixEncoder(attention_geometry(model), 4, init_std=0.5), keep_input_positions=False
@@ -253,7 +230,7 @@ def test_prefix_equals_peft_and_catches_an_off_by_one_position(realistic_gpt2):
 def test_left_and_right_padding_agree_and_default_positions_under_left_padding_do_not(realistic_gpt2):
     model, tok = realistic_gpt2
     plain = PromptedModel(copy.deepcopy(model))  # no adapter: positions from real_position_ids
-    (r_ids, r_mask, _), (l_ids, l_mask, _) = _batch(tok, side="right"), _batch(tok, side="left")
+    (r_ids, r_mask, _), (l_ids, l_mask, _) = batch(tok, side="right"), batch(tok, side="left")
     with torch.no_grad():
         right = plain(r_ids, r_mask).logits[r_mask.bool()]
         left = plain(l_ids, l_mask).logits[l_mask.bool()]
@@ -275,7 +252,7 @@ def test_saved_prompt_loads_bit_identical_and_rows_out_of_order_do_not(realistic
     ours = _soft(model, tok, True)
     save_prompt(ours.adapter, tmp_path / "p", model, tok)
     back = PromptedModel(copy.deepcopy(model), load_prompt(tmp_path / "p", model, tok))
-    ids, mask, _ = _batch(tok)
+    ids, mask, _ = batch(tok)
     with torch.no_grad():
         a, b = ours(ids, mask).logits, back(ids, mask).logits
         # the bug: rows restored out of order. (A float16 round trip of the prompt is NOT caught: it moves

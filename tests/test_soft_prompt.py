@@ -6,21 +6,13 @@ import copy
 
 import pytest
 import torch
+from _helpers import TEXTS, batch, close
 from torch.testing import assert_close
 
 from pt_helpers.adapters import PromptedModel
-from pt_helpers.checkpoint import CONFIG_FILE, TENSORS_FILE, load_prompt, save_prompt
 from pt_helpers.classifiers import evaluate_classifier, label_sentence_classifier, label_word_classifier
 from pt_helpers.data import load_task, subsample, task_info
-from pt_helpers.errors import (
-    BaseModelMismatchError,
-    CheckpointError,
-    ContextWindowError,
-    CourseError,
-    PromptError,
-    PromptShapeError,
-    TrainConfigError,
-)
+from pt_helpers.errors import ContextWindowError, CourseError, PromptError, PromptShapeError
 from pt_helpers.frozen import count_trainable
 from pt_helpers.models import load_model, random_model
 from pt_helpers.soft_prompt import (
@@ -30,43 +22,19 @@ from pt_helpers.soft_prompt import (
     init_prompt_embedding,
     make_prompt,
     nearest_tokens,
+    peft_twin,
     prompt_drift,
 )
-from pt_helpers.training import TrainSettings, fit, lr_at, make_optimizer
+from pt_helpers.training import TrainSettings, fit, make_optimizer
 
-# Tolerances. Logits and log-probs of two code paths that compute the same function differ by float32
-# round-off, which grows with their magnitude: compare with rtol (relative to the values) plus an atol of
-# the same order times the largest magnitude compared. An off-by-one position changes values by ~1e-1.
-RTOL = 1e-5
+# Tolerances: tests/_helpers.py's ``close`` (rtol plus an atol scaled to the magnitudes compared: float32
+# round-off grows with them). An off-by-one position changes values by ~1e-1.
 
 
-def close(actual, expected, rtol=RTOL, what=""):
-    """assert_close with atol scaled to the largest magnitude compared (float32 round-off grows with it)."""
-    scale = max(float(expected.detach().abs().max()), 1.0)
-    assert_close(actual, expected, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{what}: {m}")
-
-
-TEXTS = ["a gripping, beautifully acted film", "dull", "the plot goes nowhere and the jokes fall flat"]
-
-
-def _batch(tok, texts, side="right"):
-    old = tok.padding_side
-    tok.padding_side = side
-    enc = tok(texts, return_tensors="pt", padding=True)
-    tok.padding_side = old
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    return ids, mask, ids.masked_fill(mask == 0, -100)
-
-
-def _peft(model, task_type, weight):
-    from peft import PromptTuningConfig, get_peft_model
-
-    pm = get_peft_model(
-        copy.deepcopy(model), PromptTuningConfig(task_type=task_type, num_virtual_tokens=weight.shape[0])
-    )
-    with torch.no_grad():
-        pm.prompt_encoder["default"].embedding.weight.copy_(weight)
-    return pm.eval(), pm.prompt_encoder["default"].embedding.weight
+def _peft(model, prompt):
+    """``soft_prompt.peft_twin`` on a copy of ``model`` (PEFT wraps what it is given), in eval mode, and its P."""
+    twin = peft_twin(copy.deepcopy(model), prompt).eval()
+    return twin, twin.prompt_encoder["default"].embedding.weight
 
 
 # --- equality with PEFT -----------------------------------------------------------------------
@@ -76,11 +44,11 @@ def _peft(model, task_type, weight):
 def test_causal_logits_loss_and_gradient_equal_peft(random_gpt2, share):
     model, tok = random_gpt2
     sp = PromptedModel(model, make_prompt(model, tok, 6, "vocab", seed=1), share_prompt_cache=share)
-    ids, mask, labels = _batch(tok, TEXTS)
+    ids, mask, labels = batch(tok, TEXTS)
     out = sp(ids, mask, labels)
     assert out.logits.shape == (*ids.shape, model.config.vocab_size)  # real tokens only, not n + T
     out.loss.backward()
-    pm, peft_weight = _peft(model, "CAUSAL_LM", sp.adapter.weight.detach())
+    pm, peft_weight = _peft(model, sp.adapter)
     ref = pm(input_ids=ids, attention_mask=mask, labels=labels)
     ref.loss.backward()
     real = mask.bool()
@@ -93,10 +61,10 @@ def test_causal_logits_loss_and_gradient_equal_peft(random_gpt2, share):
 def test_encoder_hidden_and_gradient_equal_peft(random_bert):
     model, tok = random_bert
     sp = PromptedModel(model, make_prompt(model, tok, 4, "text", text="great movie"))
-    ids, mask, _ = _batch(tok, TEXTS)
+    ids, mask, _ = batch(tok, TEXTS)
     out = sp(ids, mask)
     assert out.hidden.shape == (*ids.shape, model.config.hidden_size)
-    pm, peft_weight = _peft(model, "FEATURE_EXTRACTION", sp.adapter.weight.detach())
+    pm, peft_weight = _peft(model, sp.adapter)
     ref = pm(input_ids=ids, attention_mask=mask).last_hidden_state[:, 4:]
     real = mask.bool()
     close(out.hidden[real], ref[real], what="hidden states vs PEFT")
@@ -112,8 +80,8 @@ def test_encoder_hidden_and_gradient_equal_peft(random_bert):
 def test_left_and_right_padding_and_no_padding_agree(random_gpt2):
     model, tok = random_gpt2
     sp = add_soft_prompt(model, tok, 5, "random")
-    ids_r, mask_r, lab_r = _batch(tok, TEXTS, "right")
-    ids_l, mask_l, lab_l = _batch(tok, TEXTS, "left")
+    ids_r, mask_r, lab_r = batch(tok, TEXTS, "right")
+    ids_l, mask_l, lab_l = batch(tok, TEXTS, "left")
     out_r, out_l = sp(ids_r, mask_r, lab_r), sp(ids_l, mask_l, lab_l)
     close(out_r.loss, out_l.loss, what="loss, right vs left padding")
     for b, text in enumerate(TEXTS):
@@ -141,7 +109,7 @@ def test_labels_cover_real_tokens_and_first_token_is_predicted_by_the_prompt(ran
 def test_generation_with_prompt_equals_recomputation(random_gpt2):
     model, tok = random_gpt2
     sp = add_soft_prompt(model, tok, 4, "vocab", seed=3)
-    ids, mask, _ = _batch(tok, TEXTS[:2], "left")
+    ids, mask, _ = batch(tok, TEXTS[:2], "left")
     generated = sp.generate(ids, mask, max_new_tokens=4)
     for b, text in enumerate(TEXTS[:2]):
         cur = tok([text], return_tensors="pt")["input_ids"]
@@ -153,7 +121,7 @@ def test_generation_with_prompt_equals_recomputation(random_gpt2):
 def test_shared_cache_and_concatenation_give_same_gradient(random_gpt2):
     model, tok = random_gpt2
     prompt = make_prompt(model, tok, 8, "random", seed=2)
-    ids, mask, labels = _batch(tok, TEXTS, "left")
+    ids, mask, labels = batch(tok, TEXTS, "left")
     grads = []
     for share in (True, False):
         prompt.weight.grad = None
@@ -173,7 +141,7 @@ def test_only_prompt_gets_gradients_and_base_is_bit_identical(random_gpt2):
     start = sp.adapter.weight.detach().clone()
     assert count_trainable(sp) == 4 * model.config.n_embd
     opt = make_optimizer(sp.parameters(), "adafactor", lr=0.3)
-    ids, mask, labels = _batch(tok, TEXTS)
+    ids, mask, labels = batch(tok, TEXTS)
     for _ in range(2):
         opt.zero_grad()
         sp(ids, mask, labels).loss.backward()
@@ -239,50 +207,6 @@ def test_nearest_tokens_and_drift(random_gpt2):
 # --- save / load ------------------------------------------------------------------------------
 
 
-def test_save_load_round_trip_and_identity_checks(random_gpt2, tmp_path):
-    model, tok = random_gpt2
-    sp = add_soft_prompt(model, tok, 5, "vocab")
-    ids, mask, _ = _batch(tok, TEXTS)
-    folder = save_prompt(sp.adapter, tmp_path / "prompts" / "lr0.01", model, tok, base_model="gpt2", task="sst2")
-    assert (folder / TENSORS_FILE).is_file() and (folder / CONFIG_FILE).is_file()
-    loaded = load_prompt(folder, model, tok)
-    assert torch.equal(loaded.weight, sp.adapter.weight)
-    assert torch.equal(PromptedModel(model, loaded)(ids, mask).logits, sp(ids, mask).logits)
-    # a name with a dot is a name: a second prompt beside it does not replace it
-    save_prompt(make_prompt(model, tok, 5, "vocab", seed=9), tmp_path / "prompts" / "lr0.03", model, tok)
-    assert torch.equal(load_prompt(folder, model, tok).weight, sp.adapter.weight)
-    other = random_model("gpt2", "causal", seed=1).model  # same shape, other weights
-    with pytest.raises(BaseModelMismatchError, match="base model"):
-        load_prompt(folder, other, tok)
-    bert, bert_tok = random_model("bert-base-uncased", "encoder")
-    with pytest.raises(BaseModelMismatchError, match="'gpt2'"):  # same hidden size (256), other model
-        load_prompt(folder, bert, bert_tok)
-    with pytest.raises(CheckpointError, match="not found"):
-        load_prompt(tmp_path / "missing", model, tok)
-
-
-def test_wrong_dimension_prompt_file(random_gpt2, tmp_path):
-    from safetensors.torch import save_file
-
-    model, tok = random_gpt2
-    folder = save_prompt(SoftPrompt(3, model.config.n_embd), tmp_path / "p", model, tok)
-    save_file({"prompt": torch.zeros(3, 17)}, str(folder / TENSORS_FILE))
-    with pytest.raises(CheckpointError, match="SHA-256"):  # another file than the config was written with
-        load_prompt(folder, model, tok)
-    other = tmp_path / "q"
-    save_prompt(SoftPrompt(3, model.config.n_embd), other, model, tok)
-    import json
-
-    config = json.loads((other / CONFIG_FILE).read_text())
-    save_file({"prompt": torch.zeros(3, 17)}, str(other / TENSORS_FILE))
-    import hashlib
-
-    config["tensors_sha256"] = hashlib.sha256((other / TENSORS_FILE).read_bytes()).hexdigest()
-    (other / CONFIG_FILE).write_text(json.dumps(config))
-    with pytest.raises(PromptShapeError, match="hidden size"):
-        load_prompt(other, model, tok)
-
-
 # --- bad inputs -------------------------------------------------------------------------------
 
 
@@ -312,25 +236,6 @@ def test_wrong_prompt_size_and_optimizer(random_gpt2):
     with pytest.raises(PromptError, match="unknown optimizer"):
         make_optimizer(SoftPrompt(2, 4).parameters(), "sgd")
     assert issubclass(PromptError, CourseError)
-
-
-@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
-def test_lr_schedule_warms_up_then_decays(schedule):
-    lrs = [lr_at(step, 100, 0.1, warmup_steps=10, schedule=schedule) for step in range(100)]
-    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1)
-    assert all(a <= b + 1e-12 for a, b in zip(lrs[:10], lrs[1:10]))  # warm-up rises
-    if schedule == "constant":
-        assert lrs[-1] == pytest.approx(0.1)
-    else:
-        assert all(a >= b - 1e-12 for a, b in zip(lrs[10:], lrs[11:]))  # then never rises
-        assert lrs[-1] < 0.01 and lrs[55] == pytest.approx(0.05, abs=1e-9)
-
-
-def test_unknown_lr_schedule_is_a_clear_error(random_bert):
-    model, tok = random_bert
-    clf = label_sentence_classifier(model, tok, ["bad", "good"], prompt=make_prompt(model, tok, 2, "vocab"))
-    with pytest.raises(TrainConfigError, match="lr_schedule"):
-        fit(clf, (["x"], [0]), (["x"], [0]), TrainSettings(max_steps=1, lr_schedule="step", progress=False))
 
 
 # --- behaviour on the real pretrained encoder --------------------------------------------------

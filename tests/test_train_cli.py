@@ -24,7 +24,7 @@ from pt_helpers.errors import CourseError, TrainConfigError
 from pt_helpers.models import load_model
 from pt_helpers.prefix import text_key_values
 from pt_helpers.train import build_parser, main, parse_config
-from pt_helpers.training import TrainSettings, batch_indices
+from pt_helpers.training import TrainSettings
 
 TINY = [
     "--model",
@@ -107,12 +107,6 @@ def test_bad_settings_are_clear_errors():
         TrainSettings(method="p_tuning", init="text").resolved()
     with pytest.raises(TrainConfigError, match="p_tuning_encoder"):
         TrainSettings(method="p_tuning", p_tuning_encoder="gru").resolved()
-
-
-def test_batch_indices_cover_epochs_deterministically():
-    a = batch_indices(10, 4, 4, seed=3)
-    assert a == batch_indices(10, 4, 4, seed=3) and [len(b) for b in a] == [4, 4, 2, 4]
-    assert sorted(a[0] + a[1] + a[2]) == list(range(10))  # the first epoch is a permutation
 
 
 def _run_two_processes(out_dir):

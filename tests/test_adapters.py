@@ -1,7 +1,9 @@
-"""The method registry (``adapters.register_method``, modelled on PEFT's ``register_peft_method``): every
-method is registered once with its adapter class, settings, inits, default lr and factory, and the settings,
-the CLI and chapter 06's comparison read it — so a new method needs no edit anywhere else (the toy method
-below is registered here only, and appears in all three)."""
+"""Tests of pt_helpers.adapters: the method registry (``register_method``, modelled on PEFT's
+``register_peft_method``). Every method is registered once with its adapter class, settings, inits, default lr
+and factory, and the settings, the CLI and chapter 06's comparison read it — so a new method needs no edit
+anywhere else (the toy method below is registered here only, and appears in all three). ``PromptedModel`` is
+tested with each adapter in tests/test_soft_prompt.py, test_prefix.py, test_p_tuning.py and test_family_matrix.py.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,62 @@
+"""Tests of pt_helpers.checkpoint: a saved prompt comes back identical, and a folder that does not belong to
+this model (another base model, a missing folder, a file changed after saving, another width) is refused by name.
+
+Each method's own round trip is in its test module (tests/test_prefix.py, test_p_tuning.py); damaged files
+are among tests/test_bad_inputs.py's cases.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from _helpers import TEXTS, batch
+
+from pt_helpers.adapters import PromptedModel
+from pt_helpers.checkpoint import CONFIG_FILE, TENSORS_FILE, load_prompt, save_prompt
+from pt_helpers.errors import BaseModelMismatchError, CheckpointError, PromptShapeError
+from pt_helpers.models import random_model
+from pt_helpers.soft_prompt import SoftPrompt, add_soft_prompt, make_prompt
+
+
+def test_save_load_round_trip_and_identity_checks(random_gpt2, tmp_path):
+    model, tok = random_gpt2
+    sp = add_soft_prompt(model, tok, 5, "vocab")
+    ids, mask, _ = batch(tok, TEXTS)
+    folder = save_prompt(sp.adapter, tmp_path / "prompts" / "lr0.01", model, tok, base_model="gpt2", task="sst2")
+    assert (folder / TENSORS_FILE).is_file() and (folder / CONFIG_FILE).is_file()
+    loaded = load_prompt(folder, model, tok)
+    assert torch.equal(loaded.weight, sp.adapter.weight)
+    assert torch.equal(PromptedModel(model, loaded)(ids, mask).logits, sp(ids, mask).logits)
+    # a name with a dot is a name: a second prompt beside it does not replace it
+    save_prompt(make_prompt(model, tok, 5, "vocab", seed=9), tmp_path / "prompts" / "lr0.03", model, tok)
+    assert torch.equal(load_prompt(folder, model, tok).weight, sp.adapter.weight)
+    other = random_model("gpt2", "causal", seed=1).model  # same shape, other weights
+    with pytest.raises(BaseModelMismatchError, match="base model"):
+        load_prompt(folder, other, tok)
+    bert, bert_tok = random_model("bert-base-uncased", "encoder")
+    with pytest.raises(BaseModelMismatchError, match="'gpt2'"):  # same hidden size (256), other model
+        load_prompt(folder, bert, bert_tok)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_prompt(tmp_path / "missing", model, tok)
+
+
+def test_wrong_dimension_prompt_file(random_gpt2, tmp_path):
+    from safetensors.torch import save_file
+
+    model, tok = random_gpt2
+    folder = save_prompt(SoftPrompt(3, model.config.n_embd), tmp_path / "p", model, tok)
+    save_file({"prompt": torch.zeros(3, 17)}, str(folder / TENSORS_FILE))
+    with pytest.raises(CheckpointError, match="SHA-256"):  # another file than the config was written with
+        load_prompt(folder, model, tok)
+    other = tmp_path / "q"
+    save_prompt(SoftPrompt(3, model.config.n_embd), other, model, tok)
+    import json
+
+    config = json.loads((other / CONFIG_FILE).read_text())
+    save_file({"prompt": torch.zeros(3, 17)}, str(other / TENSORS_FILE))
+    import hashlib
+
+    config["tensors_sha256"] = hashlib.sha256((other / TENSORS_FILE).read_bytes()).hexdigest()
+    (other / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(PromptShapeError, match="hidden size"):
+        load_prompt(other, model, tok)
