@@ -27,9 +27,9 @@ RTOL, GRAD_RTOL = 1e-5, 1e-4
 #   magnitudes it differs by up to 5e-5 on a gradient whose largest entry is 0.44 (GPT-2 stand-in): scaled to
 #   the gradient alone, round-off would fail the check.
 # * OWN_SCALE (tiny: only guards against an all-zero expectation) for P-tuning's gradients and stored tensors
-#   (tests/test_p_tuning.py): E's gradient is ~1e-3 and differs from PEFT's by ~3e-9, so its round-off follows
-#   its own scale; a floor of 1 would give an atol of 1e-4, a hundred times the whole gradient (a check that
-#   could not fail).
+#   (tests/test_p_tuning.py): E's gradient is ~1e-3 (largest entry 9.7e-4 on the GPT-2 stand-in) and differs
+#   from PEFT's by ~3e-9, so its round-off follows its own scale; a floor of 1 would give an atol of 1e-4, a
+#   tenth of the whole gradient: E's gradient multiplied by 1.1 passes with floor 1 and fails with OWN_SCALE.
 OWN_SCALE = 1e-6
 
 
