@@ -70,6 +70,7 @@ def profile_settings(
     """
     from .errors import ParameterError
 
+    __tracebackhide__ = True  # IPython shows the message, not this function's frames
     profile = resolve_profile(profile)
     known = sorted(quick)
     for where, layer in (("the full profile", full), ("overrides", overrides), ("the given parameters", given)):
