@@ -226,3 +226,39 @@ def test_profiles_resolve_through_profile_settings():
     assert set(own) <= OWN_PROFILE_IDIOM, {k: v for k, v in own.items() if k not in OWN_PROFILE_IDIOM}
     gone = sorted(OWN_PROFILE_IDIOM - set(own))
     assert not gone, f"moved to profile_settings since, drop from OWN_PROFILE_IDIOM: {gone}"
+
+
+def _dict_keys(cell: ast.Module, node: ast.expr) -> dict[str, ast.expr]:
+    """``{key: value node}`` of ``dict(a=1)`` / ``{"a": 1}``, or of a name built in the cell by ``x = dict(...)`` and
+    ``x |= dict(...)``."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+        return {k.arg: k.value for k in node.keywords if k.arg}
+    if isinstance(node, ast.Dict):
+        return {k.value: v for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)}
+    found = {}
+    if isinstance(node, ast.Name):
+        for stmt in cell.body:
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+            if isinstance(stmt, (ast.Assign, ast.AugAssign)) and any(
+                isinstance(t, ast.Name) and t.id == node.id for t in targets
+            ):
+                found |= _dict_keys(cell, stmt.value)
+    return found
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name[:2] not in OWN_PROFILE_IDIOM], ids=lambda p: p.name)
+def test_every_typed_parameter_reaches_profile_settings(path):
+    """A parameter named like one of the settings is handed to profile_settings as ``given`` (itself, unchanged),
+    so the value a reader types wins over the profile's."""
+    for tree in filter(None, map(_python, _code_cells(path))):
+        calls = [
+            n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "profile_settings"
+        ]
+        for call in calls:
+            kw = {k.arg: k.value for k in call.keywords}
+            quick = _dict_keys(tree, kw["quick"] if "quick" in kw else call.args[1])
+            given = _dict_keys(tree, kw["given"]) if "given" in kw else {}
+            for name in _parameters(path) & set(quick):
+                assert isinstance(given.get(name), ast.Name) and given[name].id == name, (
+                    f"{path.name}: parameter {name!r} is a setting: pass given=dict({name}={name}) to profile_settings"
+                )
