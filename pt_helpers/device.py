@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +44,45 @@ def resolve_profile(profile: str = "auto") -> str:
     if profile == "auto":
         return "full" if torch.cuda.is_available() else "quick"
     return profile
+
+
+def profile_settings(
+    profile: str,
+    quick: Mapping[str, Any],
+    full: Mapping[str, Any] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    given: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A chapter's settings for one run, in four layers, later ones winning (nanoGPT's config idiom).
+
+    Used by the settings cell of chapters 01–08; it teaches nothing of its own.
+
+    1. ``quick``: every setting with its quick-profile (CPU) value — the keys it names are the only keys;
+    2. ``full``: what the full profile changes, ONE dict of overrides of ``quick`` (applied when ``profile``
+       resolves to ``"full"``, see :func:`resolve_profile`);
+    3. ``overrides``: the notebook's ``overrides`` parameter (``-p overrides '{"steps": 2}'``);
+    4. ``given``: the notebook's own parameters for these settings (``n_test: int | None = None``); each one
+       whose value is not None is a value the reader typed, so it wins always — a profile never replaces it.
+
+    A key of ``full``, ``overrides`` or ``given`` that ``quick`` does not name raises
+    :class:`~pt_helpers.errors.ParameterError` naming the known keys. Returns a new plain dict.
+    """
+    from .errors import ParameterError
+
+    __tracebackhide__ = True  # IPython shows the message, not this function's frames
+    profile = resolve_profile(profile)
+    known = sorted(quick)
+    for where, layer in (("the full profile", full), ("overrides", overrides), ("the given parameters", given)):
+        unknown = sorted(set(layer or {}) - set(quick))
+        if unknown:
+            raise ParameterError(f"{where}: unknown setting(s) {unknown}; this notebook's settings are {known}.")
+    settings = dict(quick)
+    if profile == "full":
+        settings.update(full or {})
+    settings.update(overrides or {})
+    settings.update({k: v for k, v in (given or {}).items() if v is not None})
+    return settings
 
 
 def describe_device(device: torch.device | None = None) -> str:

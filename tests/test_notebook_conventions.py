@@ -148,3 +148,117 @@ def test_every_parameter_declares_its_type():
         f"annotate (name: int | None = None): {sorted(untyped - NOT_YET_ANNOTATED)}; "
         f"annotated since, drop from NOT_YET_ANNOTATED: {sorted(NOT_YET_ANNOTATED - untyped)}"
     )
+
+
+# notebooks whose code still resolves a profile its own way instead of through device.profile_settings (issue #26,
+# item 4; 09's owner moves it over): this set may only shrink — a listed notebook that no longer does fails the test
+OWN_PROFILE_IDIOM: set[str] = {"09"}
+PROFILE_NAMES = ("quick", "full")
+
+
+def _mentions_profile_name(node: ast.expr) -> bool:
+    """``"full"``, or a tuple / list / set holding ``"quick"`` or ``"full"``."""
+    if isinstance(node, ast.Constant):
+        return node.value in PROFILE_NAMES
+    return isinstance(node, (ast.Tuple, ast.List, ast.Set)) and any(map(_mentions_profile_name, node.elts))
+
+
+def _is_profile(node: ast.expr) -> bool:
+    return isinstance(node, ast.Name) and node.id == "profile"
+
+
+def profile_idioms(source: str, parameters: set[str]) -> list[str]:
+    """What in a notebook's code picks a value by the profile other than through profile_settings: indexing by
+    ``profile`` (``{...}[profile]``, ``.get(profile)``), comparing ``profile`` with "quick"/"full", and ``max`` /
+    ``min`` of a parameter (``max(n_test, 300)``: a full-profile floor that silently replaces the reader's value)."""
+    tree = _python(source)
+    found = []
+    for node in ast.walk(tree) if tree is not None else ():
+        if isinstance(node, ast.Subscript) and _is_profile(node.slice):
+            found.append(f"`{ast.unparse(node)[:50]}` indexes by the profile")
+        elif isinstance(node, ast.Compare) and any(map(_is_profile, [node.left, *node.comparators])):
+            if any(map(_mentions_profile_name, [node.left, *node.comparators])):
+                found.append(f"`{ast.unparse(node)}` compares the profile")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            if node.args and _is_profile(node.args[0]):
+                found.append(f"`{ast.unparse(node)[:50]}` looks the profile up")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("max", "min"):
+            if any(isinstance(a, ast.Name) and a.id in parameters for a in node.args):
+                found.append(f"`{ast.unparse(node)[:50]}` replaces a parameter's value")
+    return found
+
+
+def test_profile_idioms_are_found():
+    """The detector below catches each idiom the notebooks used before profile_settings (and not the helper)."""
+    params = {"n_test", "n_sentences"}
+    for bad in (
+        'n_sentences = n_sentences or {"quick": 20, "full": 300}[profile]',
+        'if profile == "full":\n    n_test = max(n_test, 300)',
+        'QUICK = profile == "quick"',
+        "settings = dict(quick=dict(a=1), full=dict(a=2))[profile]",
+        "x = profiles.get(profile)",
+        'if profile in ("full",):\n    pass',
+    ):
+        assert profile_idioms(bad, params), bad
+    good = "settings = profile_settings(profile, dict(n_test=48), dict(n_test=300), given=dict(n_test=n_test))\n"
+    assert not profile_idioms(good + 'print(f"{profile} profile", max(1, settings["n_test"] // 2))', params)
+
+
+def _parameters(path: Path) -> set[str]:
+    from pt_helpers.parameters import declared_parameters
+
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    cell = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    return set(declared_parameters("".join(cell["source"])))
+
+
+def test_profiles_resolve_through_profile_settings():
+    """Every notebook takes its quick/full values from device.profile_settings and nowhere else, so a value the
+    reader typed (``-p n_test 50``) is never replaced by the profile's."""
+    own = {}
+    for path in NOTEBOOKS:
+        params = _parameters(path)
+        cells = _code_cells(path)
+        idioms = [f"cell {i}: {what}" for i, src in enumerate(cells) for what in profile_idioms(src, params)]
+        uses_helper = any("profile_settings(" in src for src in cells)
+        if idioms or ("profile" in params and not uses_helper):
+            own[path.name[:2]] = idioms or ["has a profile parameter but never calls profile_settings"]
+    assert set(own) <= OWN_PROFILE_IDIOM, {k: v for k, v in own.items() if k not in OWN_PROFILE_IDIOM}
+    gone = sorted(OWN_PROFILE_IDIOM - set(own))
+    assert not gone, f"moved to profile_settings since, drop from OWN_PROFILE_IDIOM: {gone}"
+
+
+def _dict_keys(cell: ast.Module, node: ast.expr) -> dict[str, ast.expr]:
+    """``{key: value node}`` of ``dict(a=1)`` / ``{"a": 1}``, or of a name built in the cell by ``x = dict(...)`` and
+    ``x |= dict(...)``."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+        return {k.arg: k.value for k in node.keywords if k.arg}
+    if isinstance(node, ast.Dict):
+        return {k.value: v for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)}
+    found = {}
+    if isinstance(node, ast.Name):
+        for stmt in cell.body:
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+            if isinstance(stmt, (ast.Assign, ast.AugAssign)) and any(
+                isinstance(t, ast.Name) and t.id == node.id for t in targets
+            ):
+                found |= _dict_keys(cell, stmt.value)
+    return found
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.name[:2] not in OWN_PROFILE_IDIOM], ids=lambda p: p.name)
+def test_every_typed_parameter_reaches_profile_settings(path):
+    """A parameter named like one of the settings is handed to profile_settings as ``given`` (itself, unchanged),
+    so the value a reader types wins over the profile's."""
+    for tree in filter(None, map(_python, _code_cells(path))):
+        calls = [
+            n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "profile_settings"
+        ]
+        for call in calls:
+            kw = {k.arg: k.value for k in call.keywords}
+            quick = _dict_keys(tree, kw["quick"] if "quick" in kw else call.args[1])
+            given = _dict_keys(tree, kw["given"]) if "given" in kw else {}
+            for name in _parameters(path) & set(quick):
+                assert isinstance(given.get(name), ast.Name) and given[name].id == name, (
+                    f"{path.name}: parameter {name!r} is a setting: pass given=dict({name}={name}) to profile_settings"
+                )
