@@ -8,7 +8,6 @@ Used wherever the course ranks two numbers (chapters 03–08):
   interval that matches it — the Clopper–Pearson interval of the discordant split, written as a difference in
   accuracy. The interval excludes 0 exactly when p < 1 − confidence, so the two can never disagree (a
   percentile-bootstrap interval beside a McNemar p-value once excluded 0 while p was 0.057);
-  ``mcnemar_exact`` and ``paired_bootstrap`` are older names of the same function;
 * ``seed_interval`` — the mean over seeds with a Student-t interval, and the seeds themselves; one seed is
   "n/a (1 seed)" (a percentile bootstrap over 3 seeds is exactly [min, max] and covers the mean 75 % of the
   time, not 95 %: ``tests/test_stats.py`` measures both);
@@ -163,20 +162,6 @@ def paired_test(correct_a, correct_b, *, confidence: float = 0.95, smoke: bool =
         test="McNemar exact",
         smoke=smoke,
     )
-
-
-def mcnemar_exact(correct_a, correct_b, **kwargs) -> PairedTest:
-    """Older name of ``paired_test`` (the same test and interval)."""
-    return paired_test(correct_a, correct_b, **kwargs)
-
-
-def paired_bootstrap(correct_a, correct_b, *, confidence: float = 0.95, smoke: bool = False, **_resampling):
-    """Older name of ``paired_test``, kept for callers written before the course had one decision rule.
-
-    It no longer bootstraps: its percentile interval could exclude 0 while McNemar's p was 0.057. The
-    resampling arguments (``n_resamples``, ``seed``) of the old function are accepted and have no effect.
-    """
-    return paired_test(correct_a, correct_b, confidence=confidence, smoke=smoke)
 
 
 @dataclass(frozen=True)

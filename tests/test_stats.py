@@ -9,8 +9,6 @@ from pt_helpers.errors import CourseError
 from pt_helpers.stats import (
     PROTOCOL_CHECK,
     accuracy_interval,
-    mcnemar_exact,
-    paired_bootstrap,
     paired_test,
     seed_interval,
     smoke_budget,
@@ -29,11 +27,11 @@ def test_wilson_interval_matches_the_textbook_value():
     assert everything.high == pytest.approx(1.0) and everything.low < 1.0  # never a zero-width interval
 
 
-def test_mcnemar_exact_is_a_binomial_test_on_the_discordant_pairs():
-    test = mcnemar_exact([1, 1, 1, 0, 1], [0, 0, 0, 0, 1])
+def test_paired_test_is_mcnemars_exact_binomial_test_on_the_discordant_pairs():
+    test = paired_test([1, 1, 1, 0, 1], [0, 0, 0, 0, 1])
     assert (test.only_a, test.only_b, test.n) == (3, 0, 5)
     assert test.p_value == pytest.approx(2 * 0.5**3)  # two-sided exact: 0.25
-    assert mcnemar_exact([1, 0, 1], [1, 0, 1]).p_value == 1.0  # no discordant pair: no evidence
+    assert paired_test([1, 0, 1], [1, 0, 1]).p_value == 1.0  # no discordant pair: no evidence
 
 
 def test_paired_test_of_identical_and_clearly_different_methods():
@@ -94,9 +92,8 @@ def test_paired_test_interval_covers_the_true_difference():
         assert hits / 2000 >= 0.95 - 3.5 * 0.0049, (p10, p01, n, hits / 2000)
 
 
-def test_old_names_are_the_same_rule_and_a_smoke_budget_prints_no_test():
+def test_a_smoke_budget_prints_no_test():
     a, b = _discordant(9, 2, 80)
-    assert paired_bootstrap(a, b, n_resamples=50, seed=3) == paired_test(a, b) == mcnemar_exact(a, b)
     smoke = paired_test(a, b, smoke=True)
     assert str(smoke).startswith(PROTOCOL_CHECK) and "p =" not in str(smoke) and "n = 80" in str(smoke)
     assert "p = " in str(paired_test(a, b))
