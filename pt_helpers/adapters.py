@@ -270,8 +270,14 @@ class PromptedModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_prompt_states: bool = False,
+        logits_to_keep: int = 0,
     ) -> PromptedOutput:
-        """input_ids, attention_mask, labels (−100 = ignore): (B, T) → outputs over the T real tokens."""
+        """input_ids, attention_mask, labels (−100 = ignore): (B, T) → outputs over the T real tokens.
+
+        ``logits_to_keep`` (causal LMs; transformers' argument): ``k > 0`` returns the logits of the last k
+        real positions only, (B, k, V) — the LM head runs only there. A label-word head reads one position;
+        all T × V of them were 49,152 floats a position on SmolLM2. ``0``: every position (the loss needs them).
+        """
         if not torch.is_tensor(input_ids):
             raise TypeError(f"input_ids must be a (batch, length) tensor of token ids, got {type(input_ids).__name__}")
         if input_ids.dim() == 1:
@@ -287,15 +293,21 @@ class PromptedModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if self.is_causal:
-            return self._causal(input_ids, attention_mask, labels)
+            if not (isinstance(logits_to_keep, int) and 0 <= logits_to_keep):
+                raise CourseError(f"logits_to_keep must be an integer ≥ 0 (0 = all positions), got {logits_to_keep!r}")
+            if logits_to_keep and labels is not None:
+                raise CourseError("labels need the logits of every position: pass logits_to_keep=0 with labels")
+            return self._causal(input_ids, attention_mask, labels, logits_to_keep)
         return self._encoder(input_ids, attention_mask, return_prompt_states)
 
-    def _causal(self, input_ids, attention_mask, labels) -> PromptedOutput:
+    def _causal(self, input_ids, attention_mask, labels, logits_to_keep: int = 0) -> PromptedOutput:
         B, n = input_ids.shape[0], self.n_virtual_tokens
         pos = real_position_ids(attention_mask, n)
         last_virtual = None
+        # only passed when set, so a model class without the argument still runs the default
+        keep = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
         if self.adapter is None:
-            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos).logits
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, **keep).logits
         elif self.share_prompt_cache or self.adapter.virtual_embeddings(1) is None:
             cache, last_virtual = self.prompt_cache(B)
             logits = self.model(
@@ -304,7 +316,8 @@ class PromptedModel(nn.Module):
                 position_ids=pos,
                 cache=cache,
                 use_cache=True,
-            ).logits  # (B, T, V)
+                **keep,
+            ).logits  # (B, T or logits_to_keep, V)
         else:  # concatenation, as PEFT does
             embeds = torch.cat([self.adapter.virtual_embeddings(B), self.model.get_input_embeddings()(input_ids)], 1)
             full_pos = torch.cat([torch.arange(n, device=pos.device).expand(B, n), pos], 1)
@@ -315,9 +328,9 @@ class PromptedModel(nn.Module):
                 inputs_embeds=embeds,
                 attention_mask=extend_mask(attention_mask, n),
                 position_ids=full_pos,
-                logits_to_keep=input_ids.shape[1] + 1,
-            ).logits  # (B, 1 + T, V)
-            logits, last_virtual = kept[:, 1:], kept[:1, 0]
+                logits_to_keep=logits_to_keep or input_ids.shape[1] + 1,
+            ).logits  # (B, 1 + T, V), or (B, logits_to_keep, V)
+            logits, last_virtual = (kept, None) if logits_to_keep else (kept[:, 1:], kept[:1, 0])
         loss = None if labels is None else next_token_loss(logits, labels, attention_mask, last_virtual)
         return PromptedOutput(logits=logits, loss=loss, attention_mask=attention_mask)
 

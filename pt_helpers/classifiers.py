@@ -35,6 +35,7 @@ class LabelWords(nn.Module):
     """Head for causal LMs: logits (B, C) = next-token logits of the label words at the last real token."""
 
     padding_side = "left"  # the last column is then every example's last real token
+    logits_to_keep = 1  # it reads the last position only: the LM head runs there alone (PromptedModel)
 
     def __init__(self, tokenizer, label_words: Sequence[str], template: str = "{text} Sentiment:"):
         super().__init__()
@@ -163,7 +164,11 @@ class PromptClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         pool_prompt = getattr(self.head, "pool_prompt", False) and self.adapter is not None
-        return self.head(self.prompted(input_ids, attention_mask, return_prompt_states=pool_prompt))
+        # a head that reads the last k positions says so (LabelWords: 1); 0 = all positions
+        keep = getattr(self.head, "logits_to_keep", 0)
+        return self.head(
+            self.prompted(input_ids, attention_mask, return_prompt_states=pool_prompt, logits_to_keep=keep)
+        )
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64, use_prompt: bool = True) -> torch.Tensor:

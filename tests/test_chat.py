@@ -409,3 +409,24 @@ def test_load_chat_model_offline_gives_a_bannered_stand_in_with_the_template(mon
     pairs = chat.compare_with_peft(clf, INPUTS)
     close(*pairs["logits"], what="logits vs PEFT (load_chat_model)")
     close(*pairs["gradient"], rtol=GRAD_RTOL, what="gradient vs PEFT (load_chat_model)")
+
+
+def test_paired_verdict_ranks_only_what_the_test_decides():
+    from pt_helpers import stats
+
+    n = 40
+    a = [True] * n  # A right everywhere
+    b = [True] * 10 + [False] * 30  # B wrong on 30: 30 discordant, all A's → p ≈ 2e-9
+    decided = chat.paired_verdict("A", "B", stats.paired_test(a, b))
+    assert decided.endswith("→ A higher at p < 0.05"), decided
+    assert chat.paired_verdict("B", "A", stats.paired_test(b, a)).endswith("→ A higher at p < 0.05")
+    # 3 discordant of 40, all A's: p = 0.25 — too few to rank, and the sentence says so with n
+    close_b = [True] * 37 + [False] * 3
+    undecided = chat.paired_verdict("A", "B", stats.paired_test(a, close_b))
+    assert "cannot rank" in undecided and "n = 40" in undecided and "higher" not in undecided
+    smoke = chat.paired_verdict("A", "B", stats.paired_test(a, b, smoke=True))
+    assert stats.PROTOCOL_CHECK in smoke and "higher" not in smoke  # a smoke budget ranks nothing
+    same = chat.paired_verdict("A", "B", stats.paired_test(a, a))
+    assert "degenerate" in same and "higher" not in same
+    with pytest.raises(CourseError, match="stats.paired_test"):
+        chat.paired_verdict("A", "B", 0.03)
