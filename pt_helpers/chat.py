@@ -49,7 +49,7 @@ from transformers.utils import logging as hf_logging
 from . import icl
 from .adapters import PromptAdapter, check_width
 from .classifiers import LabelWords, PromptClassifier
-from .errors import CourseError
+from .errors import ChatTemplateError, CourseError
 from .frozen import check_context, check_model_and_tokenizer, input_embeddings
 from .lm import bos_token_id, label_token_ids
 from .models import LoadedModel, load_model
@@ -72,10 +72,6 @@ CHATML_TEMPLATE = (
 # [/chatml]
 
 DEFAULT_SYSTEM = "You are a careful text classifier. Answer with exactly one word: {choices}."
-
-
-class ChatTemplateError(CourseError):
-    """A tokenizer without a chat template, a base model given one, or a template the scorer cannot split."""
 
 
 # ---------------------------------------------------------------------------------------------------

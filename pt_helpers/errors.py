@@ -81,6 +81,10 @@ class DemonstrationLeakError(CourseError):
     """A test example that also appears among its own demonstrations (its label would leak)."""
 
 
+class ChatTemplateError(CourseError):
+    """A tokenizer without a chat template, a base model given one, or a template the scorer cannot split."""
+
+
 class ParameterError(CourseError):
     """A notebook parameter that cannot be used: a bad name, an unreadable value, or not the declared type."""
 

@@ -152,7 +152,7 @@ def test_every_parameter_declares_its_type():
 
 # notebooks whose code still resolves a profile its own way instead of through device.profile_settings (issue #26,
 # item 4; 09's owner moves it over): this set may only shrink — a listed notebook that no longer does fails the test
-OWN_PROFILE_IDIOM: set[str] = {"09"}
+OWN_PROFILE_IDIOM: set[str] = set()
 PROFILE_NAMES = ("quick", "full")
 
 
