@@ -56,8 +56,8 @@ def bos_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     as BOS, which opens every turn of its ChatML template: in front of plain text it says "a chat turn
     starts", not "a document starts". Then the first of EOS, pad and unk that is no turn marker starts the
     text — for SmolLM2 ``<|endoftext|>`` (its unk token, the document separator of SmolLM2's pretraining
-    tokenizer). Chapter 01 measures the difference (zero-shot SST-2 and perplexities with either token).
-    When every candidate is a turn marker, BOS is kept.
+    tokenizer). Which one is used changes SmolLM2's zero-shot accuracy a lot; chapter 01 is to measure and
+    teach it (issue 27: not yet in the notebook). When every candidate is a turn marker, BOS is kept.
 
     GPT-2 uses ``<|endoftext|>`` for both BOS and EOS. With no BOS (Qwen2's tokenizer has none), the
     end-of-text token conditions the first word, as Qwen's own pretraining documents separate: a text that
