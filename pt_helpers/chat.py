@@ -53,7 +53,7 @@ from .errors import ChatTemplateError, CourseError
 from .frozen import check_context, check_model_and_tokenizer, input_embeddings
 from .lm import bos_token_id, label_token_ids
 from .models import LoadedModel, load_model
-from .soft_prompt import SoftPrompt
+from .soft_prompt import SoftPrompt, peft_twin
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 CHAT_MARKERS = (IM_START, IM_END)
@@ -404,8 +404,6 @@ def compare_with_peft(classifier: ChatPromptClassifier, texts: Sequence[str]) ->
     """Our soft prompt before the system turn vs PEFT's ``PromptTuningConfig`` with the same vectors, on the
     same chat-formatted ids (right-padded: PEFT's positions follow the columns). Returns the logits of the real
     tokens, the next-token losses and the prompt gradients of both, as pairs ``(ours, peft)``."""
-    from peft import PromptTuningConfig, get_peft_model
-
     prompt = classifier.adapter
     if not isinstance(prompt, SoftPrompt):
         raise CourseError("compare_with_peft needs the before-the-system-turn placement (a SoftPrompt adapter)")
@@ -422,12 +420,8 @@ def compare_with_peft(classifier: ChatPromptClassifier, texts: Sequence[str]) ->
     prompt.weight.grad = None
     ours = classifier.prompted(ids, mask, labels)
     ours.loss.backward()
-    twin = get_peft_model(
-        copy.deepcopy(classifier.model), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n)
-    )
+    twin = peft_twin(copy.deepcopy(classifier.model), prompt, task_type="CAUSAL_LM")  # chapter 05's twin
     weight = twin.prompt_encoder["default"].embedding.weight
-    with torch.no_grad():
-        weight.copy_(prompt.weight)
     ref = twin.eval()(input_ids=ids, attention_mask=mask, labels=labels)
     ref.loss.backward()
     real = mask.bool()

@@ -10,12 +10,12 @@ import copy
 
 import pytest
 import torch
-from torch.testing import assert_close
+from _helpers import GRAD_RTOL, close
 
 from pt_helpers import chat, icl
 from pt_helpers.errors import CourseError
 from pt_helpers.models import LoadedModel, random_model
-from pt_helpers.soft_prompt import make_prompt
+from pt_helpers.soft_prompt import make_prompt, peft_twin
 from pt_helpers.training import TrainSettings, fit
 
 # PEFT still passes past_key_values=, which transformers 5 renames cache= (a FutureWarning per call)
@@ -35,16 +35,10 @@ CHAT_NAMES = {
 DEMOS = [("a gripping, beautifully acted film", 1), ("dull", 0), ("an utter bore, long and loud", 0)]
 INPUTS = ["the plot goes nowhere", "great fun", "not bad at all, really"]
 
-# Tolerances. Two code paths computing the same float32 function differ by round-off that grows with the
-# magnitude compared: rtol plus an atol of rtol × the largest magnitude (at least 1), as in
-# tests/test_family_matrix.py. Gradients sum many terms: rtol 1e-4. A wrong position, a missing or doubled
-# marker token, or a prompt in the wrong place changes the values by far more (~1e-1 on these stand-ins).
-RTOL, GRAD_RTOL = 1e-5, 1e-4
-
-
-def close(actual, expected, rtol=RTOL, what=""):
-    scale = max(float(expected.detach().abs().max()), 1.0)
-    assert_close(actual, expected, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{what}: {m}")
+# Tolerances: tests/_helpers.py's ``close`` (rtol plus an atol of rtol × the largest magnitude, floor 1: the
+# terms summed into logits, losses and the soft prompt's gradient are of size ~1 — see its floor rules) with its
+# RTOL for outputs and GRAD_RTOL for gradients. A wrong position, a missing or doubled marker token, or a prompt
+# in the wrong place changes the values by far more (~1e-1 on these stand-ins).
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +168,6 @@ def _right_padded(clf, texts):
 @pytest.mark.parametrize("share", [True, False], ids=["shared-cache", "concatenated"])
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_soft_prompt_before_the_system_turn_equals_peft(chat_stand_in, family, share):
-    from peft import PromptTuningConfig, get_peft_model
-
     model, tok = chat_stand_in(family)
     n = 5
     clf = chat.chat_classifier(
@@ -186,10 +178,8 @@ def test_soft_prompt_before_the_system_turn_equals_peft(chat_stand_in, family, s
     assert (ids == tok.convert_tokens_to_ids(chat.IM_START)).sum(-1).tolist() == [3] * len(INPUTS)
     out = clf.prompted(ids, mask, labels)
     out.loss.backward()
-    twin = get_peft_model(copy.deepcopy(model), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n))
+    twin = peft_twin(copy.deepcopy(model), clf.adapter, task_type="CAUSAL_LM")  # chapter 05's PEFT twin
     peft_weight = twin.prompt_encoder["default"].embedding.weight
-    with torch.no_grad():
-        peft_weight.copy_(clf.adapter.weight)
     ref = twin.eval()(input_ids=ids, attention_mask=mask, labels=labels)
     ref.loss.backward()
     real = mask.bool()
