@@ -11,6 +11,7 @@ import copy
 import pytest
 import torch
 from _helpers import GRAD_RTOL, close
+from torch.testing import assert_close
 
 from pt_helpers import chat, icl
 from pt_helpers.errors import CourseError
@@ -420,3 +421,35 @@ def test_paired_verdict_ranks_only_what_the_test_decides():
     assert "degenerate" in same and "higher" not in same
     with pytest.raises(CourseError, match="stats.paired_test"):
         chat.paired_verdict("A", "B", 0.03)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])  # gemma2: its embedding layer scales rows by √d
+def test_user_turn_prompt_saves_and_loads(chat_stand_in, family, tmp_path):
+    """A user-turn soft prompt round-trips through pt_helpers.checkpoint: the loaded adapter has the same anchor
+    ids, the same virtual embeddings (anchor recomputed from the model's embedding layer + the stored P) and
+    gives the same class logits on the same inputs. Tolerance 0: P is stored in float32 without loss and the
+    anchor is recomputed by the same embedding lookup on the same weights, so the same CPU computation follows;
+    a wrong anchor or a dropped √d scale would change the embeddings by ~1."""
+    from pt_helpers.checkpoint import load_prompt, save_prompt
+
+    model, tok = chat_stand_in(family)
+    clf = chat.chat_classifier(
+        copy.deepcopy(model), tok, chat.chat_format("sst2"), make_prompt(model, tok, 3, "random", seed=4),
+        placement="user_turn",
+    )  # fmt: skip
+    with torch.no_grad():
+        clf.adapter.prompt.weight.add_(0.1 * torch.randn(clf.adapter.prompt.weight.shape))  # as if trained
+    folder = save_prompt(clf.adapter, tmp_path / "user_turn", clf.model, tok)
+    loaded = load_prompt(folder, clf.model, tok)
+    assert isinstance(loaded, chat.UserTurnSoftPrompt) and loaded.anchor_ids == clf.adapter.anchor_ids
+    assert_close(loaded.virtual_embeddings(2), clf.adapter.virtual_embeddings(2), rtol=0, atol=0)
+    twin = chat.ChatPromptClassifier(clf.model, tok, clf.head, loaded)
+    with torch.no_grad():
+        assert_close(twin(*twin.tokenize(INPUTS)), clf(*clf.tokenize(INPUTS)), rtol=0, atol=0)
+
+
+def test_user_turn_checkpoint_without_anchor_ids_is_a_clear_error(chat_stand_in):
+    model, _ = chat_stand_in("llama")
+    weight = {"prompt": torch.zeros(2, model.get_input_embeddings().embedding_dim)}
+    with pytest.raises(CourseError, match="anchor_ids"):
+        chat.UserTurnSoftPrompt.from_saved(model, weight, {})
