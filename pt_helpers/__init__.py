@@ -11,6 +11,7 @@ One home per idea; a module imports only modules above it in this list (no impor
     models      the model resolver (real weights, or bannered random stand-ins of many families)
     lm          chain-rule probabilities (chapter 01)
     scoring     label-word continuations, reductions, accuracy, mean-pooled sentence embeddings
+    packed      the packed scorer: a shared prefix's cache once, each batch of inputs + labels in one sequence
     stats       intervals and paired tests for every ranked comparison (on scipy.stats)
     attention   scaled dot-product attention recomputed from a model's own weights (chapter 02)
     icl         in-context learning: prompts, the cached scorer, calibration, demonstrations (chapter 03)

@@ -75,7 +75,8 @@ class Method:
     ``factory(model, tokenizer, settings, *, init_text, label_words)`` returns the new adapter (``trains``
     ``"prompt"``) or prepares the model in place and returns None (``"model"``: LoRA, full fine-tuning);
     ``settings`` is any object with ``n_virtual_tokens``, ``init``, ``seed`` and the fields of
-    ``options`` (``training.TrainSettings`` is one). ``options``: the method's own settings, a dataclass
+    ``options``, and optionally ``task`` (the task being trained: the soft prompt's "vocab" init counts its
+    training split) — ``training.TrainSettings`` is one. ``options``: the method's own settings, a dataclass
     whose fields carry ``metadata["help"]`` (use ``option``); ``inits``: the valid ``init`` values,
     ``default_init`` the one used when none is given; ``default_lr``: the learning rate used when none is
     given. Only ``trains="prompt"`` methods are offered by the CLI (their adapters are saved as a prompt).

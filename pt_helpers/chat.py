@@ -47,13 +47,13 @@ from torch import nn
 from transformers.utils import logging as hf_logging
 
 from . import icl
-from .adapters import PromptAdapter, check_width
+from .adapters import PromptAdapter, check_width, register_adapter
 from .classifiers import LabelWords, PromptClassifier
-from .errors import ChatTemplateError, CourseError
+from .errors import ChatTemplateError, CheckpointError, CourseError
 from .frozen import check_context, check_model_and_tokenizer, input_embeddings
 from .lm import bos_token_id, label_token_ids
 from .models import LoadedModel, load_model
-from .soft_prompt import SoftPrompt
+from .soft_prompt import SoftPrompt, peft_twin
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 CHAT_MARKERS = (IM_START, IM_END)
@@ -303,12 +303,15 @@ class ChatPromptClassifier(PromptClassifier):
     add_special_tokens = False
 
 
+@register_adapter  # checkpoint.load_prompt finds it by its method name once chat is imported
 class UserTurnSoftPrompt(PromptAdapter):
     """Virtual tokens *inside the user turn*: ``[start] system turn, <|im_start|>user⏎ [P] text …``.
 
     Everything before P is the same for every example, so it is part of the prompt: its embeddings are a
     frozen buffer (``anchor_embeddings``, (m, d)), P (n, d) is the only trained tensor, and the engine
     (``PromptedModel``) computes the keys/values of all m + n tokens once per batch and shares them.
+    A checkpoint stores P and the anchor's token ids; loading recomputes the anchor's embeddings from the
+    model's own embedding layer, as ``chat_classifier`` does (``load_prompt`` checks it is the same model).
     """
 
     method = "chat_user_turn"
@@ -337,6 +340,23 @@ class UserTurnSoftPrompt(PromptAdapter):
 
     def saved_tensors(self) -> dict[str, torch.Tensor]:
         return {"prompt": self.prompt.weight.detach().float().cpu().contiguous()}
+
+    def saved_settings(self) -> dict:
+        return {"anchor_ids": list(self.anchor_ids), "init": self.prompt.init}
+
+    @classmethod
+    def from_saved(cls, model, tensors, settings) -> UserTurnSoftPrompt:
+        anchor_ids = settings.get("anchor_ids")
+        vocab = model.get_input_embeddings().num_embeddings
+        if not isinstance(anchor_ids, list) or not all(isinstance(i, int) and 0 <= i < vocab for i in anchor_ids):
+            raise CheckpointError(
+                f"a {cls.method} checkpoint needs 'anchor_ids' (token ids below the model's {vocab}) in its "
+                f"adapter settings, got {anchor_ids!r}: save it again with save_prompt."
+            )
+        prompt = SoftPrompt.from_saved(model, tensors, {"init": settings.get("init", "custom")})
+        with torch.no_grad():  # the embedding layer's own output, exactly what chat_classifier stores
+            anchor = model.get_input_embeddings()(torch.tensor(anchor_ids, device=input_embeddings(model).device))
+        return cls(anchor_ids, anchor, prompt)
 
 
 def chat_text_template(tokenizer, fmt: ChatFormat) -> tuple[str, str]:
@@ -404,8 +424,6 @@ def compare_with_peft(classifier: ChatPromptClassifier, texts: Sequence[str]) ->
     """Our soft prompt before the system turn vs PEFT's ``PromptTuningConfig`` with the same vectors, on the
     same chat-formatted ids (right-padded: PEFT's positions follow the columns). Returns the logits of the real
     tokens, the next-token losses and the prompt gradients of both, as pairs ``(ours, peft)``."""
-    from peft import PromptTuningConfig, get_peft_model
-
     prompt = classifier.adapter
     if not isinstance(prompt, SoftPrompt):
         raise CourseError("compare_with_peft needs the before-the-system-turn placement (a SoftPrompt adapter)")
@@ -422,12 +440,8 @@ def compare_with_peft(classifier: ChatPromptClassifier, texts: Sequence[str]) ->
     prompt.weight.grad = None
     ours = classifier.prompted(ids, mask, labels)
     ours.loss.backward()
-    twin = get_peft_model(
-        copy.deepcopy(classifier.model), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n)
-    )
+    twin = peft_twin(copy.deepcopy(classifier.model), prompt, task_type="CAUSAL_LM")  # chapter 05's twin
     weight = twin.prompt_encoder["default"].embedding.weight
-    with torch.no_grad():
-        weight.copy_(prompt.weight)
     ref = twin.eval()(input_ids=ids, attention_mask=mask, labels=labels)
     ref.loss.backward()
     real = mask.bool()

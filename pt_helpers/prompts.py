@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from . import icl
+from . import packed
 from .errors import LabelWordError, PromptError, TemplateError, check_texts
 from .frozen import check_context
 from .lm import bos_token_id
@@ -338,7 +338,7 @@ def continuation_logprobs(
     """log P(word | prompt) for every prompt × word with a causal LM: Σ (or mean) over the word's tokens.
 
     prompt_ids: n lists (each already starting with BOS); word_ids: m lists → returns (n, m).
-    Chapter 03's packed scorer (``icl.score_token_continuations``) with nothing shared but BOS: each prompt runs
+    Chapter 03's packed scorer (``packed.score_token_continuations``) with nothing shared but BOS: each prompt runs
     once, followed in the same packed sequence by every word's tokens (a block mask keeps them apart), instead of
     one forward pass of prompt + word per pair (m times fewer prompt positions). ``batch_size`` prompts are packed
     per pass (a few: the pass's attention grows with the square of the packed length).
@@ -350,7 +350,7 @@ def continuation_logprobs(
     if any(not p or p[0] != bos for p in prompt_ids):
         raise PromptError("every prompt must start with the same BOS token (causal_prompt_ids builds them so)")
     inputs = [list(p[1:]) for p in prompt_ids]
-    return icl.score_token_continuations(model, [bos], inputs, word_ids, reduction, batch_size)
+    return packed.score_token_continuations(model, [bos], inputs, word_ids, reduction, batch_size)
 
 
 def causal_prompt_ids(

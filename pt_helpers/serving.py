@@ -336,7 +336,9 @@ def live_scale_curve(
         except ModelNotFoundError as exc:
             print(f"{name}: skipped ({exc})")
             continue
-        clf = classifier_for(model, tok, task, make_prompt(model, tok, n_virtual_tokens, "vocab", seed=seed))
+        clf = classifier_for(
+            model, tok, task, make_prompt(model, tok, n_virtual_tokens, "vocab", seed=seed, vocab_task=task)
+        )
         run = TrainSettings(max_steps=steps, lr=0.3, optimizer="adafactor", seed=seed, progress=False)
         fit(clf, data["train"], data["select"], run)
         correct = clf.predict(list(data["eval"][0])) == np.asarray(list(data["eval"][1]))

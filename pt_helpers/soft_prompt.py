@@ -128,7 +128,7 @@ class SoftPrompt(PromptAdapter):
 
 
 VOCAB_TOP_K = 5000  # the "vocab" init samples among this many most frequent ordinary tokens
-VOCAB_TASK = "sst2"  # whose training split the frequencies are counted on, unless texts are given
+VOCAB_TASK = "sst2"  # whose training split the frequencies are counted on when neither texts nor a task is given
 _ALLOWED_INNER = "'’-"  # apostrophes and hyphens may sit inside a word piece (n't, 's, well-made)
 
 
@@ -361,10 +361,15 @@ class SoftPromptOptions:
 
 
 def build_soft_prompt(model, tokenizer, settings, *, init_text: str, label_words=None) -> SoftPrompt:
-    """The registry's factory: a soft prompt of ``settings.n_virtual_tokens`` with ``settings.init``."""
+    """The registry's factory: a soft prompt of ``settings.n_virtual_tokens`` with ``settings.init``.
+
+    The "vocab" and "labels" inits count token frequencies on the training split of the task being trained
+    (``settings.task``, as ``training.TrainSettings`` carries it); settings that name no task get ``VOCAB_TASK``.
+    """
     words = {"label_words": list(label_words)} if label_words else {}
+    vocab_task = getattr(settings, "task", None) or VOCAB_TASK
     return make_prompt(model, tokenizer, settings.n_virtual_tokens, settings.init, seed=settings.seed,
-                       text=init_text, **words)  # fmt: skip
+                       text=init_text, vocab_task=vocab_task, **words)  # fmt: skip
 
 
 register_method(

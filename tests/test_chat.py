@@ -10,12 +10,13 @@ import copy
 
 import pytest
 import torch
+from _helpers import GRAD_RTOL, close
 from torch.testing import assert_close
 
 from pt_helpers import chat, icl
 from pt_helpers.errors import CourseError
 from pt_helpers.models import LoadedModel, random_model
-from pt_helpers.soft_prompt import make_prompt
+from pt_helpers.soft_prompt import make_prompt, peft_twin
 from pt_helpers.training import TrainSettings, fit
 
 # PEFT still passes past_key_values=, which transformers 5 renames cache= (a FutureWarning per call)
@@ -35,16 +36,10 @@ CHAT_NAMES = {
 DEMOS = [("a gripping, beautifully acted film", 1), ("dull", 0), ("an utter bore, long and loud", 0)]
 INPUTS = ["the plot goes nowhere", "great fun", "not bad at all, really"]
 
-# Tolerances. Two code paths computing the same float32 function differ by round-off that grows with the
-# magnitude compared: rtol plus an atol of rtol × the largest magnitude (at least 1), as in
-# tests/test_family_matrix.py. Gradients sum many terms: rtol 1e-4. A wrong position, a missing or doubled
-# marker token, or a prompt in the wrong place changes the values by far more (~1e-1 on these stand-ins).
-RTOL, GRAD_RTOL = 1e-5, 1e-4
-
-
-def close(actual, expected, rtol=RTOL, what=""):
-    scale = max(float(expected.detach().abs().max()), 1.0)
-    assert_close(actual, expected, rtol=rtol, atol=rtol * scale, msg=lambda m: f"{what}: {m}")
+# Tolerances: tests/_helpers.py's ``close`` (rtol plus an atol of rtol × the largest magnitude, floor 1: the
+# terms summed into logits, losses and the soft prompt's gradient are of size ~1 — see its floor rules) with its
+# RTOL for outputs and GRAD_RTOL for gradients. A wrong position, a missing or doubled marker token, or a prompt
+# in the wrong place changes the values by far more (~1e-1 on these stand-ins).
 
 
 @pytest.fixture(scope="module")
@@ -174,8 +169,6 @@ def _right_padded(clf, texts):
 @pytest.mark.parametrize("share", [True, False], ids=["shared-cache", "concatenated"])
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_soft_prompt_before_the_system_turn_equals_peft(chat_stand_in, family, share):
-    from peft import PromptTuningConfig, get_peft_model
-
     model, tok = chat_stand_in(family)
     n = 5
     clf = chat.chat_classifier(
@@ -186,10 +179,8 @@ def test_soft_prompt_before_the_system_turn_equals_peft(chat_stand_in, family, s
     assert (ids == tok.convert_tokens_to_ids(chat.IM_START)).sum(-1).tolist() == [3] * len(INPUTS)
     out = clf.prompted(ids, mask, labels)
     out.loss.backward()
-    twin = get_peft_model(copy.deepcopy(model), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n))
+    twin = peft_twin(copy.deepcopy(model), clf.adapter, task_type="CAUSAL_LM")  # chapter 05's PEFT twin
     peft_weight = twin.prompt_encoder["default"].embedding.weight
-    with torch.no_grad():
-        peft_weight.copy_(clf.adapter.weight)
     ref = twin.eval()(input_ids=ids, attention_mask=mask, labels=labels)
     ref.loss.backward()
     real = mask.bool()
@@ -430,3 +421,35 @@ def test_paired_verdict_ranks_only_what_the_test_decides():
     assert "degenerate" in same and "higher" not in same
     with pytest.raises(CourseError, match="stats.paired_test"):
         chat.paired_verdict("A", "B", 0.03)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])  # gemma2: its embedding layer scales rows by √d
+def test_user_turn_prompt_saves_and_loads(chat_stand_in, family, tmp_path):
+    """A user-turn soft prompt round-trips through pt_helpers.checkpoint: the loaded adapter has the same anchor
+    ids, the same virtual embeddings (anchor recomputed from the model's embedding layer + the stored P) and
+    gives the same class logits on the same inputs. Tolerance 0: P is stored in float32 without loss and the
+    anchor is recomputed by the same embedding lookup on the same weights, so the same CPU computation follows;
+    a wrong anchor or a dropped √d scale would change the embeddings by ~1."""
+    from pt_helpers.checkpoint import load_prompt, save_prompt
+
+    model, tok = chat_stand_in(family)
+    clf = chat.chat_classifier(
+        copy.deepcopy(model), tok, chat.chat_format("sst2"), make_prompt(model, tok, 3, "random", seed=4),
+        placement="user_turn",
+    )  # fmt: skip
+    with torch.no_grad():
+        clf.adapter.prompt.weight.add_(0.1 * torch.randn(clf.adapter.prompt.weight.shape))  # as if trained
+    folder = save_prompt(clf.adapter, tmp_path / "user_turn", clf.model, tok)
+    loaded = load_prompt(folder, clf.model, tok)
+    assert isinstance(loaded, chat.UserTurnSoftPrompt) and loaded.anchor_ids == clf.adapter.anchor_ids
+    assert_close(loaded.virtual_embeddings(2), clf.adapter.virtual_embeddings(2), rtol=0, atol=0)
+    twin = chat.ChatPromptClassifier(clf.model, tok, clf.head, loaded)
+    with torch.no_grad():
+        assert_close(twin(*twin.tokenize(INPUTS)), clf(*clf.tokenize(INPUTS)), rtol=0, atol=0)
+
+
+def test_user_turn_checkpoint_without_anchor_ids_is_a_clear_error(chat_stand_in):
+    model, _ = chat_stand_in("llama")
+    weight = {"prompt": torch.zeros(2, model.get_input_embeddings().embedding_dim)}
+    with pytest.raises(CourseError, match="anchor_ids"):
+        chat.UserTurnSoftPrompt.from_saved(model, weight, {})

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from pt_helpers import icl
+from pt_helpers import icl, packed
 from pt_helpers.data import TASKS
 from pt_helpers.errors import ContextWindowError, LabelWordError
 from pt_helpers.lm import conditional_logprob
@@ -339,7 +339,7 @@ def test_scorers_build_no_graph_even_when_the_model_has_trainable_weights(tiny_g
     prefix, queries = icl.build_prefix_and_queries([("great fun", 1)], ["dull", "fine"], fmt)
     labels = icl.label_word_ids(gpt2_tokenizer, fmt.label_words)
     outputs = {
-        "score_token_continuations": icl.score_token_continuations(
+        "score_token_continuations": packed.score_token_continuations(
             tiny_gpt2, icl.encode_prefix(gpt2_tokenizer, prefix), icl.encode_inputs(gpt2_tokenizer, queries), labels
         ),
         "score_label_words_cached": icl.score_label_words_cached(

@@ -63,3 +63,28 @@ def test_no_text_to_count_on_is_a_clear_error(random_bert):
     _, tok = random_bert
     with pytest.raises(PromptError, match="at least one text"):
         frequent_token_ids(tok, [])
+
+
+def test_the_registry_factory_counts_the_trained_tasks_words(random_bert):
+    """The soft prompt's factory (``build_soft_prompt``, what the CLI and the registry call) counts the "vocab"
+    candidates on the training split of ``settings.task``: TREC's questions and SST-2's reviews give different
+    candidates and so different prompts from the same seed; settings that name no task keep SST-2."""
+    from types import SimpleNamespace
+
+    from pt_helpers.soft_prompt import VOCAB_TASK, build_soft_prompt
+    from pt_helpers.training import TrainSettings
+
+    model, tok = random_bert
+    emb = model.get_input_embeddings().weight.detach()
+    sst2, trec = frequent_token_ids(tok, task="sst2"), frequent_token_ids(tok, task="trec")
+    assert sst2 != trec and VOCAB_TASK == "sst2"
+
+    def built(settings):
+        return build_soft_prompt(model, tok, settings, init_text="a", label_words=None).weight.detach()
+
+    on_trec = built(TrainSettings(task="trec", init="vocab", n_virtual_tokens=6, seed=3))
+    on_sst2 = built(TrainSettings(task="sst2", init="vocab", n_virtual_tokens=6, seed=3))
+    assert not torch.equal(on_trec, on_sst2)
+    assert all(any(torch.equal(row, e) for e in emb[trec]) for row in on_trec)  # each row: one TREC candidate
+    no_task = built(SimpleNamespace(init="vocab", n_virtual_tokens=6, seed=3))
+    assert torch.equal(no_task, on_sst2)
