@@ -59,10 +59,24 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(json.dumps(vocab).encode()).hexdigest()[:16]
 
 
-def adapter_class(method: str) -> type[PromptAdapter]:
-    """The adapter class registered for ``method`` (``"soft"``, ``"deep"`` …); else a clear error."""
+def adapter_class(method: str, module: str | None = None) -> type[PromptAdapter]:
+    """The adapter class registered for ``method`` (``"soft"``, ``"deep"`` …); else a clear error.
+
+    ``module`` is where the saved prompt's adapter class was defined (``adapter_module`` of its config): an
+    adapter of a later chapter (``chat``'s user-turn prompt) registers itself only once its module is
+    imported, so a course module named there is imported first. Only ``pt_helpers`` modules are imported:
+    a config file never makes this function run code from elsewhere.
+    """
+    if method not in ADAPTERS and module and module.startswith("pt_helpers."):
+        import importlib
+
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass  # an unknown module: the error below names the method and the known ones
     if method not in ADAPTERS:
-        raise CheckpointError(f"unknown prompt method {method!r}; known methods: {sorted(ADAPTERS)}")
+        hint = f" (saved by {module}: import it first)" if module else ""
+        raise CheckpointError(f"unknown prompt method {method!r}{hint}; known methods: {sorted(ADAPTERS)}")
     return ADAPTERS[method]
 
 
@@ -85,6 +99,7 @@ def save_prompt(
     config = dict(
         format_version=FORMAT_VERSION,
         method=adapter.method,
+        adapter_module=type(adapter).__module__,  # load_prompt imports it if the method is not yet registered
         n_virtual_tokens=adapter.n_virtual_tokens,
         adapter=adapter.saved_settings(),
         base_model=base_model or getattr(model, "name_or_path", "") or model.config.model_type,
@@ -164,7 +179,9 @@ def load_prompt(folder: str | Path, model: nn.Module, tokenizer, check_identity:
             f"({config.get('base_model')!r}), but the model given is a {model_kind(model)} "
             f"({model.config.model_type}): load it onto the model it was trained for"
         )
-    adapter = adapter_class(config["method"]).from_saved(model, tensors, config.get("adapter", {}))
+    adapter = adapter_class(config["method"], config.get("adapter_module")).from_saved(
+        model, tensors, config.get("adapter", {})
+    )
     if adapter.n_virtual_tokens != config.get("n_virtual_tokens"):
         raise CheckpointError(
             f"{tensors_path} holds {adapter.n_virtual_tokens} virtual tokens but {CONFIG_FILE} says "

@@ -7,6 +7,7 @@ ours = PEFT, ours = recomputation), never behaviour.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -446,6 +447,34 @@ def test_user_turn_prompt_saves_and_loads(chat_stand_in, family, tmp_path):
     twin = chat.ChatPromptClassifier(clf.model, tok, clf.head, loaded)
     with torch.no_grad():
         assert_close(twin(*twin.tokenize(INPUTS)), clf(*clf.tokenize(INPUTS)), rtol=0, atol=0)
+
+
+def test_a_saved_user_turn_prompt_loads_before_its_module_is_imported(chat_stand_in, tmp_path, monkeypatch):
+    """load_prompt imports the course module named in the config (``adapter_module``) when the method is not
+    registered yet, as in a fresh process that never imported pt_helpers.chat; a module outside pt_helpers
+    is never imported, and the error then names the method."""
+    import sys
+
+    import pt_helpers
+    from pt_helpers.adapters import ADAPTERS
+    from pt_helpers.checkpoint import CONFIG_FILE, load_prompt, save_prompt
+    from pt_helpers.errors import CheckpointError
+
+    model, tok = chat_stand_in("llama")
+    clf = chat.chat_classifier(model, tok, chat.chat_format("sst2"), make_prompt(model, tok, 3, "random", seed=4),
+                               placement="user_turn")  # fmt: skip
+    folder = save_prompt(clf.adapter, tmp_path / "user_turn", clf.model, tok)
+    monkeypatch.delitem(ADAPTERS, "chat_user_turn")  # as if pt_helpers.chat had never been imported
+    monkeypatch.delitem(sys.modules, "pt_helpers.chat")
+    monkeypatch.setattr(pt_helpers, "chat", pt_helpers.chat)  # the re-import rebinds it; restored after the test
+    loaded = load_prompt(folder, clf.model, tok)
+    assert type(loaded).method == "chat_user_turn" and loaded.anchor_ids == clf.adapter.anchor_ids
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    config["adapter_module"] = "os.path"  # never imported: not a course module
+    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    monkeypatch.delitem(ADAPTERS, "chat_user_turn")
+    with pytest.raises(CheckpointError, match="unknown prompt method 'chat_user_turn'"):
+        load_prompt(folder, clf.model, tok)
 
 
 def test_user_turn_checkpoint_without_anchor_ids_is_a_clear_error(chat_stand_in):
