@@ -559,16 +559,12 @@ def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, int]:
 
 
 def paired_verdict(name_a: str, name_b: str, test, alpha: float = 0.05) -> str:
-    """One sentence for ``stats.paired_test(correct_a, correct_b)``: which arm the data rank higher at level
-    ``alpha``, or that they cannot rank them at this n (a small n is said, not ranked). A smoke budget's test
-    (``smoke=True``) is a protocol check and ranks nothing. Defined in chapter 09."""
+    """One line for ``stats.paired_test(correct_a, correct_b)``: the test and its verdict
+    (``PairedTest.verdict``: an arm ranked higher only at p < ``alpha``; a small n, a degenerate pair or a
+    smoke budget ranks nothing, and says so). Defined in chapter 09."""
     from .stats import PairedTest
 
     if not isinstance(test, PairedTest):
         raise CourseError(f"test must be what stats.paired_test returns, got {type(test).__name__}")
-    if test.smoke or test.degenerate:
-        return f"{name_a} vs {name_b}: {test}"
-    if test.p_value < alpha:
-        higher = name_a if test.difference > 0 else name_b
-        return f"{name_a} vs {name_b}: {test} → {higher} higher at p < {alpha:g}"
-    return f"{name_a} vs {name_b}: {test} → no detectable difference at n = {test.n}: these data cannot rank them"
+    verdict = test.verdict((name_a, name_b), alpha)
+    return f"{name_a} vs {name_b}: {test}" + ("" if test.smoke or test.degenerate else f" → {verdict}")

@@ -704,10 +704,8 @@ def compare_paired(
     if test.degenerate or identical:
         what = "identical predictions" if identical else "the same examples right"
         verdict = f"degenerate: {what}, no example separates them"
-    elif test.p_value < alpha:
-        verdict = f"{a_name if test.difference > 0 else b_name} higher (p < {alpha:g})"
     else:
-        verdict = f"no detectable difference (p ≥ {alpha:g})"
+        verdict = test.verdict(names, alpha)
     row = {
         "comparison": comparison,
         "n": test.n,

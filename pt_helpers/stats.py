@@ -104,6 +104,18 @@ class PairedTest:
         """True when no example separates the arms: both right, or both wrong, on every example."""
         return self.only_a + self.only_b == 0
 
+    def verdict(self, names: tuple[str, str] = ("A", "B"), alpha: float = 0.05) -> str:
+        """What the test lets a sentence say, the course's one wording of it: the arm the data rank higher
+        at level ``alpha``, or no detectable difference at this n, or nothing (a degenerate pair, or a smoke
+        budget's protocol check)."""
+        if self.smoke:
+            return PROTOCOL_CHECK
+        if self.degenerate:
+            return "degenerate: no example separates them"
+        if self.p_value < alpha:
+            return f"{names[0] if self.difference > 0 else names[1]} higher (p < {alpha:g})"
+        return f"no detectable difference (p ≥ {alpha:g}, n = {self.n}): these data cannot rank them"
+
     def __str__(self) -> str:
         if self.smoke:
             return f"{PROTOCOL_CHECK} (accuracies {self.accuracy_a:.3f} vs {self.accuracy_b:.3f}, n = {self.n})"

@@ -410,8 +410,8 @@ def test_paired_verdict_ranks_only_what_the_test_decides():
     a = [True] * n  # A right everywhere
     b = [True] * 10 + [False] * 30  # B wrong on 30: 30 discordant, all A's → p ≈ 2e-9
     decided = chat.paired_verdict("A", "B", stats.paired_test(a, b))
-    assert decided.endswith("→ A higher at p < 0.05"), decided
-    assert chat.paired_verdict("B", "A", stats.paired_test(b, a)).endswith("→ A higher at p < 0.05")
+    assert decided.endswith("→ A higher (p < 0.05)"), decided
+    assert chat.paired_verdict("B", "A", stats.paired_test(b, a)).endswith("→ A higher (p < 0.05)")
     # 3 discordant of 40, all A's: p = 0.25 — too few to rank, and the sentence says so with n
     close_b = [True] * 37 + [False] * 3
     undecided = chat.paired_verdict("A", "B", stats.paired_test(a, close_b))

@@ -200,3 +200,14 @@ def test_split_half_selection_finds_a_real_gap_and_not_noise():
     assert sel.best == 3 and sel.held_out.difference > 0.25 and sel.held_out.p_value < 1e-3
     with pytest.raises(CourseError, match="variants"):
         split_half_selection(np.ones((1, 10)))
+
+
+def test_verdict_ranks_only_what_the_test_decides():
+    """One wording for every paired comparison (icl's tables, chat's lines): rank at p < alpha, else say why not."""
+    a = [1] * 40
+    assert paired_test(a, [1] * 10 + [0] * 30).verdict(("A", "B")) == "A higher (p < 0.05)"
+    assert paired_test([1] * 10 + [0] * 30, a).verdict(("B", "A")) == "A higher (p < 0.05)"
+    undecided = paired_test(a, [1] * 37 + [0] * 3).verdict(("A", "B"))  # 3 discordant: p = 0.25
+    assert undecided.startswith("no detectable difference") and "n = 40" in undecided
+    assert paired_test(a, a).verdict().startswith("degenerate")
+    assert paired_test(a, [0] * 40, smoke=True).verdict() == PROTOCOL_CHECK
