@@ -33,7 +33,7 @@ lint: install
 	$(PY) -m ruff format --check .
 
 test: install lint
-	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --durations=15 tests notebooks
+	$(PY) -m pytest -p no:cacheprovider -p pt_helpers.course.phase_times --nbval-lax --nbval-current-env --durations=15 tests notebooks
 
 # the tests marked slow (notebooks, and tests over ~20 s: tests/conftest.py) are left out
 test-fast: install lint
