@@ -107,11 +107,16 @@ def _growth(rec: dict) -> str:
 def _mixed(rec: dict) -> str:
     t, w, ag = rec["times"], rec["work"], rec["agreement"]
     m = t["mixed"]["wall_s"]
+    # records before the row cache ran the mixed batch by concatenation: their engine string says which
+    engine = "row cache" if "row cache" in rec["settings"].get("mixed_engine", "") else "concatenated per row"
     parts = [
-        f"mixed {_s(m)} ({rec['rows_per_s']['mixed']:.1f} rows/s; {w['mixed']['passes']} passes, "
+        f"mixed ({engine}) {_s(m)} ({rec['rows_per_s']['mixed']:.1f} rows/s; {w['mixed']['passes']} passes, "
         f"{w['mixed']['positions']} positions)"
     ]
-    for side, name in (("per_task", "one pass per task per batch"), ("regrouped", "whole stream regrouped by task")):
+    others = (("per_task", "one pass per task per batch"), ("regrouped", "whole stream regrouped by task"))
+    if "mixed_concat" in t:
+        others = (("mixed_concat", "mixed, concatenated per row"),) + others
+    for side, name in others:
         parts.append(
             f"{name} {_s(t[side]['wall_s'])} ({rec['rows_per_s'][side]:.1f} rows/s; {w[side]['passes']} passes, "
             f"{w[side]['positions']} positions): mixed **{t[side]['wall_s'] / m:.2f}×** "

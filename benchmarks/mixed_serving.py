@@ -7,8 +7,13 @@ template from ``TaskInfo``). A seeded
 stream of ``--rows`` requests, the three tasks in equal parts in shuffled order, arrives in windows of
 ``--batch-size`` rows (the requests a server holds at once). Three ways to serve it:
 
-- ``mixed``: ``server.predict`` — ONE forward pass per window; row b reads its own task's prompt
-  (``MixedPrompts``, prompt concatenated per row: B·(n+T) positions per pass).
+- ``mixed``: ``server.predict`` — the window's rows in any task order; the K task prompts run once as a
+  batch-K key/value cache and row b attends to its own task's cached prompt (``MixedPrompts`` with
+  ``share_prompt_cache=True``), the rows cut by length (not by task) into as many sub-batches as tasks
+  present (``serving.length_chunks``: K·n + Σ b·t positions per window).
+- ``mixed_concat``: the same server built with ``share_prompt_cache=False`` — each row carries its own
+  task's prompt, concatenated as PEFT does, no length sort: ONE model call of B·(n+T) positions per window
+  (the design measured at 0.41× per-task serving before the row cache existed).
 - ``per_task``: ``server.predict_alone`` on each window — one pass per task present in the window (each
   task's own ``PromptClassifier``, its prompt run once as a shared key/value cache: n + b·T positions,
   plus that batch-1 prompt call).
@@ -19,17 +24,21 @@ The predictions of all three must be identical (checked; float32 on the CPU) and
 first window agree within round-off (checked); rows per second, forward passes, model calls and token
 positions of each are recorded. Model: GPT-2-small-sized (12 layers × 768), RANDOM weights — speed does
 not depend on the weights, and the predictions are meaningless as answers (no accuracy is reported); the
-tokenizer (GPT-2's) and the texts (SST-2 dev, TREC test, AG News test) are real. Interleaved (mixed,
+tokenizer (GPT-2's) and the texts (SST-2 dev, TREC test, AG News test) are real. ``--model NAME`` serves a
+real model instead (e.g. HuggingFaceTB/SmolLM2-135M-Instruct: grouped-query attention, 30 × 576), with
+its own tokenizer. Interleaved (mixed,
 per_task, regrouped, …) after one warm-up of each on the first window; medians of ``--repeats``.
 
-What to expect: the mixed batch makes fewer passes but runs more positions — it concatenates the prompt to
-every row (B·n, where each task's own classifier runs its prompt once per batch as a cache) and pads every
-row of a window to the window's longest (often an AG News article), where each task's batch pads only to
-its own longest. Where time follows positions (a CPU) that costs more than it saves; the count of passes
-matters where a pass costs about the same whatever its rows (a GPU below saturation). The record carries
-both counts, so the measured ratio can be read against them.
+What to expect: concatenation makes fewer passes but runs more positions — B·n prompt positions per
+window where each task's own classifier runs its prompt once per batch as a cache (n), and every row padded
+to the window's longest (often an AG News article). The row cache runs K·n prompt positions per window (all
+K prompts, once), and its length cut pads no more than the task cut does (the task cut is one of the
+groupings the length cut minimises over), so its positions are at most per-task serving's plus
+(K − tasks present)·n, in one model call fewer per window. The record counts positions and padded slots
+(``input_slots``); where time follows positions (a CPU) they decide the ratio.
 
     python benchmarks/mixed_serving.py --threads 1                 # 192 rows, windows of 32, n = 20
+    python benchmarks/mixed_serving.py --threads 1 --model HuggingFaceTB/SmolLM2-135M-Instruct
 
 Writes benchmarks/records/mixed_serving.json (``--out``): one record per (device, threads, setting).
 """
@@ -46,8 +55,8 @@ from pt_helpers.classifiers import autocast_for, classifier_for
 from pt_helpers.data import load_task, subsample, task_info
 from pt_helpers.device import get_device, seed_everything
 from pt_helpers.frozen import freeze
-from pt_helpers.models import load_tokenizer
-from pt_helpers.serving import MultiTaskServer
+from pt_helpers.models import load_model, load_tokenizer
+from pt_helpers.serving import MultiTaskServer, length_chunks
 from pt_helpers.soft_prompt import make_prompt
 
 # A seconds-long setting that tests/test_benchmarks.py runs, so a rename in the package can never break this script.
@@ -58,13 +67,13 @@ TASKS = ("sst2", "trec", "agnews")
 MAX_LENGTH = 128  # classifier_for's default; AG News articles are cut there (the same cut on every side)
 
 
-def build_server(model, tokenizer, n: int) -> MultiTaskServer:
+def build_server(model, tokenizer, n: int, share_prompt_cache: bool = True, sort_by_length: bool = True):
     """Each task: its own soft prompt (vocabulary init, its own seed) and its own label-word head, one model."""
     clfs = {}
     for seed, task in enumerate(TASKS):
         prompt = make_prompt(model, tokenizer, n, "vocab", seed=seed)
         clfs[task] = classifier_for(model, tokenizer, task, prompt, max_length=MAX_LENGTH)
-    return MultiTaskServer(clfs)
+    return MultiTaskServer(clfs, share_prompt_cache=share_prompt_cache, sort_by_length=sort_by_length)
 
 
 def request_stream(rows: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -85,12 +94,13 @@ def windows(texts, tasks, batch_size: int) -> list[tuple[list[str], list[str]]]:
 
 def counts(server: MultiTaskServer, texts, tasks, batch_size: int) -> dict[str, dict]:
     """Forward passes over real rows, model calls and token positions each side runs through the model,
-    from the actual tokenization (the engines' rules: concatenation B·(n+T) for the mixed batch; a shared
-    prompt cache, one batch-1 call of n positions + b·T, for each task's own classifier). ``input_slots``: B·T
-    of the padded inputs, real tokens and padding (the real tokens are the same on every side)."""
-    n = server.mixed.n_virtual_tokens
-    out = {s: dict(passes=0, model_calls=0, positions=0, input_slots=0) for s in ("mixed", "per_task")}
-    out["regrouped"] = dict(out["mixed"])
+    from the actual tokenization (the engines' rules: the row cache, one batch-K call of K·n positions +
+    B·T, for the mixed batch; concatenation B·(n+T) for ``mixed_concat``; a shared prompt cache, one batch-1
+    call of n positions + b·T, for each task's own classifier). ``input_slots``: B·T of the padded inputs,
+    real tokens and padding (the real tokens are the same on every side)."""
+    n, K = server.mixed.n_virtual_tokens, len(server.tasks)
+    sides = ("mixed", "mixed_concat", "per_task", "regrouped")
+    out = {s: dict(passes=0, model_calls=0, positions=0, input_slots=0) for s in sides}
 
     def alone(side: str, sub_texts, sub_tasks) -> None:
         for task in server.tasks:
@@ -109,11 +119,19 @@ def counts(server: MultiTaskServer, texts, tasks, batch_size: int) -> dict[str, 
     for w_texts, w_tasks in windows(texts, tasks, batch_size):
         ids, _ = server.tokenize(w_texts, w_tasks)
         b, t = ids.shape
-        c = out["mixed"]
+        c = out["mixed_concat"]
         c["passes"] += 1
         c["model_calls"] += 1
         c["positions"] += b * (n + t)
         c["input_slots"] += b * t
+        lengths = [len(x) for x in server._encode(w_texts, w_tasks)]
+        chunks = length_chunks(lengths, len(set(w_tasks))) if server.sort_by_length else [list(range(b))]
+        slots = sum(len(g) * max(lengths[i] for i in g) for g in chunks)
+        c = out["mixed"]
+        c["passes"] += len(chunks)
+        c["model_calls"] += 1 + len(chunks)  # the K prompts once, then each length chunk
+        c["positions"] += K * n + slots
+        c["input_slots"] += slots
         alone("per_task", w_texts, w_tasks)
     alone("regrouped", texts, tasks)
     return out
@@ -150,6 +168,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--n-layer", type=int, default=12)
     parser.add_argument("--n-embd", type=int, default=768)
     parser.add_argument("--n-head", type=int, default=12)
+    parser.add_argument("--model", default=None, help="a real model to serve instead of the random GPT-2 (a name)")
     parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/records/mixed_serving.json)")
     args = parser.parse_args(argv)
     if args.rows < 1 or args.batch_size < 1 or args.n < 1:
@@ -158,9 +177,19 @@ def main(argv=None) -> dict:
     seed_everything(0)
     device = get_device(args.device)
     env = C.environment(device)  # before the work: its load average is the one at the start
-    model = freeze(C.gpt2(args.n_layer, args.n_embd, args.n_head).to(device))
-    tokenizer = load_tokenizer()
+    if args.model:
+        loaded = load_model(args.model, "causal")
+        model, tokenizer = freeze(loaded.model.to(device)), loaded.tokenizer
+        label = f"{args.model} ({loaded.source}: {loaded.location}; speed only, no accuracy reported)"
+    else:
+        model, tokenizer = freeze(C.gpt2(args.n_layer, args.n_embd, args.n_head).to(device)), load_tokenizer()
+        label = C.model_label(args.n_layer, args.n_embd) + (
+            " (speed does not depend on the weights; real GPT-2 tokenizer, real SST-2 / TREC / AG News texts; "
+            "predictions meaningless as answers, no accuracy)"
+        )
     server = build_server(model, tokenizer, args.n)
+    # the design before the row cache: one pass per window, the prompt concatenated to every row (same prompts)
+    concat = build_server(model, tokenizer, args.n, share_prompt_cache=False, sort_by_length=False)
     texts, tasks = request_stream(args.rows)
     B = args.batch_size
     wins = windows(texts, tasks, B)
@@ -170,16 +199,18 @@ def main(argv=None) -> dict:
         raise RuntimeError(f"mixed and per-task logits differ: {agreement}")
     sides = {
         "mixed": lambda: server.predict(texts, tasks, B),
+        "mixed_concat": lambda: concat.predict(texts, tasks, B),
         "per_task": lambda: np.concatenate([server.predict_alone(x, t, B) for x, t in wins]),
         "regrouped": lambda: server.predict_alone(texts, tasks, B),
     }
     first = {
         "mixed": lambda: server.predict(*wins[0], B),
+        "mixed_concat": lambda: concat.predict(*wins[0], B),
         "per_task": lambda: server.predict_alone(*wins[0], B),
         "regrouped": lambda: server.predict_alone(*wins[0], B),
     }
     times, preds = C.interleaved(sides, args.repeats, device, warmups=first)
-    differ = {s: int((preds[s] != preds["mixed"]).sum()) for s in ("per_task", "regrouped")}
+    differ = {s: int((preds[s] != preds["mixed"]).sum()) for s in ("mixed_concat", "per_task", "regrouped")}
     identical = not any(differ.values())
     if not identical and device.type == "cpu":  # float32: any flip is a bug, not round-off
         raise RuntimeError(f"predictions differ from the mixed batch's in {differ} rows (of {len(texts)})")
@@ -188,11 +219,10 @@ def main(argv=None) -> dict:
     per_s = {s: len(texts) / times[s]["wall_s"] for s in sides}
     rec = dict(
         script="benchmarks/mixed_serving.py",
-        comparison="mixed-task serving: one batch, each row its own task's prompt (MultiTaskServer.predict) "
-        "vs one pass per task (predict_alone)",
+        comparison="mixed-task serving: one batch, each row its own task's prompt (MultiTaskServer.predict, "
+        "row cache; and concatenated per row) vs one pass per task (predict_alone)",
         **env,
-        model=C.model_label(args.n_layer, args.n_embd) + " (speed does not depend on the weights; real GPT-2 "
-        "tokenizer, real SST-2 / TREC / AG News texts; predictions meaningless as answers, no accuracy)",
+        model=label,
         settings=dict(
             rows=len(texts),
             batch_size=B,
@@ -203,14 +233,16 @@ def main(argv=None) -> dict:
             max_length=MAX_LENGTH,
             amp=device.type == "cuda",
             per_task_engine="PromptClassifier, share_prompt_cache=True (prompt run once per batch as a cache)",
-            mixed_engine="MixedPrompts in PromptedModel, share_prompt_cache=False (prompt concatenated per row)",
+            mixed_engine="MixedPrompts in PromptedModel, share_prompt_cache=True (K prompts once, row cache)",
+            mixed_concat_engine="MixedPrompts in PromptedModel, share_prompt_cache=False (prompt concatenated per row)",
         ),
         settings_repeats=args.repeats,
-        variant=f"rows={len(texts)}, B={B}, n={args.n}",
+        variant=f"rows={len(texts)}, B={B}, n={args.n}" + (f", model={args.model}" if args.model else ""),
         times=times,
         rows_per_s=per_s,
         speedup=dict(
             vs_per_task=times["per_task"]["wall_s"] / times["mixed"]["wall_s"],
+            vs_concat=times["mixed_concat"]["wall_s"] / times["mixed"]["wall_s"],
             vs_regrouped=times["regrouped"]["wall_s"] / times["mixed"]["wall_s"],
         ),
         work=work,
@@ -221,14 +253,15 @@ def main(argv=None) -> dict:
     for s in sides:
         w = work[s]
         print(
-            f"{s:9s}: {times[s]['wall_s']:8.3f} s wall ({times[s]['cpu_s']:.3f} s CPU) = {per_s[s]:8.2f} rows/s"
+            f"{s:12s}: {times[s]['wall_s']:8.3f} s wall ({times[s]['cpu_s']:.3f} s CPU) = {per_s[s]:8.2f} rows/s"
             f" · passes {w['passes']:3d}, model calls {w['model_calls']:3d}, positions {w['positions']:7d}"
             f" (input slots B·T {w['input_slots']})",
             flush=True,
         )
     print(
         f"rows {len(texts)} in {len(wins)} windows of ≤{B}, n={args.n}: mixed is "
-        f"{rec['speedup']['vs_per_task']:.2f}× per_task and {rec['speedup']['vs_regrouped']:.2f}× regrouped (wall)"
+        f"{rec['speedup']['vs_per_task']:.2f}× per_task, {rec['speedup']['vs_regrouped']:.2f}× regrouped and "
+        f"{rec['speedup']['vs_concat']:.2f}× mixed_concat (wall)"
         f" · predictions identical: {identical} (rows differing {differ}) · first-window logits max |Δ| "
         f"{agreement['max_abs_diff']:.1e} (tolerance {agreement['tolerance']:.1e})"
     )

@@ -161,6 +161,15 @@ class PromptAdapter(nn.Module):
         """Per layer (keys, values), each (1, n_kv_heads, n, head_dim), or None for an input-layer prompt."""
         return None
 
+    def distinct_prompts(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(K distinct prompts' input vectors (K, n, d), which one row b reads (B,)) for a shared cache.
+
+        One prompt for the whole batch: ``(virtual_embeddings(1), None)``. An adapter whose rows read different
+        prompts (``serving.MixedPrompts``) returns its K prompts and the row index, so a causal LM runs each of
+        the K prompts once and every row attends to its own one's cached keys/values.
+        """
+        return self.virtual_embeddings(1), None
+
     def check_fits(self, model: nn.Module) -> None:
         """Raise ``PromptShapeError`` when this adapter's shapes do not fit ``model``."""
 
@@ -247,22 +256,30 @@ class PromptedModel(nn.Module):
         predict the first real token.
         """
         n = self.n_virtual_tokens
-        layers, last_logits = self.adapter.virtual_key_values(), None
+        layers, last_logits, rows = self.adapter.virtual_key_values(), None, None
         if layers is None:
+            prompts, rows = self.adapter.distinct_prompts()  # (K, n, d); K = 1 unless rows read different prompts
             # An explicit config-less DynamicCache keeps every virtual token's keys/values in every layer. The
             # model's own default cache (built from its config) gives sliding-window layers (every other layer of
             # Gemma 2) a layer that keeps only the last window − 1 tokens, so with n ≥ window those layers lost
             # virtual tokens and the text's attention mask no longer matched the cache. A full layer is exact: a
             # sliding-window layer still applies its window through the attention mask, by position.
             out = self.model(
-                inputs_embeds=self.adapter.virtual_embeddings(1),
+                inputs_embeds=prompts,
                 use_cache=True,
                 logits_to_keep=1,
                 cache=DynamicCache(),
-                position_ids=torch.arange(n, device=self.device).unsqueeze(0),
+                position_ids=torch.arange(n, device=self.device).expand(len(prompts), n),
             )
             layers = cache_layers(out.cache)
             last_logits = out.logits[:, -1]
+        if rows is not None:
+            # [row-cache] K prompts ran once (K·n positions); row b gathers its own prompt's keys/values, so a
+            # mixed batch costs K·n + B·T positions instead of concatenation's B·(n + T).
+            rows = rows.to(self.device)
+            layers = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in layers]
+            return expand_cache(layers, batch_size, self.model.dtype), last_logits.index_select(0, rows)
+            # [/row-cache]
         return expand_cache(layers, batch_size, self.model.dtype), last_logits
 
     def forward(
@@ -406,7 +423,8 @@ def next_token_loss(
     Token t is predicted by the previous *real* token (whatever padding sits between them). A text's first
     real token is predicted by the last virtual token when the prompt has one (a soft prompt: exactly as
     PEFT pads its labels), and is not scored when it has none (a deep prompt or no prompt: as the model's
-    own shifted loss). logits (B, T, V), labels and mask (B, T), last_virtual_logits (1, V).
+    own shifted loss). logits (B, T, V), labels and mask (B, T), last_virtual_logits (1, V) or, when rows read
+    different prompts, (B, V).
     """
     prev_is_real = attention_mask[:, :-1].bool()  # (B, T-1)
     # The labels move one step left, not the logits: position t is scored against label t+1, and the last
@@ -421,9 +439,10 @@ def next_token_loss(
         first[:, 1:] = first[:, 1:].masked_fill(prev_is_real, -100)
         targets = first[first != -100]
         if targets.numel():
-            loss_sum = loss_sum + F.cross_entropy(
-                last_virtual_logits.float().expand(targets.numel(), -1), targets, reduction="sum"
-            )
+            # one prompt for the batch: (1, V); rows reading their own prompts (a mixed batch): (B, V), by row
+            per_row = last_virtual_logits.shape[0] > 1
+            last = last_virtual_logits[(first != -100).nonzero()[:, 0]] if per_row else last_virtual_logits
+            loss_sum = loss_sum + F.cross_entropy(last.float().expand(targets.numel(), -1), targets, reduction="sum")
             n_scored = n_scored + targets.numel()
     return loss_sum / n_scored.clamp(min=1)
 

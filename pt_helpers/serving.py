@@ -4,8 +4,9 @@ Taught in chapter 08. Because prompt tuning never changes the model, one copy of
 every task at once (Lester, Al-Rfou & Constant 2021, §2 and Fig. 2): each row of a batch reads its own task's
 prompt. Here that is one more adapter of the course's protocol, ``MixedPrompts``: its
 ``virtual_embeddings(B)`` stacks, row by row, the prompt of the task that row belongs to, and the one engine
-``adapters.PromptedModel`` runs it (encoders: concatenated before ``[CLS]``; causal LMs: concatenated per
-example, as PEFT does — a shared cache would give every row the same prompt).
+``adapters.PromptedModel`` runs it (encoders: concatenated before ``[CLS]``; causal LMs: the K prompts run once
+as a batch-K cache and each row attends to its own task's cached prompt, ``share_prompt_cache=False``
+concatenates per row as PEFT does).
 
     MixedPrompts(adapters)                       per-row prompts; ``rows`` says which row reads which
     MultiTaskServer({task: PromptClassifier})    ``logits``/``predict`` on a mixed batch of (text, task)
@@ -32,7 +33,7 @@ from torch import nn
 from .adapters import PromptAdapter, PromptedModel, PromptedOutput
 from .classifiers import PromptClassifier, autocast_for
 from .errors import CourseError, ModelNotFoundError, PromptError, PromptShapeError
-from .frozen import input_embeddings
+from .frozen import cache_layers, input_embeddings
 from .soft_prompt import SoftPrompt
 
 
@@ -63,6 +64,7 @@ class MixedPrompts(PromptAdapter):
             )
         self.prompts = nn.ModuleList(adapters)
         self.rows: torch.Tensor | None = None
+        self.cached: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # K prompts' keys/values (serving)
 
     @property
     def n_virtual_tokens(self) -> int:
@@ -83,6 +85,23 @@ class MixedPrompts(PromptAdapter):
         return self.table()[self.rows]  # (B, n, d): row b reads prompt rows[b]
         # [/mixed-rows]
 
+    def virtual_key_values(self) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """While ``cached`` holds the K prompts' keys/values (``MultiTaskServer`` computes them once per window),
+        each row's own prompt's, gathered: per layer (B, n_kv_heads, n, head_dim). Otherwise None: an
+        input-layer prompt, run by ``distinct_prompts``."""
+        if self.cached is None:
+            return None
+        if self.rows is None:
+            raise PromptError("set .rows (which prompt each row reads) before running a mixed batch")
+        return [(k.index_select(0, self.rows), v.index_select(0, self.rows)) for k, v in self.cached]
+
+    def distinct_prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K prompts (K, n, d) and the row index: a causal LM runs each prompt once and every row reads its own
+        prompt's cached keys/values (``adapters.PromptedModel.prompt_cache``)."""
+        if self.rows is None:
+            raise PromptError("set .rows (which prompt each row reads) before running a mixed batch")
+        return self.table(), self.rows
+
     def check_fits(self, model) -> None:
         for p in self.prompts:
             p.check_fits(model)
@@ -95,7 +114,13 @@ class MultiTaskServer:
     input-layer prompt and head, all built on the same model object and tokenizer.
     """
 
-    def __init__(self, classifiers: Mapping[str, PromptClassifier]):
+    def __init__(
+        self,
+        classifiers: Mapping[str, PromptClassifier],
+        *,
+        share_prompt_cache: bool = True,
+        sort_by_length: bool = True,
+    ):
         if not classifiers:
             raise CourseError("MultiTaskServer needs at least one task: {task: classifier}")
         self.classifiers = dict(classifiers)
@@ -114,8 +139,12 @@ class MultiTaskServer:
         self.tokenizer = first.tokenizer
         self.max_length = first.max_length
         self.mixed = MixedPrompts([c.adapter for c in self.classifiers.values()])
-        self.prompted = PromptedModel(first.model, self.mixed, share_prompt_cache=False)
+        # A causal LM runs the K prompts once as a batch-K cache and each row attends to its own task's prompt
+        # (K·n + B·T positions; concatenating the prompt to every row, as PEFT does, costs B·(n + T)). An encoder
+        # has no such cache — its prompt reads the text both ways — so there each row carries its prompt.
+        self.prompted = PromptedModel(first.model, self.mixed, share_prompt_cache=share_prompt_cache)
         self.padding_side = first.head.padding_side
+        self.sort_by_length = sort_by_length
 
     def _task_ids(self, tasks: Sequence[str]) -> torch.Tensor:
         unknown = sorted(set(tasks) - set(self.tasks))
@@ -139,10 +168,42 @@ class MultiTaskServer:
 
     @torch.no_grad()
     def logits(self, texts: Sequence[str], tasks: Sequence[str]) -> list[torch.Tensor]:
-        """Class logits of each row, (C_task,) each, from ONE forward pass of the frozen model."""
+        """Class logits of each row, (C_task,) each: one mixed batch of any tasks in any order.
+
+        A causal LM runs the K task prompts once (a batch-K key/value cache) and every row reads its own task's.
+        With ``sort_by_length`` the rows are then cut, by length and not by task, into as many sub-batches as
+        there are tasks in the batch (``length_chunks``: the least padding), so no row pads to a much longer one.
+        """
         if isinstance(texts, str) or len(texts) != len(tasks):
             raise CourseError("give a list of texts and a list of tasks of the same length")
         rows = self._task_ids(tasks)
+        groups = [list(range(len(texts)))]
+        if self.sort_by_length and len(texts) > 1:
+            lengths = [len(ids) for ids in self._encode(texts, tasks)]
+            groups = length_chunks(lengths, len(set(tasks)))
+        result: list[torch.Tensor | None] = [None] * len(texts)
+        try:
+            if self.prompted.is_causal and self.prompted.share_prompt_cache:
+                # [prompt-cache-once] the K prompts' keys/values, computed once for all sub-batches
+                self.mixed.rows = torch.arange(len(self.tasks), device=self.prompted.device)
+                with autocast_for(self.prompted.device):
+                    cache, _ = self.prompted.prompt_cache(len(self.tasks))
+                self.mixed.cached = cache_layers(cache)
+                # [/prompt-cache-once]
+            for group in groups:
+                sub = [texts[i] for i in group], [tasks[i] for i in group]
+                for i, row in zip(group, self._one_pass(*sub, rows[group])):
+                    result[i] = row
+        finally:
+            self.mixed.rows, self.mixed.cached = None, None
+        return result
+
+    def _encode(self, texts: Sequence[str], tasks: Sequence[str]) -> list[list[int]]:
+        formatted = [self.classifiers[t].head.format(x) for x, t in zip(texts, tasks)]
+        return self.tokenizer(formatted, truncation=True, max_length=self.max_length)["input_ids"]
+
+    def _one_pass(self, texts: Sequence[str], tasks: Sequence[str], rows: torch.Tensor) -> list[torch.Tensor]:
+        """One forward pass of the frozen model over these rows (each reading its own task's prompt)."""
         ids, mask = self.tokenize(texts, tasks)
         self.mixed.rows = rows.to(ids.device)
         pool = any(getattr(c.head, "pool_prompt", False) for c in self.classifiers.values())
@@ -165,7 +226,6 @@ class MultiTaskServer:
             for i, row in zip(idx.tolist(), head(part).float().cpu()):
                 result[i] = row
         # [/mixed-heads]
-        self.mixed.rows = None
         return result
 
     def predict(self, texts: Sequence[str], tasks: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -183,6 +243,38 @@ class MultiTaskServer:
             if idx:
                 out[idx] = self.classifiers[task].predict([texts[i] for i in idx], batch_size)
         return out
+
+
+def length_chunks(lengths: Sequence[int], k: int) -> list[list[int]]:
+    """Cut rows into at most ``k`` batches with the fewest padded slots Σ |batch| · longest(batch).
+
+    Rows sorted by length, then the best cut into contiguous runs (dynamic programming, O(k·B²)); an optimal
+    grouping always exists among such runs (swap a long row of a short batch with a short row of a long one:
+    the slots never grow). Each batch lists row indices in their original order.
+    """
+    if k < 1:
+        raise CourseError(f"k must be ≥ 1 batches, got {k}")
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    L = [lengths[i] for i in order]
+    B, k = len(L), min(k, len(L))
+    inf = float("inf")
+    # best[j][b]: fewest slots for the b shortest rows in j batches; cut[j][b]: where the last batch starts
+    best = [[inf] * (B + 1) for _ in range(k + 1)]
+    cut = [[0] * (B + 1) for _ in range(k + 1)]
+    best[0][0] = 0
+    for j in range(1, k + 1):
+        for b in range(1, B + 1):
+            for a in range(j - 1, b):
+                slots = best[j - 1][a] + (b - a) * L[b - 1]  # rows a..b-1 padded to the longest, L[b-1]
+                if slots < best[j][b]:
+                    best[j][b], cut[j][b] = slots, a
+    j = min(range(1, k + 1), key=lambda j: best[j][B])
+    groups, b = [], B
+    while b > 0:
+        a = cut[j][b]
+        groups.append(sorted(order[a:b]))
+        b, j = a, j - 1
+    return groups[::-1]
 
 
 def tensor_bytes(tensors: Mapping[str, torch.Tensor] | Sequence[torch.Tensor]) -> int:

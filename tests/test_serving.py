@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _helpers import CAUSAL_NAMES
 from torch.testing import assert_close
 
 from pt_helpers.classifiers import classifier_for
@@ -18,6 +19,7 @@ from pt_helpers.serving import (
     MultiTaskServer,
     adapter_bytes,
     ensemble_logits,
+    length_chunks,
     model_bytes,
     prompt_from,
     pull_toward_text,
@@ -43,14 +45,14 @@ TEXTS = [
 TASKS = ["sst2", "trec", "agnews", "sst2", "trec", "agnews", "sst2"]
 
 
-def _server(loaded, n=3, pool_prompt=False):
+def _server(loaded, n=3, pool_prompt=False, share_prompt_cache=True):
     model, tok = loaded
     clfs = {}
     for s, task in enumerate(("sst2", "trec", "agnews")):
         adapter = make_prompt(model, tok, n, "vocab", seed=s) if s != 1 else make_p_tuning(model, tok, n, seed=s)
         # the course's classifier of each task: label words on a causal LM, label sentences on an encoder
         clfs[task] = classifier_for(model, tok, task, adapter, pool_prompt=pool_prompt, max_length=32)
-    return MultiTaskServer(clfs)
+    return MultiTaskServer(clfs, share_prompt_cache=share_prompt_cache)
 
 
 @pytest.mark.parametrize("family, pool_prompt", [("minilm", False), ("minilm", True), ("gpt2", False)])
@@ -68,6 +70,51 @@ def test_mixed_batch_equals_each_task_alone(family, pool_prompt, minilm, random_
         # float32 round-off of a different padding length; a wrong prompt per row changes them by far more
         assert_close(got, alone, rtol=1e-4, atol=1e-4 * max(1.0, alone.abs().max().item()))
     assert np.array_equal(server.predict(TEXTS, TASKS, batch_size=4), server.predict_alone(TEXTS, TASKS))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma2"])
+def test_mixed_causal_batch_reads_each_tasks_cached_prompt_as_concatenation_does(family):
+    """The row cache (K prompts run once, row b gathers its own) gives concatenation's logits, per row.
+
+    llama: grouped-query attention (fewer key/value heads than query heads) and rotary positions; gemma2:
+    sliding-window layers. A row given another task's prompt would differ far beyond the tolerance."""
+    from pt_helpers.models import random_model
+
+    loaded = random_model(CAUSAL_NAMES[family], "causal", seed=0)
+    cached, concatenated = _server(loaded), _server(loaded, share_prompt_cache=False)
+    for clf_a, clf_b in zip(cached.classifiers.values(), concatenated.classifiers.values()):
+        clf_b.adapter.load_state_dict(clf_a.adapter.state_dict())  # the same prompts on both sides
+    got, want = cached.logits(TEXTS, TASKS), concatenated.logits(TEXTS, TASKS)
+    scale = max(r.abs().max().item() for r in want)
+    for g, w in zip(got, want):
+        # float32 round-off of different summation orders, relative to the logits' magnitude
+        assert_close(g, w, rtol=1e-4, atol=1e-4 * max(1.0, scale))
+    assert np.array_equal(cached.predict(TEXTS, TASKS, batch_size=4), cached.predict_alone(TEXTS, TASKS))
+    # what makes it cheaper: the cache holds K = 3 prompts, not one per row
+    ids, mask = cached.tokenize(TEXTS, TASKS)
+    cached.mixed.rows = cached._task_ids(TASKS)
+    prompts, rows = cached.mixed.distinct_prompts()
+    cached.mixed.rows = None
+    assert prompts.shape[0] == 3 and rows.tolist() == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_mixed_rows_train_through_the_row_cache():
+    """Gradients reach each task's prompt only from its own rows (the row cache keeps the graph)."""
+    from pt_helpers.models import random_model
+
+    model, tok = random_model(CAUSAL_NAMES["llama"], "causal", seed=0)
+    prompts = [make_prompt(model, tok, 3, "random", seed=s) for s in range(3)]
+    mixed = MixedPrompts(prompts)
+    from pt_helpers.adapters import PromptedModel
+
+    engine = PromptedModel(model, mixed)
+    enc = tok(["a b c", "d e", "f g h i"], return_tensors="pt", padding=True)
+    mixed.rows = torch.tensor([0, 2, 0])
+    out = engine(enc["input_ids"], enc["attention_mask"], labels=enc["input_ids"])
+    out.loss.backward()
+    grads = [p.weight.grad for p in prompts]
+    assert grads[0] is not None and grads[0].abs().sum() > 0 and grads[2].abs().sum() > 0
+    assert grads[1] is None or grads[1].abs().sum() == 0
 
 
 def test_rows_really_read_their_own_prompt(minilm):
@@ -171,3 +218,30 @@ def test_fit_adds_the_extra_loss_and_the_pull_moves_the_reading(minilm):
         results[gamma] = (res.history["loss"], pull_toward_text(prompt, model, ids, 1.0)().item())
     assert results[50.0][0][0] > results[0.0][0][0]  # the same first batch, plus the pull term
     assert results[50.0][1] < results[0.0][1]  # the pulled prompt ends closer to the target tokens
+
+
+def _brute_force_slots(lengths, k):
+    """Fewest padded slots over EVERY grouping of the rows into at most k batches (small inputs only)."""
+    import itertools
+
+    best = float("inf")
+    for labels in itertools.product(range(k), repeat=len(lengths)):
+        groups = [[x for x, g in zip(lengths, labels) if g == j] for j in range(k)]
+        best = min(best, sum(len(g) * max(g) for g in groups if g))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_length_chunks_pads_least_of_all_groupings(seed):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 40, size=7).tolist()
+    for k in (1, 2, 3):
+        groups = length_chunks(lengths, k)
+        assert sorted(i for g in groups for i in g) == list(range(7)) and len(groups) <= k
+        slots = sum(len(g) * max(lengths[i] for i in g) for g in groups)
+        assert slots == _brute_force_slots(lengths, k)
+
+
+def test_length_chunks_bad_k_is_a_clear_error():
+    with pytest.raises(CourseError, match="k must be"):
+        length_chunks([3, 4], 0)
