@@ -207,8 +207,12 @@ class MultiTaskServer:
         ids, mask = self.tokenize(texts, tasks)
         self.mixed.rows = rows.to(ids.device)
         pool = any(getattr(c.head, "pool_prompt", False) for c in self.classifiers.values())
+        # heads that read only the last k positions (label words: 1) let the LM head run there alone, as each
+        # task's own classifier does; at GPT-2's vocabulary the head is about a third of a position's work
+        keeps = {getattr(c.head, "logits_to_keep", 0) for c in self.classifiers.values()}
+        keep = keeps.pop() if len(keeps) == 1 and self.prompted.is_causal else 0
         with autocast_for(self.prompted.device):
-            out = self.prompted(ids, mask, return_prompt_states=pool)
+            out = self.prompted(ids, mask, return_prompt_states=pool, logits_to_keep=keep)
         n = self.mixed.n_virtual_tokens
         result: list[torch.Tensor | None] = [None] * len(texts)
         # [mixed-heads]
