@@ -58,8 +58,8 @@ def bos_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     starts", not "a document starts". Then the first of EOS, pad and unk that is no turn marker starts the
     text — for SmolLM2 ``<|endoftext|>`` (its unk token, the document separator of SmolLM2's pretraining
     tokenizer). Which one is used changes SmolLM2's log-probabilities and zero-shot accuracy a lot: chapter 01
-    measures both, paired (``text_scores``, ``zero_shot_scores``). When every candidate is a turn
-    marker, BOS is kept.
+    measures both, paired (``text_scores`` here; chapter 03's scorer with each start token as its prefix).
+    When every candidate is a turn marker, BOS is kept.
 
     GPT-2 uses ``<|endoftext|>`` for both BOS and EOS. With no BOS (Qwen2's tokenizer has none), the
     end-of-text token conditions the first word, as Qwen's own pretraining documents separate: a text that
@@ -319,31 +319,3 @@ def text_scores(
             )
         )
     return pd.DataFrame(rows)
-
-
-@torch.no_grad()
-def zero_shot_scores(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    task: str = "sst2",
-    *,
-    start_id: int | None = None,
-    batch_size: int = 16,
-) -> torch.Tensor:
-    """log P(label word | start token + the task's zero-shot prompt) → (n, C), one column per label id.
-
-    Defined in chapter 01. The prompt and label words are the course's for ``task`` (``icl.prompt_format``:
-    SST-2's ``"Review: <text>\nSentiment:"`` with ``" Negative"``/``" Positive"``), scored by chapter 03's
-    scorer (``packed.score_token_continuations``) after ``start_id`` (default ``bos_token_id``): the one
-    scorer of the course, with only the start token changed.
-    """
-    from . import icl, packed  # icl imports this module: imported here, when called
-
-    check_model_and_tokenizer(model, tokenizer, "zero_shot_scores")
-    check_texts(list(texts), "texts")
-    fmt = icl.prompt_format(task)
-    start = [start_token(tokenizer, start_id)]
-    queries = icl.encode_inputs(tokenizer, [icl.build_query(t, fmt, after_prefix=False) for t in texts])
-    labels = icl.label_word_ids(tokenizer, fmt.label_words)
-    return packed.score_token_continuations(model, start, queries, labels, batch_size=batch_size)

@@ -239,22 +239,6 @@ def test_text_scores_agree_with_the_chain_rule_functions(random_gpt2):
     assert not torch.allclose(torch.tensor(other.logprob.values), torch.tensor(table.logprob.values))
 
 
-def test_zero_shot_scores_are_the_course_scorer_with_the_start_token_swapped(random_gpt2):
-    from pt_helpers import icl
-    from pt_helpers.lm import zero_shot_scores
-
-    model, tok = random_gpt2
-    texts = ["a fine film", "dull and long"]
-    fmt = icl.prompt_format("sst2")
-    naive = icl.score_label_words_naive(
-        model, tok, "", [icl.build_query(t, fmt, after_prefix=False) for t in texts], fmt.label_words
-    )
-    ours = zero_shot_scores(model, tok, texts, "sst2")
-    assert ours.shape == (2, 2)
-    torch.testing.assert_close(ours, naive, **LP)
-    assert not torch.allclose(zero_shot_scores(model, tok, texts, "sst2", start_id=13), naive, **LP)
-
-
 @pytest.mark.skipif(not installed(), reason=NOT_INSTALLED)
 def test_real_smollm2_plain_text_starts_and_ends_with_endoftext():
     """The real tokenizer: BOS <|im_start|> and EOS <|im_end|> are chat-turn markers; plain text gets <|endoftext|>."""
