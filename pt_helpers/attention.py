@@ -630,7 +630,8 @@ def recompute_llama_layer(model: PreTrainedModel, layer: int, input_ids: torch.T
     if cfg.model_type != "llama" or rope.get("rope_type", "default") != "default" or theta is None:
         raise CourseError(
             f"recompute_llama_layer handles Llama models with default rotary positions; got model_type "
-            f"{cfg.model_type!r}, rope {rope or 'none'}. Use a Llama-family checkpoint (e.g. TinyLlama)."
+            f"{cfg.model_type!r}, rope {rope or 'none'}. Use a Llama-family checkpoint (e.g. the course's default, "
+            "HuggingFaceTB/SmolLM2-135M-Instruct)."
         )
     base = model.base_model
     _check_layer(base.layers, layer)

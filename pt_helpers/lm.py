@@ -1,8 +1,9 @@
 """Language-model probability by the chain rule: P(w1..wn) = Π_i P(w_i | w_<i) (taught in chapter 01).
 
-Every function here works on a causal LM (GPT-2 family) and returns natural-log probabilities.
-The first token of a text has no left context, so we put the model's BOS token
-(``<|endoftext|>`` for GPT-2) in front: then *every* token of the text gets a conditional probability.
+Every function here works on any causal LM (the course's default, SmolLM2-135M-Instruct; GPT-2; any hub
+model) and returns natural-log probabilities. The first token of a text has no left context, so we put a
+start token in front (``bos_token_id``: ``<|endoftext|>`` for GPT-2 and for SmolLM2, whose tokenizer's own BOS
+is the chat-turn marker ``<|im_start|>``): then *every* token of the text gets a conditional probability.
 
 The probability of a *complete* sentence also needs its end: P(w1..wn, end) = Π_i P(w_i | w_<i) ·
 P(EOS | w_1..w_n). By default the functions here leave that last factor out (they score the tokens of the
@@ -56,8 +57,9 @@ def bos_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     as BOS, which opens every turn of its ChatML template: in front of plain text it says "a chat turn
     starts", not "a document starts". Then the first of EOS, pad and unk that is no turn marker starts the
     text — for SmolLM2 ``<|endoftext|>`` (its unk token, the document separator of SmolLM2's pretraining
-    tokenizer). Which one is used changes SmolLM2's zero-shot accuracy a lot; chapter 01 is to measure and
-    teach it (issue 27: not yet in the notebook). When every candidate is a turn marker, BOS is kept.
+    tokenizer). Which one is used changes SmolLM2's log-probabilities and zero-shot accuracy a lot: chapter 01
+    measures both, paired (``text_scores`` here; chapter 03's scorer with each start token as its prefix).
+    When every candidate is a turn marker, BOS is kept.
 
     GPT-2 uses ``<|endoftext|>`` for both BOS and EOS. With no BOS (Qwen2's tokenizer has none), the
     end-of-text token conditions the first word, as Qwen's own pretraining documents separate: a text that
@@ -80,31 +82,61 @@ def bos_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
 
 
 def eos_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The id that ends a text (GPT-2: ``<|endoftext|>``, the same id as its BOS). No EOS is a CourseError."""
+    """The id that ends a plain text (GPT-2: ``<|endoftext|>``, the same id as its BOS). No EOS is a CourseError.
+
+    The same rule as ``bos_token_id``: EOS, unless it is a chat-turn marker. SmolLM2-Instruct's EOS is
+    ``<|im_end|>``, which closes a chat turn; a plain text (a document) ends where the next document starts,
+    at the start token ``bos_token_id`` chose (``<|endoftext|>``, when that is no turn marker either).
+    """
     if tokenizer.eos_token_id is None:
         raise CourseError(
             f"the tokenizer {type(tokenizer).__name__} has no EOS token, so a sentence's end cannot be scored: "
             "use include_eos=False, or a tokenizer with an eos_token"
         )
-    return int(tokenizer.eos_token_id)
+    eos = int(tokenizer.eos_token_id)
+    eos_tok = tokenizer.convert_ids_to_tokens(eos)
+    if eos_tok not in chat_turn_markers(tokenizer, (eos_tok,)):
+        return eos
+    start = bos_token_id(tokenizer)
+    start_tok = tokenizer.convert_ids_to_tokens(start)
+    return eos if start_tok in chat_turn_markers(tokenizer, (start_tok,)) else start
+
+
+def start_token(tokenizer: PreTrainedTokenizerBase, start_id: int | None = None) -> int:
+    """``start_id`` checked against the vocabulary, or the course's ``bos_token_id`` when it is None."""
+    if start_id is None:
+        return bos_token_id(tokenizer)
+    if isinstance(start_id, bool) or not isinstance(start_id, int) or not 0 <= start_id < len(tokenizer):
+        raise CourseError(
+            f"start_id must be a token id in [0, {len(tokenizer)}) of this tokenizer, got {start_id!r}; "
+            "e.g. tokenizer.bos_token_id, or lm.bos_token_id(tokenizer)"
+        )
+    return start_id
 
 
 def encode(
-    tokenizer: PreTrainedTokenizerBase, text: str, *, prepend_bos: bool = True, append_eos: bool = False
+    tokenizer: PreTrainedTokenizerBase,
+    text: str,
+    *,
+    prepend_bos: bool = True,
+    append_eos: bool = False,
+    start_id: int | None = None,
 ) -> list[int]:
-    """Token ids of ``text``, with exactly one start token (``bos_token_id``) in front when ``prepend_bos``
-    and the end token (``eos_token_id``) after it when ``append_eos``.
+    """Token ids of ``text``, with exactly one start token (``bos_token_id``, or ``start_id`` when given) in
+    front when ``prepend_bos`` and the end token (``eos_token_id``) after it when ``append_eos``.
 
     The text is tokenized with ``add_special_tokens=False``, so a tokenizer that adds BOS itself (Llama,
     Mistral, Gemma, Phi-3) adds nothing here, and the start token is never doubled. Empty text is an error.
+    ``start_id`` exists to compare start tokens (chapter 01); it must be an id of the tokenizer's vocabulary.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if not text.strip():
         raise EmptyTextError("the text is empty: a language model needs at least one token to score.")
+    start = start_token(tokenizer, start_id)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if prepend_bos:
-        ids = [bos_token_id(tokenizer)] + ids
+        ids = [start] + ids
     if append_eos:
         ids = ids + [eos_token_id(tokenizer)]
     return ids
@@ -153,8 +185,8 @@ def conditional_logprob(
     """log P(target | prompt): the chain rule over the target's tokens only.
 
     ``prompt`` and ``target`` are tokenized separately and concatenated, so the boundary between them
-    is exactly where you put it. Mind GPT-2's BPE: the word after a space is a different token
-    (``" positive"``, id 3967) from the word at the start of a text (``"positive"``).
+    is exactly where you put it. Mind byte-level BPE (GPT-2's, SmolLM2's): the word after a space is a different
+    token (GPT-2's ``" positive"``, id 3967) from the word at the start of a text (``"positive"``).
     ``reduction``: ``"sum"`` (the log-probability) or ``"mean"`` (per target token).
     """
     check_model_and_tokenizer(model, tokenizer, "conditional_logprob")
@@ -185,7 +217,7 @@ def bits_per_token(logprob_sum: float, n_tokens: int) -> float:
 
 
 def label_token_id(tokenizer: PreTrainedTokenizerBase, word: str) -> int:
-    """The single token id of ``word`` (include its leading space for GPT-2: ``" positive"``).
+    """The single token id of ``word`` (include its leading space for byte-level BPE: ``" positive"``).
 
     Raises ``LabelWordError`` showing the tokens when ``word`` is empty or is more than one token.
     """
@@ -196,7 +228,7 @@ def label_token_id(tokenizer: PreTrainedTokenizerBase, word: str) -> int:
         pieces = tokenizer.convert_ids_to_tokens(ids)
         raise LabelWordError(
             f"label word {word!r} is {len(ids)} tokens {pieces}, but one token is required here. "
-            "Pick a one-token word (try it with a leading space for GPT-2), or score multi-token "
+            "Pick a one-token word (try it with a leading space: byte-level BPE folds it in), or score multi-token "
             "label words with conditional_logprob (one text) or icl.score_label_words_cached (many)."
         )
     return ids[0]
@@ -234,3 +266,56 @@ def surprisal_table(
             "surprisal_bits": (-lp / math.log(2)).numpy(),
         }
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Chapter 01's measurements on real weights: real vs shuffled text, and which token starts a text
+# ---------------------------------------------------------------------------------------------------
+
+
+def shuffle_words(text: str, seed: int = 0) -> str:
+    """``text`` with its words (split on whitespace) in a seeded random order different from the original.
+
+    Defined in chapter 01: the same words, so the same vocabulary, only the order is lost — what a model
+    that knows only word frequencies could not tell apart. A text with fewer than two distinct words cannot
+    be reordered: a ``CourseError`` naming it.
+    """
+    import random
+
+    words = text.split()
+    if len(set(words)) < 2:
+        raise CourseError(f"cannot shuffle {text!r}: it needs at least two different words")
+    rng = random.Random(seed)
+    shuffled = list(words)
+    while shuffled == words:  # ends: with two distinct words some order differs, and each draw is uniform
+        rng.shuffle(shuffled)
+    return " ".join(shuffled)
+
+
+@torch.no_grad()
+def text_scores(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, start_id: int | None = None
+):
+    """One row per text: its token count, log P summed over its tokens, log P of its first token, the mean
+    log P of the others, and its perplexity — each text after the start token ``start_id`` (default: the
+    course's ``bos_token_id``). Defined in chapter 01, which compares start tokens and shuffled texts with it.
+
+    ``logprob`` equals ``sequence_logprob`` and ``perplexity`` equals ``perplexity`` for the default start.
+    """
+    check_model_and_tokenizer(model, tokenizer, "text_scores")
+    check_texts(list(texts), "texts")
+    import pandas as pd
+
+    rows = []
+    for text in texts:
+        lp = token_logprobs(model, torch.tensor([encode(tokenizer, text, start_id=start_id)]))[0].double().cpu()
+        rows.append(
+            dict(
+                n_tokens=lp.numel(),
+                logprob=lp.sum().item(),
+                first_logprob=lp[0].item(),  # log P(w_1 | start): all the start token conditions alone
+                rest_mean_logprob=lp[1:].mean().item() if lp.numel() > 1 else math.nan,
+                perplexity=math.exp(-lp.mean().item()),
+            )
+        )
+    return pd.DataFrame(rows)

@@ -304,3 +304,86 @@ def split_half_selection(correct, *, seed: int = 0, n_resamples: int | None = No
     best, worst = int(np.argmax(acc)), int(np.argmin(acc))
     held_out = paired_test(c[best, test], c[worst, test])
     return SplitHalfSelection(best, worst, float(acc[best] - acc[worst]), held_out, int(select.size))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Paired continuous values (chapter 01): the exact sign test and the interval for the median difference
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairedValuesTest:
+    """Two measurements of the same n items (a perplexity per sentence, twice): how sure "A > B" is.
+
+    Defined in chapter 01. The summary is the median of the differences a − b, with the distribution-free
+    interval that matches the exact sign test (see ``paired_values_test``); tied pairs (a == b) carry no sign
+    and are left out of both, and counted.
+    """
+
+    median_difference: float  # median of the untied differences a − b
+    low: float
+    high: float
+    n: int  # pairs given
+    n_higher: int  # a > b
+    n_lower: int  # a < b
+    p_value: float
+    confidence: float = 0.95
+    test: str = "exact sign test"
+
+    @property
+    def n_tied(self) -> int:
+        return self.n - self.n_higher - self.n_lower
+
+    def verdict(self, names: tuple[str, str] = ("A", "B"), alpha: float = 0.05) -> str:
+        """The arm the data rank higher at level ``alpha``, or no detectable difference at this n."""
+        if self.n_higher + self.n_lower == 0:
+            return "degenerate: every pair is tied"
+        if self.p_value < alpha:
+            return f"{names[0] if self.n_higher > self.n_lower else names[1]} higher (p < {alpha:g})"
+        return f"no detectable difference (p ≥ {alpha:g}, n = {self.n}): these data cannot rank them"
+
+    def __str__(self) -> str:
+        ties = f", {self.n_tied} tied" if self.n_tied else ""
+        return (
+            f"median Δ = {self.median_difference:+.4g}, {100 * self.confidence:g} % interval "
+            f"[{self.low:+.4g}, {self.high:+.4g}] (n = {self.n}: {self.n_higher} higher, {self.n_lower} lower{ties}), "
+            f"p = {self.p_value:.3g} ({self.test})"
+        )
+
+
+def paired_values_test(values_a, values_b, *, confidence: float = 0.95) -> PairedValuesTest:
+    """Paired continuous values (one pair per item): the exact sign test and its interval for the median
+    difference. Defined in chapter 01 (real vs shuffled sentences, one start token vs another).
+
+    The differences d = a − b; ties (d = 0) are dropped, m remain. Under "the median difference is 0" each
+    untied d is positive with probability ½, so the count of positives is Binomial(m, ½): the exact two-sided
+    p-value (``scipy.stats.binomtest``). The interval [d_(k), d_(m+1−k)] (order statistics of the untied d) is
+    the set of medians μ that the same test, applied to d − μ, does not reject: k is the largest integer with
+    P(Binomial(m, ½) ≤ k − 1) ≤ (1 − confidence)/2, so it covers the median with probability ≥ confidence for
+    any continuous distribution (no normality, no symmetry assumed), and it excludes 0 exactly when
+    p ≤ 1 − confidence. Below 6 untied pairs no 95 % interval exists: (−inf, inf). (Wilcoxon's signed-rank
+    test is more powerful when d is symmetric; the sign test needs no symmetry — per-sentence perplexities
+    are skewed.)
+    """
+    a, b = np.asarray(values_a, dtype=float), np.asarray(values_b, dtype=float)
+    if a.ndim != 1 or a.size == 0 or a.shape != b.shape:
+        raise CourseError(
+            f"a paired test needs two non-empty 1-D arrays of the same length (one value per item, in the same "
+            f"order), got shapes {a.shape} and {b.shape}"
+        )
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise CourseError("values_a and values_b must be finite numbers (a nan or inf has no sign)")
+    if not 0 < confidence < 1:
+        raise CourseError(f"confidence must be in (0, 1), got {confidence!r}")
+    d = a - b
+    d = np.sort(d[d != 0])
+    m, higher = int(d.size), int((d > 0).sum())
+    if m == 0:
+        return PairedValuesTest(0.0, 0.0, 0.0, int(a.size), 0, 0, 1.0, confidence)
+    p = float(st.binomtest(higher, m, 0.5).pvalue)
+    k = int(st.binom.ppf((1 - confidence) / 2, m, 0.5))  # smallest k with P(Bin ≤ k) ≥ α/2 ...
+    if st.binom.cdf(k, m, 0.5) > (1 - confidence) / 2:  # ... so P(Bin ≤ k − 1) ≤ α/2 holds for this k
+        k -= 1
+    k += 1  # as a 1-based order statistic: P(Bin(m, ½) ≤ k − 1) ≤ α/2
+    low, high = (float(d[k - 1]), float(d[m - k])) if k >= 1 else (-np.inf, np.inf)
+    return PairedValuesTest(float(np.median(d)), low, high, int(a.size), higher, m - higher, p, confidence)

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _smollm2 import NOT_INSTALLED, installed, smollm2
 
 from pt_helpers.attention import (
     AttentionShapeError,
@@ -366,3 +367,32 @@ def test_scaled_tolerance_follows_the_magnitudes():
     torch.testing.assert_close(ref + torch.tensor([5e-4, 5e-4]), ref, **scaled_tolerance(ref))  # rounding-sized
     with pytest.raises(AssertionError):
         torch.testing.assert_close(ref + torch.tensor([0.0, 0.05]), ref, **scaled_tolerance(ref))  # a real error
+
+
+# ------------------------------------------------------------------ the real Llama-family default (chapter 02, §10)
+@pytest.mark.skipif(not installed(), reason=NOT_INSTALLED)
+def test_every_layer_of_the_real_smollm2_recomputed_and_its_gqa_cache():
+    """SmolLM2-135M-Instruct: rope_theta from its config (1e5, not the default 1e4), 9 query heads on 3 key/value
+    heads, RMSNorm, SwiGLU. Every layer's tensors match at tolerances scaled to the real magnitudes (the residual
+    stream reaches thousands at the first position); the cache holds 2·L·g·d_head numbers per token."""
+    from pt_helpers.attention import recompute_llama_layer, scaled_tolerance
+    from pt_helpers.lm import encode
+
+    model, tok = smollm2()
+    cfg = model.config
+    assert cfg.rope_parameters["rope_theta"] != 10_000 and cfg.num_key_value_heads < cfg.num_attention_heads
+    ids = torch.tensor([encode(tok, SENTENCES[0])])
+    peak = 0.0
+    for layer in range(cfg.num_hidden_layers):
+        rec = recompute_llama_layer(model, layer, ids)
+        for name in rec.ours:
+            torch.testing.assert_close(rec.ours[name], rec.model[name], **scaled_tolerance(rec.model[name]))
+        peak = max(peak, rec.model["layer_output"].abs().max().item())
+    assert peak > 100  # real weights: the unscaled atol 1e-4 of a random model would not do here
+    group = cfg.num_attention_heads // cfg.num_key_value_heads
+    for j in range(cfg.num_attention_heads):
+        assert torch.equal(rec.k[:, j], rec.k[:, (j // group) * group])
+    with torch.no_grad():
+        cache = model(ids, use_cache=True).cache
+    per_token = sum(lay.keys.numel() + lay.values.numel() for lay in cache.layers) / ids.shape[1]
+    assert per_token == 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim

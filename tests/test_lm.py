@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from _smollm2 import NOT_INSTALLED, installed, smollm2
 
 from pt_helpers.errors import ContextWindowError, EmptyTextError, LabelWordError
 from pt_helpers.lm import (
@@ -170,3 +171,79 @@ def test_a_bos_written_once_by_the_template_starts_plain_text():
     tok.chat_template = "{{ bos_token }}" + tok.chat_template
     assert chat_turn_markers(tok, ("<|begin|>",)) == frozenset()
     assert bos_token_id(tok) == tok.bos_token_id != 50256
+
+
+def test_plain_text_ends_with_endoftext_when_eos_closes_a_chat_turn():
+    """SmolLM2-Instruct's EOS is <|im_end|>, written at the end of every ChatML turn: a plain text ends, as a
+    document does in pretraining, with the start token (<|endoftext|>); GPT-2 keeps its EOS."""
+    from pt_helpers.lm import eos_token_id
+
+    tok = _chatml_tokenizer("<|im_start|>")
+    tok.eos_token = "<|im_end|>"
+    assert eos_token_id(tok) == 50256 != tok.eos_token_id
+    assert encode(tok, "hi", append_eos=True)[-1] == 50256
+    tok.chat_template = None  # no template: no evidence that <|im_end|> closes turns, so EOS is kept
+    assert eos_token_id(tok) == tok.eos_token_id
+
+
+def test_gpt2_keeps_its_eos(gpt2_tokenizer):
+    from pt_helpers.lm import eos_token_id
+
+    assert eos_token_id(gpt2_tokenizer) == gpt2_tokenizer.eos_token_id == 50256
+
+
+# --- chapter 01's measurements: start tokens, shuffled words, zero-shot scores --------------------------------
+
+
+def test_encode_with_another_start_token_and_bad_start_ids(gpt2_tokenizer):
+    from pt_helpers.errors import CourseError
+
+    assert (
+        encode(gpt2_tokenizer, "hi", start_id=13) == [13] + gpt2_tokenizer("hi", add_special_tokens=False)["input_ids"]
+    )
+    for bad in (-1, len(gpt2_tokenizer), 1.0, True, "0"):
+        with pytest.raises(CourseError, match="start_id must be a token id"):
+            encode(gpt2_tokenizer, "hi", start_id=bad)
+
+
+def test_shuffle_words_keeps_the_words_changes_the_order_and_is_seeded():
+    from pt_helpers.errors import CourseError
+    from pt_helpers.lm import shuffle_words
+
+    text = "a gripping , beautiful film"
+    for seed in range(20):
+        out = shuffle_words(text, seed)
+        assert sorted(out.split()) == sorted(text.split()) and out != text
+        assert out == shuffle_words(text, seed)
+    assert shuffle_words("good bad", 0) == "bad good"  # two words: the only other order
+    with pytest.raises(CourseError, match="two different words"):
+        shuffle_words("fine fine fine")
+
+
+def test_text_scores_agree_with_the_chain_rule_functions(random_gpt2):
+    from pt_helpers.lm import text_scores
+
+    model, tok = random_gpt2
+    texts = [TEXT, "Short."]
+    table = text_scores(model, tok, texts)
+    for row, text in zip(table.itertuples(), texts):
+        assert row.n_tokens == len(encode(tok, text)) - 1
+        assert row.logprob == pytest.approx(sequence_logprob(model, tok, text), rel=LP["rtol"], abs=LP["atol"])
+        assert row.perplexity == pytest.approx(perplexity(model, tok, text), rel=1e-4)
+        ids = encode(tok, text)
+        first = conditional_logprob(model, tok, "", tok.decode(ids[1:2]))  # log P(w_1 | start)
+        assert row.first_logprob == pytest.approx(first, rel=LP["rtol"], abs=LP["atol"])
+        rest = (row.logprob - row.first_logprob) / (row.n_tokens - 1)
+        assert row.rest_mean_logprob == pytest.approx(rest, rel=1e-5, abs=1e-5)
+    other = text_scores(model, tok, texts, start_id=13)  # another start token changes the scores
+    assert not torch.allclose(torch.tensor(other.logprob.values), torch.tensor(table.logprob.values))
+
+
+@pytest.mark.skipif(not installed(), reason=NOT_INSTALLED)
+def test_real_smollm2_plain_text_starts_and_ends_with_endoftext():
+    """The real tokenizer: BOS <|im_start|> and EOS <|im_end|> are chat-turn markers; plain text gets <|endoftext|>."""
+    from pt_helpers.lm import bos_token_id, eos_token_id
+
+    tok = smollm2().tokenizer
+    assert (tok.bos_token, tok.eos_token) == ("<|im_start|>", "<|im_end|>")
+    assert tok.convert_ids_to_tokens([bos_token_id(tok), eos_token_id(tok)]) == ["<|endoftext|>"] * 2

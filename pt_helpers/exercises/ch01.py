@@ -18,9 +18,9 @@ def check_1(answer: float, model, tokenizer, sentence: str) -> Feedback:
     if answer > 0:
         return wrong("a log-probability is never positive: did you sum surprisals instead of log-probs?")
     expected = sequence_logprob(model, tokenizer, sentence)
-    # your float32 path (token by token, other shapes) differs by ~1e-5–1e-4 per token on a real GPT-2, whose
-    # logits sit ~100 below zero, and the sum grows with the sentence: 1e-3 plus 1e-4 of |log P|. A missing or
-    # extra token is off by whole nats.
+    # your float32 path (token by token, other shapes) differs by ~1e-5–1e-4 per token on real weights, whose
+    # logits sit far from zero (GPT-2's ~100 below), and the sum grows with the sentence: 1e-3 plus 1e-4 of
+    # |log P|. A missing or extra token — or another start token (chapter 01, §4) — is off by whole nats.
     return close(answer, expected, atol=1e-3, rtol=1e-4, what="your log P(sentence)")
 
 
@@ -47,7 +47,8 @@ def check_2(my_perplexity) -> Feedback:
 
 
 def check_3(token_id: int, tokenizer) -> Feedback:
-    """Exercise 3: the id of the label word ' negative' as it follows 'Sentiment:' in GPT-2's BPE."""
+    """Exercise 3: the id of the label word ' negative' as it follows 'Sentiment:' (byte-level BPE: GPT-2's,
+    SmolLM2's — the id depends on the tokenizer, the leading space on neither)."""
     expected = tokenizer(" negative", add_special_tokens=False)["input_ids"]
     without_space = tokenizer("negative", add_special_tokens=False)["input_ids"]
     if [token_id] == expected:
