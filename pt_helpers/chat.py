@@ -23,7 +23,11 @@ its *chat template* (对话模板). SmolLM2-Instruct and Qwen2.5-Instruct use th
 * ``chat_classifier``: a soft prompt on a chat model, its virtual tokens either *before the system turn*
   (where PEFT's prompt tuning puts them) or *inside the user turn* (``UserTurnSoftPrompt``: the fixed
   system turn and user header are the first, frozen part of the prompt cache), trained by ``training.fit``;
-* ``sample_answers`` / ``majority_vote``: chain-of-thought sampling and self-consistency voting.
+* ``generate_replies`` / ``sample_answers`` / ``majority_vote``: batched greedy or sampled replies,
+  chain-of-thought sampling and self-consistency voting;
+* ``word_problems`` / ``solve_word_problems``: generated two-step arithmetic word problems with exact answers,
+  answered directly, with a chain of thought and with a self-consistency vote on the same problems, scored
+  exactly (``score_answers``) so that the three arms are compared with paired tests.
 
 Start token: the course's scorers put one start token (``lm.bos_token_id``) in front of every prefix.
 When a template's text starts with the BOS token (Llama 3's ``<|begin_of_text|>``), the prefix handed to
