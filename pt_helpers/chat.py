@@ -23,7 +23,11 @@ its *chat template* (对话模板). SmolLM2-Instruct and Qwen2.5-Instruct use th
 * ``chat_classifier``: a soft prompt on a chat model, its virtual tokens either *before the system turn*
   (where PEFT's prompt tuning puts them) or *inside the user turn* (``UserTurnSoftPrompt``: the fixed
   system turn and user header are the first, frozen part of the prompt cache), trained by ``training.fit``;
-* ``sample_answers`` / ``majority_vote``: chain-of-thought sampling and self-consistency voting.
+* ``generate_replies`` / ``sample_answers`` / ``majority_vote``: batched greedy or sampled replies,
+  chain-of-thought sampling and self-consistency voting;
+* ``word_problems`` / ``solve_word_problems``: generated two-step arithmetic word problems with exact answers,
+  answered directly, with a chain of thought and with a self-consistency vote on the same problems, scored
+  exactly (``score_answers``) so that the three arms are compared with paired tests.
 
 Start token: the course's scorers put one start token (``lm.bos_token_id``) in front of every prefix.
 When a template's text starts with the BOS token (Llama 3's ``<|begin_of_text|>``), the prefix handed to
@@ -42,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from transformers.utils import logging as hf_logging
@@ -500,7 +505,70 @@ class ClosedChatAPI:
 COT_TRIGGER = "Let's think step by step."  # Kojima et al. 2022, Table 4 (the best-scoring zero-shot trigger)
 
 
+def _end_ids(tokenizer) -> list[int]:
+    """The ids that end an assistant turn: ``<|im_end|>`` where the tokenizer has it, and its EOS."""
+    end = [t for t in (tokenizer.convert_tokens_to_ids(IM_END), tokenizer.eos_token_id) if t is not None]
+    return list(dict.fromkeys(t for t in end if t != tokenizer.unk_token_id))
+
+
 @torch.no_grad()
+def generate_replies(
+    model,
+    tokenizer,
+    conversations: Sequence[Sequence[dict]],
+    *,
+    reply_start: str = "",
+    n_samples: int = 1,
+    temperature: float | None = None,
+    max_new_tokens: int = 48,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> list[list[str]]:
+    """For each conversation, ``n_samples`` assistant replies, each cut at the end-of-turn marker.
+
+    The conversation is rendered with the model's template and its generation prompt; ``reply_start`` is the
+    beginning of the assistant's reply, written for it (``"The answer is"``, or Kojima et al.'s trigger), and
+    is not part of the returned text. ``temperature=None``: greedy decoding (one reply); otherwise sampling
+    from the full distribution at that temperature (no top-k / top-p), seeded: the same seed and
+    ``batch_size`` give the same replies. Conversations are batched, left-padded (``generate`` derives the
+    positions from the attention mask), at most ``batch_size`` sequences at a time. Defined in chapter 09.
+    """
+    check_model_and_tokenizer(model, tokenizer, "generate_replies")
+    for name, value in (("n_samples", n_samples), ("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise CourseError(f"{name} must be a positive integer, got {value!r}")
+    if temperature is None and n_samples != 1:
+        raise CourseError(
+            f"greedy decoding (temperature=None) gives one reply, got n_samples={n_samples}: pass a temperature"
+        )
+    if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise CourseError(f"temperature must be a number > 0 (or None for greedy decoding), got {temperature!r}")
+    if isinstance(conversations, (str, dict)) or not all(isinstance(c, Sequence) for c in conversations):
+        raise CourseError("conversations must be a list of conversations, each a list of message dicts")
+    start = tokenizer(reply_start, add_special_tokens=False)["input_ids"] if reply_start else []
+    prompts = [with_start_token(tokenizer, template_ids(tokenizer, c, True)) + start for c in conversations]
+    check_context(model, max(map(len, prompts), default=0) + max_new_tokens, "conversation + generated tokens")
+    end = _end_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end[0]
+    per_batch = max(1, batch_size // n_samples)  # conversations per call; each becomes n_samples sequences
+    replies: list[list[str]] = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i in range(0, len(prompts), per_batch):
+            chunk = prompts[i : i + per_batch]
+            width = max(map(len, chunk))
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=model.device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=model.device)
+            sampling = dict(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0) if temperature else {}
+            out = model.generate(
+                ids, attention_mask=mask, max_new_tokens=max_new_tokens, num_return_sequences=n_samples,
+                eos_token_id=end, pad_token_id=pad, **(sampling or dict(do_sample=False)),
+            )  # fmt: skip
+            texts = [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+            replies += [texts[j : j + n_samples] for j in range(0, len(texts), n_samples)]
+    return replies
+
+
 def sample_answers(
     model,
     tokenizer,
@@ -510,34 +578,20 @@ def sample_answers(
     temperature: float = 0.7,
     seed: int = 0,
 ) -> list[str]:
-    """``n_samples`` sampled assistant replies to ``messages`` (the conversation rendered with the model's
-    template and its generation prompt), each cut at the end-of-turn marker; seeded."""
-    check_model_and_tokenizer(model, tokenizer, "sample_answers")
+    """``n_samples`` sampled assistant replies to one conversation ``messages`` (``generate_replies``)."""
     if not (isinstance(n_samples, int) and n_samples >= 1):
         raise CourseError(f"n_samples must be a positive integer, got {n_samples!r}")
-    ids = torch.tensor([with_start_token(tokenizer, template_ids(tokenizer, messages, True))], device=model.device)
-    check_context(model, ids.shape[1] + max_new_tokens, "conversation + generated tokens")
-    end = [t for t in {tokenizer.convert_tokens_to_ids(IM_END), tokenizer.eos_token_id} if t is not None]
-    end = [t for t in end if t != tokenizer.unk_token_id]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        out = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            do_sample=True,
-            temperature=temperature,
-            top_k=0,
-            top_p=1.0,
-            max_new_tokens=max_new_tokens,
-            num_return_sequences=n_samples,
-            eos_token_id=end,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end[0],
-        )
-    return [tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=True).strip() for row in out]
+    (replies,) = generate_replies(
+        model, tokenizer, [messages], n_samples=n_samples, temperature=temperature, max_new_tokens=max_new_tokens,
+        seed=seed, batch_size=n_samples,
+    )  # fmt: skip
+    return replies
 
 
 def extract_number(text: str) -> str | None:
     """The last number in a reply (the answer of a chain of thought), or None when there is none."""
+    if not isinstance(text, str):
+        raise CourseError(f"extract_number needs a reply's text (a str), got {type(text).__name__}")
     found = re.findall(r"-?\d+(?:\.\d+)?", text.replace(",", ""))
     return found[-1] if found else None
 
@@ -551,6 +605,171 @@ def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, int]:
     best = max(votes.values())
     winner = next(a for a in answers if a is not None and votes[a] == best)
     return winner, best
+
+
+# ---------------------------------------------------------------------------------------------------
+# Generated arithmetic word problems: chain of thought measured on answers a program can check
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WordProblem:
+    """A two-step arithmetic word problem and its exact answer (a whole number ≥ 1)."""
+
+    question: str
+    answer: int
+
+    def is_correct(self, reply_answer: str | None) -> bool:
+        """Whether an extracted answer (``extract_number``'s string, or None) equals the exact answer."""
+        return reply_answer is not None and float(reply_answer) == self.answer
+
+
+_NAMES = ("Tom", "Sara", "Ben", "Mia", "Leo", "Anna", "Sam", "Lily")
+_THINGS = ("apples", "pencils", "stickers", "marbles", "cards", "books")
+
+
+# (question, answer, the largest c): two steps each; c is drawn from 2..largest (a plural noun; no count below 0)
+_PROBLEM_KINDS = (
+    (
+        "{name} has {a} {things}. {name} gets {b} more and then gives {c} away. How many {things} does {name} "
+        "have now?",
+        lambda a, b, c: a + b - c,
+        lambda a, b, top: a + b - 1,
+    ),
+    (
+        "A box holds {a} {things}. {name} has {b} full boxes and gives {c} {things} away. How many {things} are left?",
+        lambda a, b, c: a * b - c,
+        lambda a, b, top: a * b - 1,
+    ),
+    (
+        "{name} reads {a} pages a day for {b} days, then reads {c} more pages. How many pages did {name} read in all?",
+        lambda a, b, c: a * b + c,
+        lambda a, b, top: top,
+    ),
+    (
+        "There are {a} birds on a tree. {c} fly away, then {b} more land. How many birds are on the tree now?",
+        lambda a, b, c: a - c + b,
+        lambda a, b, top: a,
+    ),
+)
+
+
+def _problem(kind: int, rng: np.random.Generator, top: int) -> WordProblem:
+    """One problem of template ``kind`` with a, b in 2..``top``."""
+    question, answer, largest_c = _PROBLEM_KINDS[kind]
+    name, things = _NAMES[rng.integers(len(_NAMES))], _THINGS[rng.integers(len(_THINGS))]
+    a, b = (int(x) for x in rng.integers(2, top + 1, size=2))
+    c = int(rng.integers(2, largest_c(a, b, top) + 1))
+    return WordProblem(question.format(name=name, things=things, a=a, b=b, c=c), answer(a, b, c))
+
+
+N_PROBLEM_KINDS = len(_PROBLEM_KINDS)
+
+
+def word_problems(n: int, seed: int = 0, max_operand: int = 9) -> list[WordProblem]:
+    """``n`` generated two-step word problems with exact answers, seeded (``numpy.random.default_rng(seed)``):
+    the same ``n``, ``seed`` and ``max_operand`` give the same problems. Four templates (a + b − c, a × b − c,
+    a × b + c, a − c + b) with operands from 2 to ``max_operand``; a program knows every answer, so a reply is
+    scored exactly (``WordProblem.is_correct``). Defined in chapter 09."""
+    for what, value, low in (("n", n, 1), ("max_operand", max_operand, 3)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise CourseError(f"{what} must be a whole number ≥ {low}, got {value!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise CourseError(f"seed must be a whole number ≥ 0, got {seed!r}")
+    rng = np.random.default_rng(int(seed))
+    return [_problem(int(rng.integers(N_PROBLEM_KINDS)), rng, int(max_operand)) for _ in range(int(n))]
+
+
+def score_answers(answers: Sequence[str | None], problems: Sequence[WordProblem]) -> np.ndarray:
+    """(n,) bool: is each extracted answer the exact answer of its problem (same order)."""
+    if len(answers) != len(problems):
+        raise CourseError(f"one answer per problem: got {len(answers)} answers for {len(problems)} problems")
+    if not all(isinstance(p, WordProblem) for p in problems):
+        raise CourseError("problems must be WordProblem objects (chat.word_problems)")
+    return np.array([p.is_correct(a) for p, a in zip(problems, answers)], dtype=bool)
+
+
+DIRECT_START = "The answer is"  # the answer format of Wei et al. (2022b)'s exemplars, given as the reply's start
+REASONING_ARMS = ("direct", "chain of thought", "self-consistency")
+REASONING_PAIRS = (
+    ("chain of thought", "direct"),
+    ("self-consistency", "chain of thought"),
+    ("self-consistency", "direct"),
+)
+
+
+@dataclass
+class ReasoningRun:
+    """Chapter 09's three arms on the same problems: per arm the replies (a list per problem), the extracted
+    answers, whether each is right, and the seconds it took."""
+
+    problems: list[WordProblem]
+    replies: dict[str, list[list[str]]]
+    answers: dict[str, list[str | None]]
+    correct: dict[str, np.ndarray]
+    seconds: dict[str, float]
+
+    def summary(self) -> dict:
+        """The run as plain numbers (what a recorded run stores): n; per arm the problems right, the accuracy
+        and its Wilson 95 % interval; per pair of ``REASONING_PAIRS`` the paired test (``stats.paired_test``)."""
+        from .stats import accuracy_interval, paired_test
+
+        arms = {}
+        for arm, c in self.correct.items():
+            acc = accuracy_interval(c)
+            arms[arm] = dict(right=int(c.sum()), accuracy=acc.value, low=acc.low, high=acc.high)
+        pairs = {}
+        for a, b in REASONING_PAIRS:
+            t = paired_test(self.correct[a], self.correct[b])
+            pairs[f"{a} vs {b}"] = dict(
+                only_a=t.only_a, only_b=t.only_b, difference=t.difference, low=t.low, high=t.high, p_value=t.p_value
+            )
+        return dict(n=len(self.problems), arms=arms, paired=pairs, seconds=dict(self.seconds))
+
+
+def solve_word_problems(
+    model,
+    tokenizer,
+    problems: Sequence[WordProblem],
+    *,
+    n_samples: int = 5,
+    max_new_tokens: int = 96,
+    answer_tokens: int = 12,
+    temperature: float = 0.7,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> ReasoningRun:
+    """Each problem as one user turn, answered three ways (``REASONING_ARMS``):
+
+    * **direct** — greedy; the reply is started with ``DIRECT_START``, ``answer_tokens`` new tokens;
+    * **chain of thought** — greedy; the reply is started with ``COT_TRIGGER`` (zero-shot CoT, Kojima et al.
+      2022), ``max_new_tokens`` new tokens;
+    * **self-consistency** — ``n_samples`` chains sampled at ``temperature``, their answers voted
+      (``majority_vote``; Wang et al. 2023).
+
+    The answer of a reply is its last number (``extract_number``; a chain cut at ``max_new_tokens`` keeps the
+    last number it reached), scored exactly (``score_answers``). Defined in chapter 09."""
+    import time
+
+    problems = list(problems)
+    if not problems:
+        raise CourseError("problems is empty: pass chat.word_problems(n) with n ≥ 1")
+    score_answers([None] * len(problems), problems)  # checks the problems before any generation
+    turns = [[message("user", p.question)] for p in problems]
+    plans = {
+        "direct": dict(reply_start=DIRECT_START, max_new_tokens=answer_tokens),
+        "chain of thought": dict(reply_start=COT_TRIGGER, max_new_tokens=max_new_tokens),
+        "self-consistency": dict(reply_start=COT_TRIGGER, max_new_tokens=max_new_tokens, n_samples=n_samples,
+                                 temperature=temperature),
+    }  # fmt: skip
+    replies, answers, seconds = {}, {}, {}
+    for arm, plan in plans.items():
+        t0 = time.perf_counter()
+        replies[arm] = generate_replies(model, tokenizer, turns, seed=seed, batch_size=batch_size, **plan)
+        seconds[arm] = time.perf_counter() - t0
+        answers[arm] = [majority_vote([extract_number(r) for r in rs])[0] for rs in replies[arm]]
+    correct = {arm: score_answers(answers[arm], problems) for arm in plans}
+    return ReasoningRun(problems, replies, answers, correct, seconds)
 
 
 # ---------------------------------------------------------------------------------------------------
