@@ -127,3 +127,16 @@ def test_the_version_has_one_source():
     assert "version" not in PYPROJECT and "version" in PYPROJECT["dynamic"]
     dynamic = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["dynamic"]
     assert dynamic["version"] == {"attr": "pt_helpers.__version__"}
+
+
+def test_citation_and_changelog_follow_the_version():
+    """CITATION.cff (CFF 1.2.0) carries the version too: it must be pt_helpers.__version__, as the changelog's."""
+    import yaml
+
+    import pt_helpers
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert cff["cff-version"] == "1.2.0" and {"authors", "message", "title"} <= set(cff)
+    assert str(cff["version"]) == pt_helpers.__version__
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert re.search(rf"^## .*\b{re.escape(pt_helpers.__version__)}\b", changelog, re.M)
