@@ -12,7 +12,8 @@ _spec.loader.exec_module(drift)
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="1" failures="1"
 skipped="1" tests="5"><testcase classname="tests.test_a" name="test_ok"/>
-<testcase classname="tests.test_a" name="test_new_api"><failure message="TypeError: got an unexpected keyword&#10;second line">Traceback
+<testcase classname="tests.test_a" name="test_new_api">
+<failure message="TypeError: got an unexpected keyword&#10;second line">Traceback
   File "/x/.venv-latest/lib/python3.11/site-packages/transformers/modeling_utils.py", line 1
 TypeError</failure></testcase>
 <testcase classname="tests.test_b" name="test_setup"><error message="boom">no site-packages here</error></testcase>
