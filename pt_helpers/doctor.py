@@ -332,7 +332,8 @@ def render(report: dict[str, Any]) -> str:
         if w["problem"]:
             lines.append(f"      {w['problem']}")
     t = report["expected_times"]
-    lines += ["", f"quick-profile time per chapter, from {t['source']} ({t['date']}; measured on: {t['measured_on']}):"]
+    lines += ["", f"quick-profile time per chapter, recorded in {t['source']} ({t['label']}, {t['date']}):"]
+    lines.append(f"  measured on: {t['measured_on']}; your machine's times will differ")
     for name, c in t["chapters"].items():
         recorded = format_seconds(c["recorded_seconds"]) if "recorded_seconds" in c else "not recorded"
         here = f"; this build here: {format_seconds(c['this_build_seconds'])}" if c.get("this_build_seconds") else ""
