@@ -45,6 +45,8 @@ VERSION_PACKAGES = (
     ("gguf", "gguf"),
 )
 MiB = 2**20
+# the course's recorded quick-profile runs (written by pt_helpers.course.run.record_real_size, shown on the map)
+REAL_SIZE_PROFILE_FILE = PROJECT_ROOT / "benchmarks" / "real_size_profile.json"
 
 
 @dataclass
@@ -247,19 +249,24 @@ def where_model(name: str, *, verify: bool = False) -> Where:
 def expected_times(device_type: str | None) -> dict[str, Any]:
     """The quick-profile time of each chapter as recorded: the committed real-size profile (with the machine it
     was measured on) and this build's own runs on ``device_type`` (``build/timings.json``)."""
-    from .course.site import REAL_SIZE_PROFILE_FILE, load_real_size_profile
     from .project import load_timings
 
-    record = load_real_size_profile(REAL_SIZE_PROFILE_FILE)
+    try:  # read here, not through pt_helpers.course.site: no module outside the course wing imports it
+        record = json.loads(REAL_SIZE_PROFILE_FILE.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        record = {}
     timings = load_timings(TIMINGS_FILE) if Path(TIMINGS_FILE).is_file() else {}
     chapters: dict[str, dict[str, Any]] = {}
     for name, entry in sorted((record.get("chapters") or {}).items()):
-        chapters[name] = {"recorded_seconds": entry["seconds"], "peak_rss_mib": entry["peak_rss_mib"]}
+        if isinstance(entry, dict) and {"seconds", "peak_rss_mib"} <= set(entry):
+            chapters[name] = {"recorded_seconds": entry["seconds"], "peak_rss_mib": entry["peak_rss_mib"]}
     for name, by_device in sorted(timings.items()):
         if device_type in by_device:
             chapters.setdefault(name, {})["this_build_seconds"] = by_device[device_type].get("seconds")
     return {
-        "source": str(REAL_SIZE_PROFILE_FILE.relative_to(PROJECT_ROOT)),
+        "source": os.path.relpath(REAL_SIZE_PROFILE_FILE, PROJECT_ROOT)
+        if REAL_SIZE_PROFILE_FILE.is_relative_to(PROJECT_ROOT)
+        else str(REAL_SIZE_PROFILE_FILE),
         "measured_on": record.get("device"),
         "label": record.get("label"),
         "date": record.get("date"),

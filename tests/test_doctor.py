@@ -165,3 +165,11 @@ def test_python_m_pt_helpers_doctor_runs(tmp_path):
     report = json.loads(done.stdout)
     assert done.returncode == (1 if report["problems"] else 0), done.stderr
     assert report["versions"]["pt_helpers"] and Path(report["data_dir"]).name == "data"
+
+
+def test_no_recorded_profile_gives_no_times_and_no_crash(monkeypatch, tmp_path):
+    monkeypatch.setattr(doctor, "REAL_SIZE_PROFILE_FILE", tmp_path / "absent.json")
+    monkeypatch.setattr(doctor, "TIMINGS_FILE", tmp_path / "absent-timings.json")
+    assert doctor.expected_times("cpu")["chapters"] == {}
+    (tmp_path / "absent.json").write_text("{not json")
+    assert doctor.expected_times("cpu")["chapters"] == {}
