@@ -142,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("PT_RESULTS_DIR", tempfile.mkdtemp(prefix="pt-latest-results-"))
     pins = pinned_versions()
     rows = version_table(pins, installed_versions(LATEST + FOLLOWERS))
-    print("\npackage            pinned (.ci/constraints.txt)   this environment")
+    print("\npackage            pinned for CI (constraints, Makefile)  this environment")
     for r in rows:
-        print(f"{r['package']:<18} {r['pinned'] or '-':<30} {r['latest_env'] or '-'}{'   NEWER' if r['newer'] else ''}")
+        print(f"{r['package']:<18} {r['pinned'] or '-':<37} {r['latest_env'] or '-'}{'   NEWER' if r['newer'] else ''}")
     newer = [r["package"] for r in rows if r["newer"]]
     started = dt.datetime.now(dt.timezone.utc)
     load_before = os.getloadavg()
