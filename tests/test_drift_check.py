@@ -45,3 +45,19 @@ def test_junit_counts_and_failures(tmp_path):
     assert failures[0]["message"] == "TypeError: got an unexpected keyword"
     assert drift.implicated(failures[0]["traceback"], ["transformers", "accelerate"]) == ["transformers"]
     assert drift.implicated(failures[1]["traceback"], ["transformers"]) == []
+
+
+def test_the_drift_page_summarises_the_recorded_run():
+    """docs/drift.md's result line is docs/test_latest.json's counts and newer versions."""
+    import json
+    import re
+
+    record = json.loads((ROOT / "docs" / "test_latest.json").read_text())
+    line = next(x for x in (ROOT / "docs" / "drift.md").read_text().splitlines() if x.startswith("Result:"))
+    c = record["counts"]
+    assert line.startswith(
+        f"Result: {c['passed']} passed, {c['failures'] + c['errors']} failed, {c['skipped']} skipped with "
+    )
+    newer = {r["package"]: r["latest_env"] for r in record["versions"] if r["newer"]}
+    assert dict(re.findall(r"(torch|transformers|accelerate|peft|datasets) ([\d.]+)", line.split("(")[0])) == newer
+    assert record["broken_by_newer_versions"] == [] and "Nothing is broken" in (ROOT / "docs" / "drift.md").read_text()
