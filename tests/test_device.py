@@ -1,10 +1,13 @@
-"""pt_helpers.device.profile_settings: quick values, the full profile as one dict of overrides, the notebook's
-``overrides``, and the parameters the reader typed, which win always."""
+"""pt_helpers.device: the device choice (torch.accelerator, $PT_DEVICE, the "auto" profile), and
+profile_settings: quick values, the full profile as one dict of overrides, the notebook's ``overrides``, and the
+parameters the reader typed, which win always."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
+from pt_helpers import device as dev
 from pt_helpers.device import profile_settings
 from pt_helpers.errors import ParameterError
 
@@ -50,3 +53,114 @@ def test_unknown_keys_are_named_with_the_known_ones(layer, where):
 def test_bad_profile_is_refused():
     with pytest.raises(ValueError, match="profile must be one of"):
         profile_settings("fast", QUICK)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Device choice through torch.accelerator, and $PT_DEVICE. CI has only a CPU: torch.accelerator is monkeypatched
+# to report each accelerator type, so the choice logic (not the accelerator) is what these tests check.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Make torch report an accelerator of the given type (None: a CPU-only machine); $PT_DEVICE unset."""
+    monkeypatch.delenv(dev.DEVICE_ENV_VAR, raising=False)
+
+    def set_accelerator(device_type):
+        found = None if device_type is None else torch.device(device_type)
+        monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda check_available=False: found)
+
+    return set_accelerator
+
+
+@pytest.mark.parametrize("device_type", ["cuda", "mps", "xpu"])
+def test_the_accelerator_torch_reports_is_chosen(machine, device_type):
+    machine(device_type)
+    assert dev.get_device() == torch.device(device_type)
+
+
+def test_a_machine_without_accelerator_gets_the_cpu(machine):
+    machine(None)
+    assert dev.get_device() == torch.device("cpu")
+
+
+def test_the_real_machine_agrees_with_torch_accelerator():
+    expected = torch.accelerator.current_accelerator(check_available=True) or torch.device("cpu")
+    assert dev.get_device().type == expected.type
+
+
+@pytest.mark.parametrize(
+    ("forced", "device_type"), [("cpu", "mps"), ("CPU", "cuda"), ("mps", "mps"), ("cuda:1", "cuda")]
+)
+def test_pt_device_forces_a_device(machine, monkeypatch, forced, device_type):
+    machine(device_type)
+    monkeypatch.setenv(dev.DEVICE_ENV_VAR, forced)
+    assert dev.get_device() == torch.device(forced.lower())
+
+
+@pytest.mark.parametrize("bad", ["gpu", "metal", "cuda:x", "cpu:1", "mps:0:0"])
+def test_a_bad_pt_device_names_the_variable_and_the_valid_values(machine, monkeypatch, bad):
+    machine("cuda")
+    monkeypatch.setenv(dev.DEVICE_ENV_VAR, bad)
+    with pytest.raises(ValueError, match=r"\$PT_DEVICE = .* valid values: cpu, cuda, mps, xpu") as err:
+        dev.get_device()
+    assert repr(bad) in str(err.value)
+
+
+def test_pt_device_naming_an_absent_accelerator_is_a_clear_error(machine, monkeypatch):
+    machine("mps")
+    monkeypatch.setenv(dev.DEVICE_ENV_VAR, "cuda")
+    with pytest.raises(RuntimeError, match=r"\$PT_DEVICE asks for 'cuda', but torch sees mps.*use 'mps'"):
+        dev.get_device()
+    machine(None)
+    with pytest.raises(RuntimeError, match=r"torch sees no accelerator.*use 'cpu'"):
+        dev.get_device()
+
+
+def test_prefer_beats_pt_device(machine, monkeypatch):
+    machine("cuda")
+    monkeypatch.setenv(dev.DEVICE_ENV_VAR, "cuda")
+    assert dev.get_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="the device asked for = 'tpu'"):
+        dev.get_device("tpu")
+
+
+def test_torch_2_6_current_accelerator_without_check_available(monkeypatch):
+    """torch 2.6's current_accelerator() takes no argument and raises when no accelerator exists."""
+
+    def old_style():
+        raise AssertionError("must not be called when is_available() is False")
+
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", old_style)
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    assert dev.accelerator() is None
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda: torch.device("xpu"))
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    assert dev.accelerator() == torch.device("xpu")
+
+
+@pytest.mark.parametrize(
+    ("device_type", "profile"), [("cuda", "full"), ("mps", "quick"), ("xpu", "quick"), (None, "quick")]
+)
+def test_auto_profile_is_full_only_on_the_accelerators_that_run_it(machine, device_type, profile):
+    machine(device_type)
+    assert dev.resolve_profile("auto") == profile
+    assert dev.resolve_profile("quick") == "quick" and dev.resolve_profile("full") == "full"
+
+
+def test_auto_profile_follows_a_forced_device(machine, monkeypatch):
+    machine("cuda")
+    monkeypatch.setenv(dev.DEVICE_ENV_VAR, "cpu")
+    assert dev.resolve_profile("auto") == "quick"
+    assert dev.resolve_profile("auto", device="cuda") == "full"
+
+
+def test_float64_falls_back_to_the_cpu_only_where_there_is_none():
+    assert dev.float64_on("mps") == torch.device("cpu")
+    assert dev.float64_on(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    assert dev.float64_on("cpu") == torch.device("cpu") and dev.float64_on(None) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("device_type", ["mps", "cpu"])
+def test_describe_device_names_the_type(device_type):
+    assert dev.describe_device(torch.device(device_type)).startswith(device_type + " (")
