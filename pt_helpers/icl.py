@@ -47,7 +47,7 @@ from .frozen import check_model_and_tokenizer, context_length
 from .lm import bos_token_id
 from .packed import check_lengths
 from .scoring import REDUCTIONS, accuracy, as_continuation, check_reduction, embed_sentences, reduce_logprobs  # noqa: F401
-from .stats import accuracy_interval, paired_test
+from .stats import accuracy_interval, paired_test, pooled_paired_test
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -779,3 +779,164 @@ def comparison_verdict(table: pd.DataFrame, names: tuple[str, str] = ("A", "B"),
         f"of {n} paired comparisons: {names[0]} significantly higher in {won[names[0]]}, {names[1]} in "
         f"{won[names[1]]}, no detectable difference in {none}, degenerate in {degenerate}" + (chance if n > 1 else "")
     )
+
+
+def runs_with_intervals(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per ``accuracy_vs_k`` run: its n and its raw and calibrated accuracy with the Wilson interval.
+
+    Defined in chapter 03 (every accuracy carries n and an interval)."""
+    import pandas as pd
+
+    rows = []
+    for r in runs.itertuples():
+        raw, cal = accuracy_interval(r.correct), accuracy_interval(r.calibrated_correct)
+        rows.append(
+            {
+                "k": r.k,
+                "demo set": r.demo_set,
+                "ordering": r.ordering,
+                "n": raw.n,
+                "accuracy [95% CI]": f"{raw.value:.3f} [{raw.low:.3f}, {raw.high:.3f}]",
+                "calibrated [95% CI]": f"{cal.value:.3f} [{cal.low:.3f}, {cal.high:.3f}]",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def compare_pooled(
+    comparison: str,
+    correct_a: Sequence[Sequence[int]],
+    correct_b: Sequence[Sequence[int]],
+    *,
+    names: tuple[str, str] = ("A", "B"),
+    alpha: float = 0.05,
+) -> dict:
+    """ONE paired comparison pooled over R runs on the same n examples (``stats.pooled_paired_test``).
+
+    ``correct_a`` / ``correct_b``: R lists of n outcomes, run r of A paired with run r of B (repeat one arm's
+    outcomes R times to compare every run with one fixed arm, e.g. zero-shot). The row sits beside the per-run
+    win count of ``comparison_verdict``: the count says how many single runs the data rank; this test asks
+    whether A beats B on average over these runs, the example being the unit. Defined in chapter 03.
+    """
+    a, b = np.asarray([list(x) for x in correct_a]), np.asarray([list(x) for x in correct_b])
+    test = pooled_paired_test(a, b, names=names)
+    return {
+        "comparison": comparison,
+        "runs": test.n_runs,
+        "n": test.n,
+        f"{names[0]} (mean over runs)": round(test.accuracy_a, 3),
+        f"{names[1]} (mean over runs)": round(test.accuracy_b, 3),
+        "Δ [95% CI]": f"{test.difference:+.3f} [{test.low:+.3f}, {test.high:+.3f}]",
+        "discordant (A only / B only)": f"{test.only_a} / {test.only_b}",
+        "p (paired t over examples)": float(f"{test.p_value:.3g}"),
+        "verdict": test.verdict(names, alpha),
+        "test": test,
+    }
+
+
+def label_word_variants(label_words: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The verbaliser with and without its leading space, capitalised as given and lower-case.
+
+    Keys name each variant by its words (``"' Positive'"``); the first is ``label_words`` as given.
+    Defined in chapter 03 (label-word casing and leading spaces)."""
+    bare = [w.strip() for w in label_words]
+    variants = {}
+    for words in (
+        tuple(label_words),
+        tuple(" " + w for w in bare),
+        tuple(bare),
+        tuple(" " + w.lower() for w in bare),
+        tuple(w.lower() for w in bare),
+    ):
+        variants.setdefault(" / ".join(repr(w) for w in words), words)
+    return variants
+
+
+def label_word_tokens(tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, words: Sequence[str]) -> pd.DataFrame:
+    """How the tokenizer cuts each label word, alone and after the prompt's ``output_prefix`` (``"Sentiment:"``).
+
+    "as scored" is what the course's scorers read (the pieces tokenized separately); "in running text" is the
+    tokenization of ``output_prefix + word`` as one string, minus the ``output_prefix``'s own tokens. Where the
+    two differ, the scored ids are not the ones the model met in its training text. Defined in chapter 03."""
+    import pandas as pd
+
+    head = tokenizer(fmt.output_prefix, add_special_tokens=False)["input_ids"]
+    rows = []
+    for w, ids in zip(words, label_word_ids(tokenizer, words)):
+        joint = tokenizer(fmt.output_prefix + w, add_special_tokens=False)["input_ids"]
+        running = joint[len(head) :] if joint[: len(head)] == head else None
+        rows.append(
+            {
+                "label word": repr(w),
+                "ids (as scored)": ids,
+                "tokens": tokenizer.convert_ids_to_tokens(ids),
+                "same ids in running text": running == ids,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def findings_json(findings: Mapping[str, Any]) -> dict:
+    """A notebook's findings as plain JSON: results of ``pt_helpers.stats`` (dataclasses) become dicts with their
+    class name, lists and numbers stay. Used to record a run (``benchmarks/record_ch03.py``). Defined in chapter 03."""
+    from dataclasses import asdict, is_dataclass
+
+    def plain(x):
+        if is_dataclass(x):
+            return {"kind": type(x).__name__, **{k: plain(v) for k, v in asdict(x).items()}}
+        if isinstance(x, Mapping):
+            return {str(k): plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, (np.integer, np.floating, np.bool_)):
+            return x.item()
+        return x
+
+    return plain(dict(findings))
+
+
+def findings_table(findings: Mapping[str, Any]) -> pd.DataFrame:
+    """The findings of a run as one table: each accuracy with n and its interval, each test with its numbers and
+    the course's verdict wording (``PairedTest.verdict``). Lists and dicts of results give one row per item.
+    Defined in chapter 03."""
+    import pandas as pd
+
+    from .stats import Accuracy, PooledPairedTest, SpreadTest
+
+    rows = []
+
+    def add(name, x):
+        if isinstance(x, Accuracy):
+            rows.append({"finding": name, "n": x.n, "value [95% CI]": f"{x.value:.3f} [{x.low:.3f}, {x.high:.3f}]"})
+        elif isinstance(x, PooledPairedTest):
+            rows.append(
+                {
+                    "finding": name,
+                    "n": f"{x.n} × {x.n_runs} runs",
+                    "value [95% CI]": f"Δ {x.difference:+.3f} [{x.low:+.3f}, {x.high:+.3f}]",
+                    "p": float(f"{x.p_value:.3g}"),
+                    "verdict": x.verdict(),
+                }
+            )
+        elif isinstance(x, SpreadTest):
+            rows.append(
+                {
+                    "finding": name,
+                    "n": f"{x.n} × {x.n_variants} variants",
+                    "value [95% CI]": f"spread {x.spread:.3f}",
+                    "p": float(f"{x.p_value:.3g}"),
+                    "verdict": "more than noise (p < 0.05)" if x.p_value < 0.05 else "not more than noise (p ≥ 0.05)",
+                }
+            )
+        elif isinstance(x, Mapping):
+            for k, v in x.items():
+                add(f"{name}: {k}", v)
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                add(f"{name} [{i}]", v)
+        else:
+            rows.append({"finding": name, "value [95% CI]": str(x)})
+
+    for name, x in findings.items():
+        add(name, x)
+    return pd.DataFrame(rows)

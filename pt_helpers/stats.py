@@ -311,6 +311,9 @@ def split_half_selection(correct, *, seed: int = 0, n_resamples: int | None = No
 # ---------------------------------------------------------------------------------------------------
 
 
+POOLED_MIN_EXAMPLES = 10  # examples with a non-zero run-averaged difference the t approximation needs
+
+
 @dataclass(frozen=True)
 class PooledPairedTest:
     """Two arms compared over R runs (prompts, demonstration sets, orders …) on the SAME n examples, pooled.
@@ -331,15 +334,23 @@ class PooledPairedTest:
     high: float
     test: str = "paired t over examples of the run-averaged difference"
     smoke: bool = False
+    names: tuple[str, str] = ("A", "B")  # the arms, for the verdict
+    n_separating: int = 0  # examples whose run-averaged difference is not 0: the ones that carry evidence
 
     @property
     def degenerate(self) -> bool:
         """True when no (run, example) pair separates the arms."""
         return self.only_a + self.only_b == 0
 
-    def verdict(self, names: tuple[str, str] = ("A", "B"), alpha: float = 0.05) -> str:
-        """The course's one wording of a paired verdict (``PairedTest.verdict``)."""
-        return PairedTest.verdict(self, names, alpha)
+    def verdict(self, names: tuple[str, str] | None = None, alpha: float = 0.05) -> str:
+        """The course's one wording of a paired verdict (``PairedTest.verdict``), naming the arms; no verdict when
+        fewer than ``POOLED_MIN_EXAMPLES`` examples separate the arms (the t approximation would rank too soon)."""
+        if not self.degenerate and not self.smoke and self.n_separating < POOLED_MIN_EXAMPLES:
+            return (
+                f"too few separating examples ({self.n_separating} < {POOLED_MIN_EXAMPLES}) for the pooled test: "
+                "compare run by run with paired_test"
+            )
+        return PairedTest.verdict(self, names or self.names, alpha)
 
     def __str__(self) -> str:
         if self.degenerate:
@@ -351,7 +362,9 @@ class PooledPairedTest:
         )
 
 
-def pooled_paired_test(correct_a, correct_b, *, confidence: float = 0.95, smoke: bool = False) -> PooledPairedTest:
+def pooled_paired_test(
+    correct_a, correct_b, *, confidence: float = 0.95, smoke: bool = False, names: tuple[str, str] = ("A", "B")
+) -> PooledPairedTest:
     """ONE paired test of arm A against arm B pooled over R runs that share the same n examples.
 
     ``correct_a``, ``correct_b``: (R, n) 0/1 — run r's outcome on example i (a 1-D array is one run). For each
@@ -365,8 +378,9 @@ def pooled_paired_test(correct_a, correct_b, *, confidence: float = 0.95, smoke:
     review fools every prompt), so concatenating the R·n pairs into one McNemar test would count one example R
     times and overstate n; (2) the runs are fixed: the verdict is about these R runs on average (these
     demonstration sets, these orders), not about a new one drawn at random, for which the runs themselves
-    would have to be the units; (3) n is large enough for the mean of the bounded d_i to be near normal
-    (tens of examples; for one run at small n use ``paired_test``, which is exact).
+    would have to be the units; (3) enough examples separate the arms for the mean of the bounded d_i to be near
+    normal: with fewer than ``POOLED_MIN_EXAMPLES`` non-zero d_i the verdict declines to rank (for one run the
+    t-test is then McNemar's asymptotic test, too eager at 4 vs 0; ``paired_test`` is exact).
     """
     a = np.atleast_2d(np.asarray(correct_a))
     b = np.atleast_2d(np.asarray(correct_b))
@@ -390,5 +404,17 @@ def pooled_paired_test(correct_a, correct_b, *, confidence: float = 0.95, smoke:
         ci = res.confidence_interval(confidence_level=confidence)
         p, low, high = float(res.pvalue), float(ci.low), float(ci.high)
     return PooledPairedTest(
-        float(a.mean()), float(b.mean()), int(n), int(n_runs), only_a, only_b, p, mean, low, high, smoke=smoke
+        float(a.mean()),
+        float(b.mean()),
+        int(n),
+        int(n_runs),
+        only_a,
+        only_b,
+        p,
+        mean,
+        low,
+        high,
+        smoke=smoke,
+        names=tuple(names),
+        n_separating=int((d != 0).sum()),
     )

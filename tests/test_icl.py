@@ -352,3 +352,71 @@ def test_scorers_build_no_graph_even_when_the_model_has_trainable_weights(tiny_g
     }
     for name, out in outputs.items():
         assert out.grad_fn is None and not out.requires_grad, name
+
+
+# ------------------------------------------------------------------ chapter 03's findings helpers
+def _two_runs():
+    import pandas as pd
+
+    base = dict(k=4, ordering=0)
+    return pd.DataFrame(
+        [
+            dict(base, demo_set=0, correct=[1, 0, 1, 1], calibrated_correct=[1, 1, 1, 1]),
+            dict(base, demo_set=1, correct=[0, 0, 1, 1], calibrated_correct=[1, 0, 1, 1]),
+        ]
+    )
+
+
+def test_runs_with_intervals_gives_each_run_n_and_its_wilson_interval():
+    from pt_helpers.stats import accuracy_interval
+
+    table = icl.runs_with_intervals(_two_runs())
+    a = accuracy_interval([1, 0, 1, 1])
+    assert list(table["n"]) == [4, 4]
+    assert table["accuracy [95% CI]"].iloc[0] == f"{a.value:.3f} [{a.low:.3f}, {a.high:.3f}]"
+    assert table["calibrated [95% CI]"].iloc[0].startswith("1.000")
+
+
+def test_compare_pooled_pairs_run_r_with_run_r():
+    runs = _two_runs()
+    row = icl.compare_pooled("cal vs raw", runs.calibrated_correct, runs.correct, names=("calibrated", "raw"))
+    test = row["test"]
+    # A only: set 0 example 1, set 1 example 0; B only: none → Δ = 2 / (2 runs × 4 examples)
+    assert (test.only_a, test.only_b, test.n, test.n_runs) == (2, 0, 4, 2)
+    assert test.difference == pytest.approx(0.25) and row["discordant (A only / B only)"] == "2 / 0"
+    assert row["verdict"].startswith("too few separating examples")  # 2 examples carry evidence
+    with pytest.raises(icl.CourseError, match="SAME runs"):
+        icl.compare_pooled("x", runs.correct, runs.correct.iloc[:1])
+
+
+def test_label_word_variants_and_their_tokens(gpt2_tokenizer):
+    fmt = icl.prompt_format("sst2")
+    variants = icl.label_word_variants(fmt.label_words)
+    assert list(variants.values())[0] == fmt.label_words
+    assert set(variants.values()) == {
+        (" Negative", " Positive"),
+        ("Negative", "Positive"),
+        (" negative", " positive"),
+        ("negative", "positive"),
+    }
+    table = icl.label_word_tokens(gpt2_tokenizer, fmt, (" positive", "positive"))
+    ids = gpt2_tokenizer(" positive", add_special_tokens=False)["input_ids"]
+    assert table["ids (as scored)"].iloc[0] == ids and table["tokens"].iloc[0][0].startswith("Ġ")
+    assert table["ids (as scored)"].iloc[0] != table["ids (as scored)"].iloc[1]  # the space is part of the token
+    assert bool(table["same ids in running text"].all())  # after "Sentiment:" GPT-2 cuts both the same way
+
+
+def test_findings_json_and_table_carry_the_numbers():
+    import json
+
+    from pt_helpers.stats import accuracy_interval, pooled_paired_test
+
+    runs = _two_runs()
+    test = pooled_paired_test(list(runs.calibrated_correct), list(runs.correct), names=("calibrated", "raw"))
+    findings = {"n_test": 4, "acc": accuracy_interval([1, 0, 1, 1]), "sets": [test], "words": {"x": test}}
+    plain = json.loads(json.dumps(icl.findings_json(findings)))  # JSON-serialisable
+    assert plain["acc"]["kind"] == "Accuracy" and plain["acc"]["value"] == 0.75 and plain["acc"]["n"] == 4
+    assert plain["sets"][0]["kind"] == "PooledPairedTest" and plain["sets"][0]["only_a"] == 2
+    table = icl.findings_table(findings)
+    assert list(table["finding"]) == ["n_test", "acc", "sets [0]", "words: x"]
+    assert table["value [95% CI]"].iloc[2] == f"Δ {test.difference:+.3f} [{test.low:+.3f}, {test.high:+.3f}]"

@@ -57,8 +57,9 @@ def test_false_positive_rate_under_no_difference_is_near_alpha():
 
 def test_a_real_difference_is_found_and_worded_like_paired_test():
     rng = np.random.default_rng(4)
-    res = pooled_paired_test(*_arms(rng, 5, 200, shift=0.15))
-    assert res.p_value < 1e-6 and res.verdict(("calibrated", "raw")) == "calibrated higher (p < 0.05)"
+    res = pooled_paired_test(*_arms(rng, 5, 200, shift=0.15), names=("calibrated", "raw"))
+    assert res.p_value < 1e-6 and res.verdict() == "calibrated higher (p < 0.05)"
+    assert res.verdict(("B", "A")) == "B higher (p < 0.05)"  # names given to verdict win
     flat = pooled_paired_test(*_arms(rng, 2, 40))
     if flat.p_value >= 0.05:
         assert flat.verdict().startswith("no detectable difference (p ≥ 0.05, n = 40)")
@@ -78,3 +79,12 @@ def test_bad_inputs_name_the_problem():
         pooled_paired_test([[0, 2, 1]], [[0, 1, 1]])
     with pytest.raises(CourseError, match="at least 2 examples"):
         pooled_paired_test([[1]], [[0]])
+
+
+def test_too_few_separating_examples_get_no_rank():
+    """4 vs 0 discordant examples: the t approximation gives p ≈ 0.04, McNemar's exact p is 0.125."""
+    a, b = np.ones(16, dtype=int), np.ones(16, dtype=int)
+    b[:4] = 0
+    res = pooled_paired_test(a, b, names=("calibrated", "raw"))
+    assert res.p_value < 0.05 and paired_test(a, b).p_value > 0.1
+    assert res.n_separating == 4 and res.verdict().startswith("too few separating examples (4 < 10)")
