@@ -44,16 +44,17 @@ TOLERANCE = 1e-4  # the issue's agreement: log-probs (magnitude ≈ 11 here) equ
 
 
 def requests(tokenizer, n_inputs: int, k: int, seed: int) -> dict:
-    """The SST-2 k-shot requests: prefix, queries, label words, and every piece's token ids."""
+    """The SST-2 k-shot requests: the shared context (key "prefix"), queries, label words, and every piece's
+    token ids."""
     fmt = icl.prompt_format("sst2")
     test = subsample(load_task("sst2", "dev"), n_inputs, seed=seed)
     demos = icl.sample_demonstrations(load_task("sst2", "train"), k, seed=seed, exclude_texts=test["text"])
-    prefix, queries = icl.build_prefix_and_queries(demos, test["text"], fmt)
+    context, queries = icl.build_context_and_queries(demos, test["text"], fmt)
     return dict(
-        prefix=prefix,
+        prefix=context,  # request keys keep their recorded spelling (records/, icl_growth.py)
         queries=queries,
         label_words=list(fmt.label_words),
-        prefix_ids=icl.encode_prefix(tokenizer, prefix),
+        prefix_ids=icl.encode_context(tokenizer, context),
         input_ids=icl.encode_inputs(tokenizer, queries),
         label_ids=icl.label_word_ids(tokenizer, fmt.label_words),
     )

@@ -7,12 +7,14 @@ prompt built from k demonstrations (Brown et al. 2020):
     ŷ      = argmax_c  log P(label_words[c] | prompt)
 
 Every test input shares the same demonstrations, so the naive loop (one forward pass per input × label)
-recomputes the shared *prefix* n × C times. (Zhao et al.'s code does something else again: one pass per
-input, reading each one-token label's probability from the top-100 log-probs of that pass, with an extra
-pass per label missing from the top 100; we score every label word, all of its tokens, exactly.)
-:func:`score_label_words_cached` encodes the prefix once, keeps its key/value cache, and runs only the
+recomputes the shared *context* — instruction and demonstrations, the text every prompt starts with —
+n × C times. ("Context", not "prefix": in this course a prefix is only prefix tuning's trained keys/values,
+chapter 06.) Zhao et al.'s code does something else again: one pass per input, reading each one-token label's
+probability from the top-100 log-probs of that pass, with an extra pass per label missing from the top 100; we
+score every label word, all of its tokens, exactly.
+:func:`score_label_words_cached` encodes the context once, keeps its key/value cache, and runs only the
 short suffixes (test input, then label tokens) on top of it — a batch of inputs packed into one sequence
-with a block attention mask and explicit position ids, so the prefix's keys/values are never copied per
+with a block attention mask and explicit position ids, so the context's keys/values are never copied per
 input (the packed scorer, :mod:`pt_helpers.packed`). It returns the same log-probabilities as
 :func:`score_label_words_naive` (tested to ≤ 1e-4).
 
@@ -21,9 +23,9 @@ neighbours by sentence embeddings (KATE, Liu et al. 2022), random labels (Min et
 accuracy-vs-k experiment of notebook 03, and its paired comparisons (``compare_paired``, ``compare_runs``:
 n, Wilson intervals, a paired test, and "degenerate" when no example separates the two arms).
 
-Tokenization convention: the prefix, each input and each label word are tokenized *separately* and
+Tokenization convention: the context, each input and each label word are tokenized *separately* and
 concatenated (as :func:`pt_helpers.lm.conditional_logprob` does), with the BOS token in front of the
-prefix. The course's formats put every separator at the *start* of the next piece
+context. The course's formats put every separator at the *start* of the next piece
 (``"\\n\\nReview: …"``), so for them separate and joint tokenization give the same ids.
 """
 
@@ -45,7 +47,7 @@ from .frozen import check_model_and_tokenizer, context_length
 from .lm import bos_token_id
 from .packed import check_lengths
 from .scoring import REDUCTIONS, accuracy, as_continuation, check_reduction, embed_sentences, reduce_logprobs  # noqa: F401
-from .stats import accuracy_interval, paired_test
+from .stats import accuracy_interval, paired_test, pooled_paired_test
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -130,7 +132,7 @@ def format_example(text: str, fmt: PromptFormat, label: int | None = None) -> st
     return body + fmt.label_words[int(label)]
 
 
-def build_prefix(demonstrations: Iterable[Any], fmt: PromptFormat) -> str:
+def build_context(demonstrations: Iterable[Any], fmt: PromptFormat) -> str:
     """The shared part of every prompt: instruction and the k labelled demonstrations (may be ``""``)."""
     pieces = ([fmt.instruction] if fmt.instruction else []) + [
         format_example(t, fmt, y) for t, y in as_demos(demonstrations)
@@ -138,24 +140,24 @@ def build_prefix(demonstrations: Iterable[Any], fmt: PromptFormat) -> str:
     return fmt.demo_sep.join(pieces)
 
 
-def build_query(test_example: Any, fmt: PromptFormat, *, after_prefix: bool = True) -> str:
+def build_query(test_example: Any, fmt: PromptFormat, *, after_context: bool = True) -> str:
     """The per-input part: ``demo_sep`` (if something precedes it) + the unlabelled test example.
 
     ``test_example`` is a string or a row with ``text`` (its ``label``, if any, is never read).
     """
     body = format_example(text_of(test_example), fmt)
-    return (fmt.demo_sep + body) if after_prefix else body
+    return (fmt.demo_sep + body) if after_context else body
 
 
 def build_prompt(demonstrations: Iterable[Any], test_example: Any, fmt: PromptFormat) -> str:
-    """The full prompt for one test example, ending with ``output_prefix`` (no label): prefix + query.
+    """The full prompt for one test example, ending with ``output_prefix`` (no label): context + query.
 
     Raises :class:`DemonstrationLeakError` when the test text is one of the demonstrations.
     """
     demos = as_demos(demonstrations)
     check_no_leak(demos, [test_example])
-    prefix = build_prefix(demos, fmt)
-    return prefix + build_query(test_example, fmt, after_prefix=bool(prefix))
+    context = build_context(demos, fmt)
+    return context + build_query(test_example, fmt, after_context=bool(context))
 
 
 def check_examples(test_examples, what: str = "test_examples") -> None:
@@ -171,15 +173,15 @@ def check_examples(test_examples, what: str = "test_examples") -> None:
     check_texts([x if x is None or isinstance(x, str) else text_of(x) for x in test_examples], what)
 
 
-def build_prefix_and_queries(
+def build_context_and_queries(
     demonstrations: Iterable[Any], test_examples: Sequence[Any], fmt: PromptFormat
 ) -> tuple[str, list[str]]:
-    """``(prefix, queries)`` for the cached scorer: ``prefix + queries[i]`` is the prompt of example i."""
+    """``(context, queries)`` for the cached scorer: ``context + queries[i]`` is the prompt of example i."""
     check_examples(test_examples)
     demos = as_demos(demonstrations)
     check_no_leak(demos, test_examples)
-    prefix = build_prefix(demos, fmt)
-    return prefix, [build_query(x, fmt, after_prefix=bool(prefix)) for x in test_examples]
+    context = build_context(demos, fmt)
+    return context, [build_query(x, fmt, after_context=bool(context)) for x in test_examples]
 
 
 def check_no_leak(demonstrations: Iterable[Any], test_examples: Iterable[Any]) -> None:
@@ -218,9 +220,9 @@ def label_word_ids(tokenizer: PreTrainedTokenizerBase, label_words: Sequence[str
     return ids
 
 
-def encode_prefix(tokenizer: PreTrainedTokenizerBase, prefix: str) -> list[int]:
-    """BOS + the prefix's tokens (just ``[BOS]`` for an empty prefix)."""
-    ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+def encode_context(tokenizer: PreTrainedTokenizerBase, context: str) -> list[int]:
+    """BOS + the context's tokens (just ``[BOS]`` for an empty context)."""
+    ids = tokenizer(context, add_special_tokens=False)["input_ids"] if context else []
     return [bos_token_id(tokenizer)] + ids
 
 
@@ -240,14 +242,14 @@ def encode_inputs(tokenizer: PreTrainedTokenizerBase, inputs: Sequence[str]) -> 
 def score_label_words_naive(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prefix: str,
+    context: str,
     inputs: Sequence[str],
     label_words: Sequence[str],
     reduction: str = "sum",
     batch_size: int = 8,
     padding_side: str = "left",
 ) -> torch.Tensor:
-    """log P(label_words[c] | prefix + inputs[i]) by one full forward pass per (input, label) pair.
+    """log P(label_words[c] | context + inputs[i]) by one full forward pass per (input, label) pair.
 
     The reference the cached scorer must equal. Pairs are batched ``batch_size`` at a time with
     ``padding_side`` padding (``"left"``: position ids restart after the pads; ``"right"``).
@@ -257,16 +259,16 @@ def score_label_words_naive(
     check_reduction(reduction)
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    prefix_ids = encode_prefix(tokenizer, prefix)
+    context_ids = encode_context(tokenizer, context)
     input_ids = encode_inputs(tokenizer, inputs)
     label_ids = label_word_ids(tokenizer, label_words)
-    check_lengths(model, len(prefix_ids), input_ids, label_ids)
+    check_lengths(model, len(context_ids), input_ids, label_ids)
     device, pad = model.device, tokenizer.pad_token_id or 0
     pairs = [(i, c) for i in range(len(inputs)) for c in range(len(label_words))]
     out = torch.zeros(len(inputs), len(label_words))
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        seqs = [prefix_ids + input_ids[i] + label_ids[c] for i, c in chunk]
+        seqs = [context_ids + input_ids[i] + label_ids[c] for i, c in chunk]
         width = max(map(len, seqs))
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -296,7 +298,7 @@ def score_label_words_naive(
 
 
 # ---------------------------------------------------------------------------------------------------
-# The cached scorer: the prefix once, then only suffixes
+# The cached scorer: the context once, then only suffixes
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -304,23 +306,23 @@ def score_label_words_naive(
 def score_label_words_cached(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prefix: str,
+    context: str,
     inputs: Sequence[str],
     label_words: Sequence[str],
     reduction: str = "sum",
     batch_size: int = 16,
     progress: bool = False,
 ) -> torch.Tensor:
-    """log P(label_words[c] | prefix + inputs[i]), computing the shared prefix only once.
+    """log P(label_words[c] | context + inputs[i]), computing the shared context only once.
 
-    1. The prefix (BOS + prefix tokens, all but its last token) runs once; each layer's keys/values are kept.
+    1. The context (BOS + context tokens, all but its last token) runs once; each layer's keys/values are kept.
     2. A batch of ``batch_size`` inputs is *packed* into one sequence on top of that cache: for each input,
-       its segment ``[last prefix token] + input``, followed by one segment per multi-token label holding
-       that label's tokens. A block attention mask lets every token see the whole prefix, earlier tokens
-       of its own segment, and (for a label segment) its own input; position ids restart after the prefix
+       its segment ``[last context token] + input``, followed by one segment per multi-token label holding
+       that label's tokens. A block attention mask lets every token see the whole context, earlier tokens
+       of its own segment, and (for a label segment) its own input; position ids restart after the context
        in every input segment and continue from the input's length in its label segments. So each input's
        tokens compute exactly what they would in its own full prompt — without padding, and without
-       copying the prefix's keys/values once per input.
+       copying the context's keys/values once per input.
     3. The logits at each input's last token score every label's *first* token (all C labels at once);
        the logits inside a label segment score that label's remaining tokens.
 
@@ -330,10 +332,10 @@ def score_label_words_cached(
     """
     check_model_and_tokenizer(model, tokenizer, "score_label_words_cached")
     check_reduction(reduction)
-    prefix_ids = encode_prefix(tokenizer, prefix)
+    context_ids = encode_context(tokenizer, context)
     input_ids = encode_inputs(tokenizer, inputs)
     label_ids = label_word_ids(tokenizer, label_words)
-    return packed.score_token_continuations(model, prefix_ids, input_ids, label_ids, reduction, batch_size, progress)
+    return packed.score_token_continuations(model, context_ids, input_ids, label_ids, reduction, batch_size, progress)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -502,7 +504,7 @@ class ICLScores:
     logprobs: torch.Tensor  # (n, C)
     content_free_logprobs: torch.Tensor  # (m, C)
     n_demonstrations: int
-    prefix: str
+    context: str
 
     def predictions(self, calibrate: bool = False) -> torch.Tensor:
         """argmax over labels, before or after contextual calibration. (n,)"""
@@ -529,30 +531,30 @@ def fit_demonstrations(
     longest_label = max(len(t) for t in label_word_ids(tokenizer, fmt.label_words))
 
     def total(ds):
-        prefix, queries = build_prefix_and_queries(ds, test_examples, fmt)
-        return (len(encode_prefix(tokenizer, prefix)), max(len(q) for q in encode_inputs(tokenizer, queries)))
+        context, queries = build_context_and_queries(ds, test_examples, fmt)
+        return (len(encode_context(tokenizer, context)), max(len(q) for q in encode_inputs(tokenizer, queries)))
 
-    n_prefix, n_query = total(demos)
-    if n_prefix + n_query + longest_label <= window:
+    n_context, n_query = total(demos)
+    if n_context + n_query + longest_label <= window:
         return demos
     if on_overflow == "error":
         raise ContextWindowError(
-            f"the prompt is {n_prefix + n_query + longest_label} tokens (prefix with {len(demos)} demonstrations "
-            f"{n_prefix} + longest input {n_query} + longest label {longest_label}) but the model's context "
+            f"the prompt is {n_context + n_query + longest_label} tokens (context with {len(demos)} demonstrations "
+            f"{n_context} + longest input {n_query} + longest label {longest_label}) but the model's context "
             f"window is {window} tokens. Use fewer demonstrations, shorter ones, or on_overflow='drop'."
         )
-    original = n_prefix + n_query + longest_label
+    original = n_context + n_query + longest_label
     while demos and sum(total(demos)) + longest_label > window:
         demos = demos[1:]
-    n_prefix, n_query = total(demos)
-    if n_prefix + n_query + longest_label > window:
+    n_context, n_query = total(demos)
+    if n_context + n_query + longest_label > window:
         raise ContextWindowError(
-            f"even with no demonstrations the prompt is {n_prefix + n_query + longest_label} "
+            f"even with no demonstrations the prompt is {n_context + n_query + longest_label} "
             f"tokens, more than the context window of {window}: shorten the test input."
         )
     warnings.warn(
         f"dropped {len(demonstrations) - len(demos)} of {len(demonstrations)} demonstrations: the prompt "
-        f"was {original} tokens, the context window is {window}; now {n_prefix + n_query + longest_label}.",
+        f"was {original} tokens, the context window is {window}; now {n_context + n_query + longest_label}.",
         stacklevel=2,
     )
     return demos
@@ -586,12 +588,12 @@ def score_icl(
         context_length(model),
         on_overflow,
     )
-    prefix, queries = build_prefix_and_queries(demos, list(test_examples), fmt)
-    cf_queries = [build_query(x, fmt, after_prefix=bool(prefix)) for x in content_free_inputs]
+    context, queries = build_context_and_queries(demos, list(test_examples), fmt)
+    cf_queries = [build_query(x, fmt, after_context=bool(context)) for x in content_free_inputs]
     lp = score_label_words_cached(
         model,
         tokenizer,
-        prefix,
+        context,
         queries + cf_queries,
         fmt.label_words,
         reduction=reduction,
@@ -599,7 +601,7 @@ def score_icl(
         progress=progress,
     )
     n = len(queries)
-    return ICLScores(lp[:n], lp[n:], len(demos), prefix)
+    return ICLScores(lp[:n], lp[n:], len(demos), context)
 
 
 def majority_baseline(train_labels: Sequence[int], test_labels: Sequence[int]) -> float:
@@ -777,3 +779,164 @@ def comparison_verdict(table: pd.DataFrame, names: tuple[str, str] = ("A", "B"),
         f"of {n} paired comparisons: {names[0]} significantly higher in {won[names[0]]}, {names[1]} in "
         f"{won[names[1]]}, no detectable difference in {none}, degenerate in {degenerate}" + (chance if n > 1 else "")
     )
+
+
+def runs_with_intervals(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per ``accuracy_vs_k`` run: its n and its raw and calibrated accuracy with the Wilson interval.
+
+    Defined in chapter 03 (every accuracy carries n and an interval)."""
+    import pandas as pd
+
+    rows = []
+    for r in runs.itertuples():
+        raw, cal = accuracy_interval(r.correct), accuracy_interval(r.calibrated_correct)
+        rows.append(
+            {
+                "k": r.k,
+                "demo set": r.demo_set,
+                "ordering": r.ordering,
+                "n": raw.n,
+                "accuracy [95% CI]": f"{raw.value:.3f} [{raw.low:.3f}, {raw.high:.3f}]",
+                "calibrated [95% CI]": f"{cal.value:.3f} [{cal.low:.3f}, {cal.high:.3f}]",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def compare_pooled(
+    comparison: str,
+    correct_a: Sequence[Sequence[int]],
+    correct_b: Sequence[Sequence[int]],
+    *,
+    names: tuple[str, str] = ("A", "B"),
+    alpha: float = 0.05,
+) -> dict:
+    """ONE paired comparison pooled over R runs on the same n examples (``stats.pooled_paired_test``).
+
+    ``correct_a`` / ``correct_b``: R lists of n outcomes, run r of A paired with run r of B (repeat one arm's
+    outcomes R times to compare every run with one fixed arm, e.g. zero-shot). The row sits beside the per-run
+    win count of ``comparison_verdict``: the count says how many single runs the data rank; this test asks
+    whether A beats B on average over these runs, the example being the unit. Defined in chapter 03.
+    """
+    a, b = np.asarray([list(x) for x in correct_a]), np.asarray([list(x) for x in correct_b])
+    test = pooled_paired_test(a, b, names=names)
+    return {
+        "comparison": comparison,
+        "runs": test.n_runs,
+        "n": test.n,
+        f"{names[0]} (mean over runs)": round(test.accuracy_a, 3),
+        f"{names[1]} (mean over runs)": round(test.accuracy_b, 3),
+        "Δ [95% CI]": f"{test.difference:+.3f} [{test.low:+.3f}, {test.high:+.3f}]",
+        "discordant (A only / B only)": f"{test.only_a} / {test.only_b}",
+        "p (paired t over examples)": float(f"{test.p_value:.3g}"),
+        "verdict": test.verdict(names, alpha),
+        "test": test,
+    }
+
+
+def label_word_variants(label_words: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """The verbaliser with and without its leading space, capitalised as given and lower-case.
+
+    Keys name each variant by its words (``"' Positive'"``); the first is ``label_words`` as given.
+    Defined in chapter 03 (label-word casing and leading spaces)."""
+    bare = [w.strip() for w in label_words]
+    variants = {}
+    for words in (
+        tuple(label_words),
+        tuple(" " + w for w in bare),
+        tuple(bare),
+        tuple(" " + w.lower() for w in bare),
+        tuple(w.lower() for w in bare),
+    ):
+        variants.setdefault(" / ".join(repr(w) for w in words), words)
+    return variants
+
+
+def label_word_tokens(tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, words: Sequence[str]) -> pd.DataFrame:
+    """How the tokenizer cuts each label word, alone and after the prompt's ``output_prefix`` (``"Sentiment:"``).
+
+    "as scored" is what the course's scorers read (the pieces tokenized separately); "in running text" is the
+    tokenization of ``output_prefix + word`` as one string, minus the ``output_prefix``'s own tokens. Where the
+    two differ, the scored ids are not the ones the model met in its training text. Defined in chapter 03."""
+    import pandas as pd
+
+    head = tokenizer(fmt.output_prefix, add_special_tokens=False)["input_ids"]
+    rows = []
+    for w, ids in zip(words, label_word_ids(tokenizer, words)):
+        joint = tokenizer(fmt.output_prefix + w, add_special_tokens=False)["input_ids"]
+        running = joint[len(head) :] if joint[: len(head)] == head else None
+        rows.append(
+            {
+                "label word": repr(w),
+                "ids (as scored)": ids,
+                "tokens": tokenizer.convert_ids_to_tokens(ids),
+                "same ids in running text": running == ids,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def findings_json(findings: Mapping[str, Any]) -> dict:
+    """A notebook's findings as plain JSON: results of ``pt_helpers.stats`` (dataclasses) become dicts with their
+    class name, lists and numbers stay. Used to record a run (``benchmarks/record_ch03.py``). Defined in chapter 03."""
+    from dataclasses import asdict, is_dataclass
+
+    def plain(x):
+        if is_dataclass(x):
+            return {"kind": type(x).__name__, **{k: plain(v) for k, v in asdict(x).items()}}
+        if isinstance(x, Mapping):
+            return {str(k): plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        if isinstance(x, (np.integer, np.floating, np.bool_)):
+            return x.item()
+        return x
+
+    return plain(dict(findings))
+
+
+def findings_table(findings: Mapping[str, Any]) -> pd.DataFrame:
+    """The findings of a run as one table: each accuracy with n and its interval, each test with its numbers and
+    the course's verdict wording (``PairedTest.verdict``). Lists and dicts of results give one row per item.
+    Defined in chapter 03."""
+    import pandas as pd
+
+    from .stats import Accuracy, PooledPairedTest, SpreadTest
+
+    rows = []
+
+    def add(name, x):
+        if isinstance(x, Accuracy):
+            rows.append({"finding": name, "n": x.n, "value [95% CI]": f"{x.value:.3f} [{x.low:.3f}, {x.high:.3f}]"})
+        elif isinstance(x, PooledPairedTest):
+            rows.append(
+                {
+                    "finding": name,
+                    "n": f"{x.n} × {x.n_runs} runs",
+                    "value [95% CI]": f"Δ {x.difference:+.3f} [{x.low:+.3f}, {x.high:+.3f}]",
+                    "p": float(f"{x.p_value:.3g}"),
+                    "verdict": x.verdict(),
+                }
+            )
+        elif isinstance(x, SpreadTest):
+            rows.append(
+                {
+                    "finding": name,
+                    "n": f"{x.n} × {x.n_variants} variants",
+                    "value [95% CI]": f"spread {x.spread:.3f}",
+                    "p": float(f"{x.p_value:.3g}"),
+                    "verdict": "more than noise (p < 0.05)" if x.p_value < 0.05 else "not more than noise (p ≥ 0.05)",
+                }
+            )
+        elif isinstance(x, Mapping):
+            for k, v in x.items():
+                add(f"{name}: {k}", v)
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                add(f"{name} [{i}]", v)
+        else:
+            rows.append({"finding": name, "value [95% CI]": str(x)})
+
+    for name, x in findings.items():
+        add(name, x)
+    return pd.DataFrame(rows)

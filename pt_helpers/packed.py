@@ -1,13 +1,13 @@
-"""The packed scorer (taught in chapter 03; used by chapters 03, 04 and 09): log P(label | prefix + input) for
-many inputs and labels, computing a shared prefix once.
+"""The packed scorer (taught in chapter 03; used by chapters 03, 04 and 09): log P(label | context + input) for
+many inputs and labels, computing a shared context once.
 
-:func:`score_token_continuations` works on token ids. The prefix (BOS + shared tokens, all but the last) runs
+:func:`score_token_continuations` works on token ids. The context (BOS + shared tokens, all but the last) runs
 once and its keys/values are kept; a batch of inputs is then *packed* into one sequence on top of that cache —
-for each input, ``[last prefix token] + input``, followed by one segment per multi-token label — with a block
+for each input, ``[last context token] + input``, followed by one segment per multi-token label — with a block
 attention mask and explicit position ids, so each input computes exactly what it would in its own full prompt,
-without padding and without copying the prefix's keys/values once per input.
+without padding and without copying the context's keys/values once per input.
 
-Its callers: ``icl.score_label_words_cached`` (chapter 03: demonstrations as the shared prefix),
+Its callers: ``icl.score_label_words_cached`` (chapter 03: demonstrations as the shared context),
 ``prompts.continuation_logprobs`` (chapter 04: nothing shared but BOS), and through them chapter 09's chat
 scoring. Its equality with one forward pass per (input, label) pair is tested in tests/test_icl.py and
 tests/test_prompts.py.
@@ -26,34 +26,36 @@ from .frozen import cache_layers, check_context, expand_cache
 from .scoring import check_reduction, reduce_logprobs
 
 
-def check_lengths(model, n_prefix: int, input_ids: list[list[int]], label_ids: list[list[int]]) -> None:
+def check_lengths(model, n_context: int, input_ids: list[list[int]], label_ids: list[list[int]]) -> None:
     """Raise ContextWindowError when the longest prompt + label would not fit the model's context (shared by
     the packed scorer and ``icl.score_label_words_naive``)."""
     longest_input = max((len(q) for q in input_ids), default=0)
     longest_label = max(len(t) for t in label_ids)
-    total = n_prefix + longest_input + longest_label
+    total = n_context + longest_input + longest_label
     check_context(
         model,
         total,
-        what=(f"the longest prompt + label (prefix {n_prefix} + input {longest_input} + label {longest_label} tokens)"),
+        what=(
+            f"the longest prompt + label (context {n_context} + input {longest_input} + label {longest_label} tokens)"
+        ),
     )
 
 
 @torch.no_grad()
-def encode_prefix_cache(model: PreTrainedModel, prefix_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Run the model once over ``prefix_ids`` and return each layer's (keys, values).
+def encode_context_cache(model: PreTrainedModel, context_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Run the model once over ``context_ids`` and return each layer's (keys, values).
 
-    Each tensor is (1, heads, len(prefix_ids), head_dim). An empty ``prefix_ids`` gives ``[]``.
+    Each tensor is (1, heads, len(context_ids), head_dim). An empty ``context_ids`` gives ``[]``.
     """
-    if len(prefix_ids) == 0:
+    if len(context_ids) == 0:
         return []
-    ids = torch.tensor([list(prefix_ids)], device=model.device)  # (1, L)
+    ids = torch.tensor([list(context_ids)], device=model.device)  # (1, L)
     cache = model(input_ids=ids, use_cache=True, cache=DynamicCache(), logits_to_keep=1).cache  # no logits needed
     return cache_layers(cache)
 
 
 def _packed_suffixes(lead: int, input_ids: list[list[int]], label_ids: list[list[int]], n_cached: int):
-    """Lay out a batch's suffixes as ONE sequence on top of the prefix cache (no padding, no copies).
+    """Lay out a batch's suffixes as ONE sequence on top of the context cache (no padding, no copies).
 
     Segments, in order: for input i, ``A_i = [lead] + input_i``; then, for each label c of several tokens,
     ``B_ic = label_c[:-1]`` (the tokens whose next-token logits score ``label_c[1:]``).
@@ -106,7 +108,7 @@ def _packed_attention_mask(
     pos: torch.Tensor | None = None,
     window: int | None = None,
 ) -> torch.Tensor:
-    """(1, 1, N, n_cached + N) additive mask: every token sees the whole prefix; inside the suffix, token u
+    """(1, 1, N, n_cached + N) additive mask: every token sees the whole context; inside the suffix, token u
     sees an earlier token v of its own segment, or of its own input's A-segment (a label continuation
     reads its input). 0 where allowed, the dtype's minimum where not. With a sliding ``window`` (and the
     suffix's positions ``pos``), u sees only keys fewer than ``window`` positions back, as the model's own
@@ -117,7 +119,7 @@ def _packed_attention_mask(
     reads_input = (owner.unsqueeze(0) == owner.unsqueeze(1)) & is_a.unsqueeze(0)  # v in u's input segment
     allowed = torch.cat([torch.ones(n, n_cached, dtype=torch.bool), earlier & (same_seg | reads_input)], dim=1)
     if window is not None:
-        key_pos = torch.cat([torch.arange(n_cached), pos])  # the prefix sits at 0..n_cached-1
+        key_pos = torch.cat([torch.arange(n_cached), pos])  # the context sits at 0..n_cached-1
         allowed &= (pos.unsqueeze(1) - key_pos.unsqueeze(0)) < window
     mask = torch.zeros(allowed.shape, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
@@ -154,27 +156,27 @@ def _packed_masks_for_layers(config, owner, is_a, seg_id, pos, n_cached: int, dt
 @torch.no_grad()  # a scorer: no graph (on SmolLM2 without it one call grew to 13.9 GB in 80 s, issue 27)
 def score_token_continuations(
     model: PreTrainedModel,
-    prefix_ids: Sequence[int],
+    context_ids: Sequence[int],
     input_ids: Sequence[Sequence[int]],
     label_ids: Sequence[Sequence[int]],
     reduction: str = "sum",
     batch_size: int = 16,
     progress: bool = False,
 ) -> torch.Tensor:
-    """:func:`score_label_words_cached` on token ids: log P(label_ids[c] | prefix_ids + input_ids[i]) → (n, C).
+    """:func:`score_label_words_cached` on token ids: log P(label_ids[c] | context_ids + input_ids[i]) → (n, C).
 
-    ``prefix_ids`` starts with BOS and is shared (``[BOS]`` alone: nothing is cached, every input is its own
+    ``context_ids`` starts with BOS and is shared (``[BOS]`` alone: nothing is cached, every input is its own
     prompt — chapter 04's templates score their multi-token words this way, ``prompts.continuation_logprobs``).
     """
     check_reduction(reduction)
-    prefix_ids, input_ids = list(prefix_ids), [list(q) for q in input_ids]
+    context_ids, input_ids = list(context_ids), [list(q) for q in input_ids]
     label_ids = [list(t) for t in label_ids]
-    if not prefix_ids or not label_ids or any(len(t) == 0 for t in label_ids):
-        raise LabelWordError("score_token_continuations needs a prefix (at least BOS) and labels of ≥ 1 token each")
-    check_lengths(model, len(prefix_ids), input_ids, label_ids)
+    if not context_ids or not label_ids or any(len(t) == 0 for t in label_ids):
+        raise LabelWordError("score_token_continuations needs a context (at least BOS) and labels of ≥ 1 token each")
+    check_lengths(model, len(context_ids), input_ids, label_ids)
     device, dtype = model.device, model.dtype
-    n_cached = len(prefix_ids) - 1  # the last prefix token leads each input
-    prefix_layers = encode_prefix_cache(model, prefix_ids[:-1])  # [(1, heads, n_cached, head_dim)] × layers
+    n_cached = len(context_ids) - 1  # the last context token leads each input
+    context_layers = encode_context_cache(model, context_ids[:-1])  # [(1, heads, n_cached, head_dim)] × layers
     first_ids = torch.tensor([t[0] for t in label_ids])  # (C,)
     n_tokens = torch.tensor([len(t) for t in label_ids])  # (C,)
     max_tokens = int(n_tokens.max())
@@ -188,12 +190,12 @@ def score_token_continuations(
     for start in starts:
         rows = list(range(start, min(start + batch_size, len(input_ids))))
         ids, pos, owner, is_a, seg_id, first_pos, rest = _packed_suffixes(
-            prefix_ids[-1], [input_ids[i] for i in rows], label_ids, n_cached
+            context_ids[-1], [input_ids[i] for i in rows], label_ids, n_cached
         )
         # (1, 1, N, n_cached + N), or one such mask per attention-layer type (sliding windows)
         mask = _packed_masks_for_layers(model.config, owner, is_a, seg_id, pos, n_cached, dtype, device)
         keep = torch.tensor(first_pos + [p for _, _, p, _ in rest])  # positions whose logits we need
-        cache = expand_cache(prefix_layers, 1) if prefix_layers else DynamicCache()
+        cache = expand_cache(context_layers, 1) if context_layers else DynamicCache()
         logits = model(
             input_ids=ids[None].to(device),
             attention_mask=mask,

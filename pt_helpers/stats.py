@@ -459,3 +459,117 @@ def paired_mean_test(scores_a, scores_b, *, confidence: float = 0.95) -> PairedM
     return PairedMeanTest(
         float(a.mean()), float(b.mean()), int(a.size), float(d.mean()), float(ci.low), float(ci.high), float(res.pvalue)
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# One pooled paired test over several runs on the same examples (issue 28 item 5; taught in chapter 03)
+# ---------------------------------------------------------------------------------------------------
+
+
+POOLED_MIN_EXAMPLES = 10  # examples with a non-zero run-averaged difference the t approximation needs
+
+
+@dataclass(frozen=True)
+class PooledPairedTest:
+    """Two arms compared over R runs (prompts, demonstration sets, orders …) on the SAME n examples, pooled.
+
+    The unit is the example: ``n`` examples, each with its run-averaged difference. ``only_a`` / ``only_b``
+    count (run, example) pairs where exactly one arm is right, summed over the runs.
+    """
+
+    accuracy_a: float  # mean over runs and examples
+    accuracy_b: float
+    n: int  # examples: the independent units of the test
+    n_runs: int
+    only_a: int
+    only_b: int
+    p_value: float
+    difference: float  # accuracy_a − accuracy_b, averaged over the runs
+    low: float
+    high: float
+    test: str = "paired t over examples of the run-averaged difference"
+    smoke: bool = False
+    names: tuple[str, str] = ("A", "B")  # the arms, for the verdict
+    n_separating: int = 0  # examples whose run-averaged difference is not 0: the ones that carry evidence
+
+    @property
+    def degenerate(self) -> bool:
+        """True when no (run, example) pair separates the arms."""
+        return self.only_a + self.only_b == 0
+
+    def verdict(self, names: tuple[str, str] | None = None, alpha: float = 0.05) -> str:
+        """The course's one wording of a paired verdict (``PairedTest.verdict``), naming the arms; no verdict when
+        fewer than ``POOLED_MIN_EXAMPLES`` examples separate the arms (the t approximation would rank too soon)."""
+        if not self.degenerate and not self.smoke and self.n_separating < POOLED_MIN_EXAMPLES:
+            return (
+                f"too few separating examples ({self.n_separating} < {POOLED_MIN_EXAMPLES}) for the pooled test: "
+                "compare run by run with paired_test"
+            )
+        return PairedTest.verdict(self, names or self.names, alpha)
+
+    def __str__(self) -> str:
+        if self.degenerate:
+            return f"degenerate: over {self.n_runs} runs × {self.n} examples no pair separates the arms"
+        return (
+            f"pooled over {self.n_runs} runs: Δ = {self.difference:+.3f} [{self.low:+.3f}, {self.high:+.3f}] "
+            f"(n = {self.n} examples, {self.only_a} vs {self.only_b} discordant run-example pairs), "
+            f"p = {self.p_value:.3g} ({self.test})"
+        )
+
+
+def pooled_paired_test(
+    correct_a, correct_b, *, confidence: float = 0.95, smoke: bool = False, names: tuple[str, str] = ("A", "B")
+) -> PooledPairedTest:
+    """ONE paired test of arm A against arm B pooled over R runs that share the same n examples.
+
+    ``correct_a``, ``correct_b``: (R, n) 0/1 — run r's outcome on example i (a 1-D array is one run). For each
+    example, d_i = mean over runs of (a_ri − b_ri) ∈ [−1, 1]; the pooled difference Δ = mean_i d_i is the
+    accuracy difference averaged over the runs. The test is Student's paired t on the n values d_i
+    (``scipy.stats.ttest_1samp``) with the t-interval that matches it (it excludes 0 exactly when
+    p < 1 − confidence: one decision rule, as in ``paired_test``).
+
+    What pooling assumes: (1) the examples are independent draws — the unit of evidence is the example, NOT the
+    (run, example) pair: one example's outcomes over the runs may be correlated in any way (the same hard
+    review fools every prompt), so concatenating the R·n pairs into one McNemar test would count one example R
+    times and overstate n; (2) the runs are fixed: the verdict is about these R runs on average (these
+    demonstration sets, these orders), not about a new one drawn at random, for which the runs themselves
+    would have to be the units; (3) enough examples separate the arms for the mean of the bounded d_i to be near
+    normal: with fewer than ``POOLED_MIN_EXAMPLES`` non-zero d_i the verdict declines to rank (for one run the
+    t-test is then McNemar's asymptotic test, too eager at 4 vs 0; ``paired_test`` is exact).
+    """
+    a = np.atleast_2d(np.asarray(correct_a))
+    b = np.atleast_2d(np.asarray(correct_b))
+    if a.shape != b.shape or a.ndim != 2:
+        raise CourseError(
+            f"a pooled paired test needs both arms on the SAME runs and examples, (runs, examples) each: got "
+            f"shapes {np.asarray(correct_a).shape} and {np.asarray(correct_b).shape}"
+        )
+    a = np.stack([_outcomes(row, "correct_a (each run)") for row in a])
+    b = np.stack([_outcomes(row, "correct_b (each run)") for row in b])
+    n_runs, n = a.shape
+    if n < 2:
+        raise CourseError(f"a pooled test over examples needs at least 2 examples, got {n}")
+    d = (a.astype(float) - b.astype(float)).mean(axis=0)  # (n,) run-averaged difference per example
+    only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
+    mean = float(d.mean())
+    if float(d.std()) == 0.0:  # every example has the same difference: no spread to test against
+        p, low, high = (1.0 if mean == 0 else 0.0), mean, mean
+    else:
+        res = st.ttest_1samp(d, 0.0)
+        ci = res.confidence_interval(confidence_level=confidence)
+        p, low, high = float(res.pvalue), float(ci.low), float(ci.high)
+    return PooledPairedTest(
+        float(a.mean()),
+        float(b.mean()),
+        int(n),
+        int(n_runs),
+        only_a,
+        only_b,
+        p,
+        mean,
+        low,
+        high,
+        smoke=smoke,
+        names=tuple(names),
+        n_separating=int((d != 0).sum()),
+    )

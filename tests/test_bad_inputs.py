@@ -508,8 +508,8 @@ def _text_action(case, random_gpt2, random_bert):
         "template": lambda: Template("Review: {text} Sentiment:").format({"text": None}),
         "rouge": lambda: rouge([None], ["a summary"]),
         "conditional": lambda: conditional_logprob(model, tok, None, " positive"),
-        "icl test": lambda: icl.build_prefix_and_queries([("fine", 1)], ["a film", None], icl.prompt_format("sst2")),
-        "icl demo": lambda: icl.build_prefix_and_queries([(None, 1)], ["a film"], icl.prompt_format("sst2")),
+        "icl test": lambda: icl.build_context_and_queries([("fine", 1)], ["a film", None], icl.prompt_format("sst2")),
+        "icl demo": lambda: icl.build_context_and_queries([(None, 1)], ["a film"], icl.prompt_format("sst2")),
     }
     return actions[case]
 

@@ -150,12 +150,12 @@ def check_cached_icl_equals_naive(model, tok, reduction, rtol=RTOL):
     fmt = icl.prompt_format("sst2").with_label_words(LABEL_WORDS)
     lengths = [len(t) for t in icl.label_word_ids(tok, fmt.label_words)]
     assert min(lengths) == 1 and max(lengths) >= 2  # multi-token label words included
-    prefix, queries = icl.build_prefix_and_queries(DEMOS, INPUTS, fmt)
-    cached = icl.score_label_words_cached(model, tok, prefix, queries, fmt.label_words, reduction=reduction)
-    naive = icl.score_label_words_naive(model, tok, prefix, queries, fmt.label_words, reduction=reduction)
+    context, queries = icl.build_context_and_queries(DEMOS, INPUTS, fmt)
+    cached = icl.score_label_words_cached(model, tok, context, queries, fmt.label_words, reduction=reduction)
+    naive = icl.score_label_words_naive(model, tok, context, queries, fmt.label_words, reduction=reduction)
     assert cached.shape == (len(INPUTS), len(LABEL_WORDS))
     close(cached, naive, rtol, what=f"cached vs naive ({reduction})")
-    return len(icl.encode_prefix(tok, prefix))
+    return len(icl.encode_context(tok, context))
 
 
 # --- the matrix ---------------------------------------------------------------------------------------------

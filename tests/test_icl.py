@@ -34,14 +34,14 @@ LP = dict(rtol=1e-5, atol=1e-4)
 def test_cached_equals_naive(tiny_gpt2, gpt2_tokenizer, k, reduction, side):
     fmt = icl.prompt_format("trec")  # " Abbreviation" is 3 tokens: multi-token labels are exercised
     assert max(len(t) for t in icl.label_word_ids(gpt2_tokenizer, fmt.label_words)) > 1
-    prefix, queries = icl.build_prefix_and_queries(DEMOS[:k], TESTS, fmt)
+    context, queries = icl.build_context_and_queries(DEMOS[:k], TESTS, fmt)
     cached = icl.score_label_words_cached(
-        tiny_gpt2, gpt2_tokenizer, prefix, queries, fmt.label_words, reduction=reduction, batch_size=3
+        tiny_gpt2, gpt2_tokenizer, context, queries, fmt.label_words, reduction=reduction, batch_size=3
     )  # 3 then 1: padding differs
     naive = icl.score_label_words_naive(
         tiny_gpt2,
         gpt2_tokenizer,
-        prefix,
+        context,
         queries,
         fmt.label_words,
         reduction=reduction,
@@ -59,14 +59,14 @@ def test_cached_equals_naive_with_eager_attention(gpt2_tokenizer):
     cfg._attn_implementation = "eager"
     model = GPT2LMHeadModel(cfg).eval()
     fmt = icl.prompt_format("trec")
-    prefix, queries = icl.build_prefix_and_queries(DEMOS[:2], TESTS, fmt)
-    cached = icl.score_label_words_cached(model, gpt2_tokenizer, prefix, queries, fmt.label_words, batch_size=3)
-    naive = icl.score_label_words_naive(model, gpt2_tokenizer, prefix, queries, fmt.label_words)
+    context, queries = icl.build_context_and_queries(DEMOS[:2], TESTS, fmt)
+    cached = icl.score_label_words_cached(model, gpt2_tokenizer, context, queries, fmt.label_words, batch_size=3)
+    naive = icl.score_label_words_naive(model, gpt2_tokenizer, context, queries, fmt.label_words)
     torch.testing.assert_close(cached, naive, **LP)
 
 
 def test_cached_handles_empty_inputs_and_large_batches(tiny_gpt2, gpt2_tokenizer):
-    """An input with no tokens is scored from the prefix's last position; one batch bigger than n is fine."""
+    """An input with no tokens is scored from the context's last position; one batch bigger than n is fine."""
     words = [" yes", " no thanks"]
     cached = icl.score_label_words_cached(
         tiny_gpt2, gpt2_tokenizer, "Question: ok?\nAnswer:", ["", " maybe"], words, batch_size=64
@@ -77,12 +77,12 @@ def test_cached_handles_empty_inputs_and_large_batches(tiny_gpt2, gpt2_tokenizer
 
 def test_cached_equals_unbatched_conditional_logprob(tiny_gpt2, gpt2_tokenizer):
     fmt = icl.prompt_format("sst2")
-    prefix, queries = icl.build_prefix_and_queries([("a gem .", 1), ("dull .", 0)], ["pretty good", "bad"], fmt)
-    cached = icl.score_label_words_cached(tiny_gpt2, gpt2_tokenizer, prefix, queries, [" Negative", " great movie"])
+    context, queries = icl.build_context_and_queries([("a gem .", 1), ("dull .", 0)], ["pretty good", "bad"], fmt)
+    cached = icl.score_label_words_cached(tiny_gpt2, gpt2_tokenizer, context, queries, [" Negative", " great movie"])
     for i, q in enumerate(queries):
         for c, word in enumerate([" Negative", " great movie"]):
             assert cached[i, c].item() == pytest.approx(
-                conditional_logprob(tiny_gpt2, gpt2_tokenizer, prefix + q, word), rel=LP["rtol"], abs=LP["atol"]
+                conditional_logprob(tiny_gpt2, gpt2_tokenizer, context + q, word), rel=LP["rtol"], abs=LP["atol"]
             )
 
 
@@ -101,9 +101,9 @@ def test_separate_tokenization_equals_joint_for_course_formats(gpt2_tokenizer):
         fmt = icl.prompt_format(task)
         for k in (0, 2):
             demos = [(t, y % len(fmt.label_words)) for t, y in DEMOS[:k]]
-            prefix, (query,) = icl.build_prefix_and_queries(demos, [TESTS[1]], fmt)
-            joint = icl.encode_prefix(gpt2_tokenizer, prefix + query)
-            assert joint == icl.encode_prefix(gpt2_tokenizer, prefix) + icl.encode_inputs(gpt2_tokenizer, [query])[0]
+            context, (query,) = icl.build_context_and_queries(demos, [TESTS[1]], fmt)
+            joint = icl.encode_context(gpt2_tokenizer, context + query)
+            assert joint == icl.encode_context(gpt2_tokenizer, context) + icl.encode_inputs(gpt2_tokenizer, [query])[0]
 
 
 # ------------------------------------------------------------------ prompt building
@@ -166,13 +166,13 @@ def test_prompt_longer_than_context_window(gpt2_tokenizer):
     demos = [(f"this is demonstration number {i} , fairly long .", i % 2) for i in range(4)]
     with pytest.raises(ContextWindowError, match=r"context window is 40 tokens") as err:
         icl.score_icl(small, gpt2_tokenizer, demos, ["short"], fmt, content_free_inputs=())
-    assert "prefix" in str(err.value) and "4 demonstrations" in str(err.value)
-    prefix, queries = icl.build_prefix_and_queries(demos, ["short"], fmt)
+    assert "context with 4 demonstrations" in str(err.value)
+    context, queries = icl.build_context_and_queries(demos, ["short"], fmt)
     with pytest.raises(ContextWindowError, match=r"tokens but the model's context window is 40"):
-        icl.score_label_words_cached(small, gpt2_tokenizer, prefix, queries, fmt.label_words)
+        icl.score_label_words_cached(small, gpt2_tokenizer, context, queries, fmt.label_words)
     with pytest.warns(UserWarning, match=r"dropped \d of 4 demonstrations"):
         sc = icl.score_icl(small, gpt2_tokenizer, demos, ["short"], fmt, content_free_inputs=(), on_overflow="drop")
-    assert 0 < sc.n_demonstrations < 4 and sc.prefix.endswith(icl.format_example(demos[-1][0], fmt, 1))
+    assert 0 < sc.n_demonstrations < 4 and sc.context.endswith(icl.format_example(demos[-1][0], fmt, 1))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # fits: no warning, nothing dropped
         assert (
@@ -336,19 +336,87 @@ def test_scorers_build_no_graph_even_when_the_model_has_trainable_weights(tiny_g
     activations of a long scoring run are freed as it goes (issue 27: 13.9 GB without it on SmolLM2)."""
     assert any(p.requires_grad for p in tiny_gpt2.parameters())
     fmt = icl.prompt_format("sst2")
-    prefix, queries = icl.build_prefix_and_queries([("great fun", 1)], ["dull", "fine"], fmt)
+    context, queries = icl.build_context_and_queries([("great fun", 1)], ["dull", "fine"], fmt)
     labels = icl.label_word_ids(gpt2_tokenizer, fmt.label_words)
     outputs = {
         "score_token_continuations": packed.score_token_continuations(
-            tiny_gpt2, icl.encode_prefix(gpt2_tokenizer, prefix), icl.encode_inputs(gpt2_tokenizer, queries), labels
+            tiny_gpt2, icl.encode_context(gpt2_tokenizer, context), icl.encode_inputs(gpt2_tokenizer, queries), labels
         ),
         "score_label_words_cached": icl.score_label_words_cached(
-            tiny_gpt2, gpt2_tokenizer, prefix, queries, fmt.label_words
+            tiny_gpt2, gpt2_tokenizer, context, queries, fmt.label_words
         ),
         "score_label_words_naive": icl.score_label_words_naive(
-            tiny_gpt2, gpt2_tokenizer, prefix, queries, fmt.label_words
+            tiny_gpt2, gpt2_tokenizer, context, queries, fmt.label_words
         ),
         "score_icl": icl.score_icl(tiny_gpt2, gpt2_tokenizer, [("great fun", 1)], ["dull"], fmt).logprobs,
     }
     for name, out in outputs.items():
         assert out.grad_fn is None and not out.requires_grad, name
+
+
+# ------------------------------------------------------------------ chapter 03's findings helpers
+def _two_runs():
+    import pandas as pd
+
+    base = dict(k=4, ordering=0)
+    return pd.DataFrame(
+        [
+            dict(base, demo_set=0, correct=[1, 0, 1, 1], calibrated_correct=[1, 1, 1, 1]),
+            dict(base, demo_set=1, correct=[0, 0, 1, 1], calibrated_correct=[1, 0, 1, 1]),
+        ]
+    )
+
+
+def test_runs_with_intervals_gives_each_run_n_and_its_wilson_interval():
+    from pt_helpers.stats import accuracy_interval
+
+    table = icl.runs_with_intervals(_two_runs())
+    a = accuracy_interval([1, 0, 1, 1])
+    assert list(table["n"]) == [4, 4]
+    assert table["accuracy [95% CI]"].iloc[0] == f"{a.value:.3f} [{a.low:.3f}, {a.high:.3f}]"
+    assert table["calibrated [95% CI]"].iloc[0].startswith("1.000")
+
+
+def test_compare_pooled_pairs_run_r_with_run_r():
+    runs = _two_runs()
+    row = icl.compare_pooled("cal vs raw", runs.calibrated_correct, runs.correct, names=("calibrated", "raw"))
+    test = row["test"]
+    # A only: set 0 example 1, set 1 example 0; B only: none → Δ = 2 / (2 runs × 4 examples)
+    assert (test.only_a, test.only_b, test.n, test.n_runs) == (2, 0, 4, 2)
+    assert test.difference == pytest.approx(0.25) and row["discordant (A only / B only)"] == "2 / 0"
+    assert row["verdict"].startswith("too few separating examples")  # 2 examples carry evidence
+    with pytest.raises(icl.CourseError, match="SAME runs"):
+        icl.compare_pooled("x", runs.correct, runs.correct.iloc[:1])
+
+
+def test_label_word_variants_and_their_tokens(gpt2_tokenizer):
+    fmt = icl.prompt_format("sst2")
+    variants = icl.label_word_variants(fmt.label_words)
+    assert list(variants.values())[0] == fmt.label_words
+    assert set(variants.values()) == {
+        (" Negative", " Positive"),
+        ("Negative", "Positive"),
+        (" negative", " positive"),
+        ("negative", "positive"),
+    }
+    table = icl.label_word_tokens(gpt2_tokenizer, fmt, (" positive", "positive"))
+    ids = gpt2_tokenizer(" positive", add_special_tokens=False)["input_ids"]
+    assert table["ids (as scored)"].iloc[0] == ids and table["tokens"].iloc[0][0].startswith("Ġ")
+    assert table["ids (as scored)"].iloc[0] != table["ids (as scored)"].iloc[1]  # the space is part of the token
+    assert bool(table["same ids in running text"].all())  # after "Sentiment:" GPT-2 cuts both the same way
+
+
+def test_findings_json_and_table_carry_the_numbers():
+    import json
+
+    from pt_helpers.stats import accuracy_interval, pooled_paired_test
+
+    runs = _two_runs()
+    test = pooled_paired_test(list(runs.calibrated_correct), list(runs.correct), names=("calibrated", "raw"))
+    findings = {"n_test": 4, "acc": accuracy_interval([1, 0, 1, 1]), "sets": [test], "words": {"x": test}}
+    plain = json.loads(json.dumps(icl.findings_json(findings)))  # JSON-serialisable
+    assert plain["acc"]["kind"] == "Accuracy" and plain["acc"]["value"] == 0.75 and plain["acc"]["n"] == 4
+    assert plain["sets"][0]["kind"] == "PooledPairedTest" and plain["sets"][0]["only_a"] == 2
+    table = icl.findings_table(findings)
+    assert list(table["finding"]) == ["n_test", "acc", "sets [0]", "words: x"]
+    assert table["value [95% CI]"].iloc[2] == f"Δ {test.difference:+.3f} [{test.low:+.3f}, {test.high:+.3f}]"

@@ -148,13 +148,13 @@ INPUTS = ["the plot goes nowhere", "great fun", "an utter bore, long and loud"]
 def test_cached_icl_equals_naive_and_catches_an_off_by_one_position(realistic_gpt2, reduction):
     model, tok = realistic_gpt2
     fmt = icl.prompt_format("sst2").with_label_words(LABEL_WORDS)
-    prefix, queries = icl.build_prefix_and_queries(DEMOS, INPUTS, fmt)
-    naive = icl.score_label_words_naive(model, tok, prefix, queries, fmt.label_words, reduction=reduction)
-    cached = icl.score_label_words_cached(model, tok, prefix, queries, fmt.label_words, reduction=reduction)
+    context, queries = icl.build_context_and_queries(DEMOS, INPUTS, fmt)
+    naive = icl.score_label_words_naive(model, tok, context, queries, fmt.label_words, reduction=reduction)
+    cached = icl.score_label_words_cached(model, tok, context, queries, fmt.label_words, reduction=reduction)
     # log-probabilities (what is meant): rtol of the row's largest |log-prob|
     assert_rows_close(cached, naive, what=f"cached vs naive ({reduction})")
     with positions_shifted_by_one(model):
-        broken = icl.score_label_words_cached(model, tok, prefix, queries, fmt.label_words, reduction=reduction)
+        broken = icl.score_label_words_cached(model, tok, context, queries, fmt.label_words, reduction=reduction)
     with pytest.raises(AssertionError):
         assert_rows_close(broken, naive, what="cached with positions off by one")
 
@@ -329,11 +329,11 @@ def test_real_smollm2_chain_rule_equals_loss_and_catches_an_off_by_one_target():
 def test_real_smollm2_cached_icl_equals_naive_and_catches_an_off_by_one_position():
     model, tok = smollm2()
     fmt = icl.prompt_format("sst2").with_label_words(LABEL_WORDS)
-    prefix, queries = icl.build_prefix_and_queries(DEMOS, INPUTS, fmt)
-    naive = icl.score_label_words_naive(model, tok, prefix, queries, fmt.label_words)
-    cached = icl.score_label_words_cached(model, tok, prefix, queries, fmt.label_words)
+    context, queries = icl.build_context_and_queries(DEMOS, INPUTS, fmt)
+    naive = icl.score_label_words_naive(model, tok, context, queries, fmt.label_words)
+    cached = icl.score_label_words_cached(model, tok, context, queries, fmt.label_words)
     assert_rows_close(cached, naive, REAL_RTOL, "cached vs naive")
     with positions_shifted_by_one(model):
-        broken = icl.score_label_words_cached(model, tok, prefix, queries, fmt.label_words)
+        broken = icl.score_label_words_cached(model, tok, context, queries, fmt.label_words)
     with pytest.raises(AssertionError):
         assert_rows_close(broken, naive, REAL_RTOL, "cached with positions off by one")

@@ -92,7 +92,7 @@ def check_3(token_ratio) -> Feedback:
             if abs(float(got) - n * C * (P + Q) / (P + n * Q)) < 1e-6 * expected:
                 return wrong("nearly: each naive pass also runs the label token (P + Q + 1 tokens).")
             return fb
-    return correct("the ratio grows with C and with P/Q: long shared prefixes, short inputs.")
+    return correct("the ratio grows with C and with P/Q: long shared contexts, short inputs.")
 
 
 P_HAT_4 = (0.3, 0.7)  # p̂ of one test input (Negative, Positive), exercise 4
