@@ -16,8 +16,8 @@ its *chat template* (对话模板). SmolLM2-Instruct and Qwen2.5-Instruct use th
   model's embedding matrix (and output layer) grows by two rows (``resize_token_embeddings``, seeded) —
   a new token id needs a row to look up, or the model would index past its matrix. A *pretrained base*
   model without a template is refused (it never saw one; putting ChatML on it would be a made-up format);
-* ``chat_prefix_and_queries``: few-shot classification as a conversation — system turn + k demonstrations
-  (user turn, assistant answer) are the shared prefix; each test input is a user turn followed by the
+* ``chat_context_and_queries``: few-shot classification as a conversation — system turn + k demonstrations
+  (user turn, assistant answer) are the shared context; each test input is a user turn followed by the
   assistant header; the label word is the assistant's answer. The pieces feed the course's scorers
   (``icl.score_label_words_cached`` = ``icl.score_label_words_naive``) unchanged;
 * ``chat_classifier``: a soft prompt on a chat model, its virtual tokens either *before the system turn*
@@ -29,8 +29,8 @@ its *chat template* (对话模板). SmolLM2-Instruct and Qwen2.5-Instruct use th
   answered directly, with a chain of thought and with a self-consistency vote on the same problems, scored
   exactly (``score_answers``) so that the three arms are compared with paired tests.
 
-Start token: the course's scorers put one start token (``lm.bos_token_id``) in front of every prefix.
-When a template's text starts with the BOS token (Llama 3's ``<|begin_of_text|>``), the prefix handed to
+Start token: the course's scorers put one start token (``lm.bos_token_id``) in front of every context.
+When a template's text starts with the BOS token (Llama 3's ``<|begin_of_text|>``), the context handed to
 them has it removed, so the scored ids are exactly the template's; otherwise (ChatML: the stand-in's, and
 SmolLM2-Instruct's, whose BOS ``<|im_start|>`` opens every turn and so does not start a text, see
 ``lm.bos_token_id``) the scored ids are the template's with that one start token (``<|endoftext|>``) in
@@ -219,41 +219,41 @@ def with_start_token(tokenizer, ids: Sequence[int]) -> list[int]:
     return ids if ids[:1] == [start] else [start] + ids
 
 
-def chat_prefix_and_queries(
+def chat_context_and_queries(
     tokenizer, demonstrations: Sequence[Any], test_examples: Sequence[Any], fmt: ChatFormat
 ) -> tuple[str, list[str]]:
-    """``(prefix, queries)`` for ``icl.score_label_words_cached`` / ``_naive``: the rendered conversation
+    """``(context, queries)`` for ``icl.score_label_words_cached`` / ``_naive``: the rendered conversation
     split where the shared part (system turn + demonstrations) ends.
 
-    ``start + prefix + queries[i] + label word`` is the conversation of input i answered with that label,
+    ``start + context + queries[i] + label word`` is the conversation of input i answered with that label,
     ``start`` being the scorer's start token (see the module docstring). Raises ``ChatTemplateError`` when
-    the template rewrites earlier turns once a turn is added (then no prefix is shared), and
+    the template rewrites earlier turns once a turn is added (then no context is shared), and
     ``icl.DemonstrationLeakError`` when a test input is one of the demonstrations.
     """
     icl.check_examples(test_examples)
     demos = icl.as_demos(demonstrations)
     icl.check_no_leak(demos, test_examples)
-    prefix = render(tokenizer, conversation(demos, None, fmt)) if (demos or fmt.system) else ""
+    context = render(tokenizer, conversation(demos, None, fmt)) if (demos or fmt.system) else ""
     queries = []
     for x in test_examples:
         full = render(tokenizer, conversation(demos, x, fmt), add_generation_prompt=True)
-        if not full.startswith(prefix):
+        if not full.startswith(context):
             raise ChatTemplateError(
                 "this chat template renders the shared turns differently once a test turn is added, so they are "
-                "not a shared prefix; score each conversation on its own with icl.score_label_words_naive"
+                "not a shared context; score each conversation on its own with icl.score_label_words_naive"
             )
-        queries.append(full[len(prefix) :])
+        queries.append(full[len(context) :])
     bos = tokenizer.convert_ids_to_tokens(bos_token_id(tokenizer))  # the scorers' start token, not always BOS
-    if bos and prefix.startswith(bos):
-        prefix = prefix[len(bos) :]  # the scorer puts the start token back
-    elif bos and not prefix and queries and all(q.startswith(bos) for q in queries):
+    if bos and context.startswith(bos):
+        context = context[len(bos) :]  # the scorer puts the start token back
+    elif bos and not context and queries and all(q.startswith(bos) for q in queries):
         queries = [q[len(bos) :] for q in queries]
-    return prefix, queries
+    return context, queries
 
 
-def engine_ids(tokenizer, prefix: str, query: str, label_word: str) -> list[int]:
-    """The ids the course's scorers read for one (prefix, query, label word): start token + pieces."""
-    ids = icl.encode_prefix(tokenizer, prefix) + icl.encode_inputs(tokenizer, [query])[0]
+def engine_ids(tokenizer, context: str, query: str, label_word: str) -> list[int]:
+    """The ids the course's scorers read for one (context, query, label word): start token + pieces."""
+    ids = icl.encode_context(tokenizer, context) + icl.encode_inputs(tokenizer, [query])[0]
     return ids + tokenizer(label_word, add_special_tokens=False)["input_ids"]
 
 
@@ -270,13 +270,13 @@ def score_chat(
 ) -> torch.Tensor:
     """(n, C) log P(answer = label word c | conversation of input i), by the cached engine or the naive one."""
     check_model_and_tokenizer(model, tokenizer, "score_chat")
-    prefix, queries = chat_prefix_and_queries(tokenizer, demonstrations, test_examples, fmt)
+    context, queries = chat_context_and_queries(tokenizer, demonstrations, test_examples, fmt)
     if cached:
         return icl.score_label_words_cached(
-            model, tokenizer, prefix, queries, fmt.label_words, reduction=reduction, batch_size=batch_size
+            model, tokenizer, context, queries, fmt.label_words, reduction=reduction, batch_size=batch_size
         )
     return icl.score_label_words_naive(
-        model, tokenizer, prefix, queries, fmt.label_words, reduction=reduction, batch_size=batch_size
+        model, tokenizer, context, queries, fmt.label_words, reduction=reduction, batch_size=batch_size
     )
 
 

@@ -101,25 +101,25 @@ def test_rendered_ids_are_apply_chat_template_ids(chat_stand_in, family):
 def test_scorer_reads_start_token_plus_the_template_ids(chat_stand_in, family):
     tok = chat_stand_in(family).tokenizer
     fmt = chat.chat_format("sst2")
-    prefix, queries = chat.chat_prefix_and_queries(tok, DEMOS, INPUTS, fmt)
+    context, queries = chat.chat_context_and_queries(tok, DEMOS, INPUTS, fmt)
     for x, q in zip(INPUTS, queries):
         for word in fmt.label_words:
             msgs = chat.conversation(DEMOS, x, fmt)
             expected = [icl.bos_token_id(tok)] + chat.template_ids(tok, msgs, True)
             expected += tok(word, add_special_tokens=False)["input_ids"]
-            assert chat.engine_ids(tok, prefix, q, word) == expected
+            assert chat.engine_ids(tok, context, q, word) == expected
 
 
 def test_a_template_starting_with_bos_is_not_given_a_second_one(chat_stand_in):
     tok = copy.deepcopy(chat_stand_in("llama").tokenizer)
     tok.chat_template = "{{- bos_token }}" + chat.CHATML_TEMPLATE  # as Llama 3's template starts
     fmt = chat.chat_format("sst2")
-    prefix, queries = chat.chat_prefix_and_queries(tok, DEMOS, INPUTS[:1], fmt)
+    context, queries = chat.chat_context_and_queries(tok, DEMOS, INPUTS[:1], fmt)
     msgs = chat.conversation(DEMOS, INPUTS[0], fmt)
     ids = chat.template_ids(tok, msgs, True)
     assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id
     assert (
-        chat.engine_ids(tok, prefix, queries[0], "positive")
+        chat.engine_ids(tok, context, queries[0], "positive")
         == ids + tok("positive", add_special_tokens=False)["input_ids"]
     )
 
@@ -142,11 +142,11 @@ def test_cached_chat_scoring_equals_naive(chat_stand_in, family, reduction):
     close(cached, naive, what=f"cached vs naive ({family}, {reduction})")
 
 
-def test_zero_shot_chat_scoring_has_an_empty_shared_prefix_only_without_a_system_turn(chat_stand_in):
+def test_zero_shot_chat_scoring_has_an_empty_shared_context_only_without_a_system_turn(chat_stand_in):
     model, tok = chat_stand_in("llama")
     fmt = chat.ChatFormat("", "Review: ", ("positive", "negative"))
-    prefix, queries = chat.chat_prefix_and_queries(tok, [], INPUTS, fmt)
-    assert prefix == "" and all(q.startswith(chat.IM_START + "user") for q in queries)
+    context, queries = chat.chat_context_and_queries(tok, [], INPUTS, fmt)
+    assert context == "" and all(q.startswith(chat.IM_START + "user") for q in queries)
     close(
         chat.score_chat(model, tok, [], INPUTS, fmt),
         chat.score_chat(model, tok, [], INPUTS, fmt, cached=False),
@@ -299,18 +299,18 @@ def test_a_tokenizer_without_template_is_a_clear_error():
         chat.render(tok, [chat.message("user", "hi")])
 
 
-def test_a_template_that_rewrites_earlier_turns_has_no_shared_prefix(chat_stand_in):
+def test_a_template_that_rewrites_earlier_turns_has_no_shared_context(chat_stand_in):
     tok = copy.deepcopy(chat_stand_in("llama").tokenizer)
     tok.chat_template = "{{- messages | length }}" + chat.CHATML_TEMPLATE  # depends on how many turns follow
-    with pytest.raises(chat.ChatTemplateError, match="shared prefix"):
-        chat.chat_prefix_and_queries(tok, DEMOS, INPUTS, chat.chat_format("sst2"))
+    with pytest.raises(chat.ChatTemplateError, match="shared context"):
+        chat.chat_context_and_queries(tok, DEMOS, INPUTS, chat.chat_format("sst2"))
 
 
 def test_bad_arguments_are_named(chat_stand_in):
     model, tok = chat_stand_in("llama")
     fmt = chat.chat_format("sst2")
     with pytest.raises(icl.DemonstrationLeakError):
-        chat.chat_prefix_and_queries(tok, DEMOS, [DEMOS[0][0]], fmt)
+        chat.chat_context_and_queries(tok, DEMOS, [DEMOS[0][0]], fmt)
     with pytest.raises(chat.ChatTemplateError, match="role"):
         chat.message("narrator", "hi")
     with pytest.raises(CourseError, match="out of range"):
@@ -320,7 +320,7 @@ def test_bad_arguments_are_named(chat_stand_in):
     with pytest.raises(CourseError, match="n_samples"):
         chat.sample_answers(model, tok, [chat.message("user", "hi")], n_samples=0)
     with pytest.raises(TypeError):
-        chat.chat_prefix_and_queries(tok, DEMOS, "one string", fmt)
+        chat.chat_context_and_queries(tok, DEMOS, "one string", fmt)
 
 
 # --- what a closed API allows ----------------------------------------------------------------------------------

@@ -143,8 +143,8 @@ def test_plain_text_starts_with_endoftext_not_the_chat_turn_marker():
     assert lm.chat_turn_markers(tok, ("<|im_start|>", "<|im_end|>", "<|endoftext|>")) == {"<|im_start|>", "<|im_end|>"}
     assert tok.convert_ids_to_tokens(lm.bos_token_id(tok)) == "<|endoftext|>"
     fmt = chat.chat_format("sst2")
-    prefix, queries = chat.chat_prefix_and_queries(tok, [("great fun", 1)], ["dull"], fmt)
-    ids = chat.engine_ids(tok, prefix, queries[0], fmt.label_words[0])
+    context, queries = chat.chat_context_and_queries(tok, [("great fun", 1)], ["dull"], fmt)
+    ids = chat.engine_ids(tok, context, queries[0], fmt.label_words[0])
     messages = chat.conversation(icl.as_demos([("great fun", 1)]), "dull", fmt)
     template = chat.template_ids(tok, messages, add_generation_prompt=True)
     assert ids[0] == lm.bos_token_id(tok) and ids[1 : 1 + len(template)] == template
