@@ -140,10 +140,10 @@ def _run_two_processes(out_dir):
 def test_two_processes_give_the_same_prompt_as_one(tmp_path):
     """Same global batch (4) on 1 process and on 2 (2 + 2 examples, DDP-averaged gradients): same prefix."""
     one = main([*TINY, "--output-dir", str(tmp_path / "one")])
-    assert one["num_processes"] == 1 and one["steps"] == 3
+    assert one["num_processes"] == 1 and one["steps_run"] == 3
     _run_two_processes(tmp_path / "two")
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    assert two["num_processes"] == 2 and two["steps"] == 3 and two["global_batch_size"] == 4
+    assert two["num_processes"] == 2 and two["steps_run"] == 3 and two["global_batch_size"] == 4
     # losses ~0.7 summed in another order over two processes: float32 round-off, relative
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-5, abs=1e-6)
     assert two["best_step"] == one["best_step"]
@@ -185,7 +185,7 @@ def test_p_tuning_run_trains_the_encoder_and_saves_only_p(tmp_path):
     assert set(load_file(str(out / TENSORS_FILE))) == {"prompt"}
     assert load_file(str(out / TENSORS_FILE))["prompt"].shape == (3, 256)
     config = json.loads((out / CONFIG_FILE).read_text())
-    assert config["method"] == "p_tuning" and config["adapter"]["trained_with_encoder"] == "lstm"
+    assert config["method"] == "p_tuning" and config["adapter"]["p_tuning_encoder"] == "lstm"
     settings = json.loads((out / "train_config.json").read_text())
     assert settings["method"] == "p_tuning" and settings["init"] == "random" and settings["p_tuning_encoder"] == "lstm"
     # the reloaded P (no encoder) scores the evaluation examples exactly as the trained run did
@@ -220,7 +220,7 @@ def test_a_causal_folder_with_any_name_trains_as_a_causal_lm(tmp_path, two_step_
     out = tmp_path / "run"
     metrics = main(two_step_train_argv(folder, "deep", out))
     assert metrics["model_kind"] == "causal" and metrics["head"] == "label words"
-    assert metrics["model_family"] == "llama" and metrics["steps"] == 2
+    assert metrics["model_family"] == "llama" and metrics["steps_run"] == 2
     config = json.loads((out / CONFIG_FILE).read_text())
     assert config["model_kind"] == "causal" and config["method"] == "deep"
 
@@ -320,7 +320,7 @@ def test_every_task_trains_from_the_command_line(task, tmp_path):
     argv = [*TINY[:3], task, *TINY[4:5], "soft", *TINY[6:]]
     argv[argv.index("--max-steps") + 1] = "2"
     metrics = main([*argv, "--output-dir", str(tmp_path / task)])
-    assert metrics["task"] == task and metrics["steps"] == 2 and len(metrics["loss"]) == 2
+    assert metrics["task"] == task and metrics["steps_run"] == 2 and len(metrics["loss"]) == 2
     assert metrics["eval_split"] == task_info(task).eval_split and 0.0 <= metrics["accuracy"] <= 1.0
 
 
