@@ -35,7 +35,7 @@ from .adapters import METHODS, Method, get_method, option, register_method
 from .classifiers import LabelSentences, PromptClassifier, predict_classes
 from .device import seed_everything
 from .errors import TrainConfigError
-from .project import atomic_write_json, renamed_keys
+from .project import RENAMED_RESULTS, RENAMED_SETTINGS, atomic_write_json, renamed_keys
 from .stats import accuracy_interval, paired_test, seed_interval, smoke_budget
 from .training import TrainSettings, fit
 
@@ -423,12 +423,12 @@ class RunStore:
 
 
 def _renamed_record(saved: dict) -> dict:
-    """A stored run written before the renames, under today's names: ``steps`` was the budget in the training
-    options (now ``max_steps``) and the steps taken in the row (now ``steps_run``); ``project.RETIRED_NAMES``."""
+    """A stored run written before the renames, under today's names: its training options read as settings
+    (``project.RENAMED_SETTINGS``), its row as a result (``project.RENAMED_RESULTS``)."""
     settings = dict(saved.get("settings") or {})
     if isinstance(settings.get("train_kwargs"), dict):
-        settings["train_kwargs"] = dict(sorted(renamed_keys(settings["train_kwargs"], {"steps": "max_steps"}).items()))
-    row = renamed_keys(saved["row"], {"steps": "steps_run"}) if isinstance(saved.get("row"), dict) else saved.get("row")
+        settings["train_kwargs"] = renamed_keys(settings["train_kwargs"], RENAMED_SETTINGS)
+    row = renamed_keys(saved["row"], RENAMED_RESULTS) if isinstance(saved.get("row"), dict) else saved.get("row")
     return saved | dict(settings=settings, row=row)
 
 

@@ -41,6 +41,8 @@ RETIRED_NAMES = {
 
 # a key of a run's settings (a notebook's settings dict or overrides, a YAML config): ``steps`` there was the budget
 RENAMED_SETTINGS = RETIRED_NAMES | {"steps": "max_steps"}
+# a key of what a finished run reports (a comparison row, metrics.json): ``steps`` there was the steps it took
+RENAMED_RESULTS = RETIRED_NAMES | {"steps": "steps_run"}
 
 
 def renamed_keys(record: dict, renames: dict[str, str] | None = None) -> dict:

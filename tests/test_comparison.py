@@ -208,3 +208,24 @@ def test_the_weights_hash_sees_every_weight_and_every_dtype(random_bert):
     assert weights_sha256(changed) != weights_sha256(model)
     assert model_fingerprint(changed) == model_fingerprint(model)  # why RunStore does not use the short one
     assert weights_sha256(copy.deepcopy(model).to(torch.bfloat16)) != weights_sha256(model)
+
+
+def test_a_run_stored_before_the_renames_is_read_back_under_the_new_names(monkeypatch, tmp_path):
+    """A record whose options said ``steps`` (the budget) and whose row said ``trained_params`` / ``steps`` is
+    read back as a run of ``max_steps`` with ``n_trainable`` / ``steps_run``: nothing is trained again."""
+    import json
+
+    calls = []
+    monkeypatch.setattr(comparison, "train_method", _fake_train({1e-2: 0.8}, calls))
+    args = ("LoRA", None, None, SENTENCES, (TEXTS, LABELS), (TEXTS, LABELS), (["x"] * 5, [1, 1, 0, 1, 0]))
+    (first,) = comparison.run_method(*args, seeds=[3], sweep=[1e-2], run_dir=tmp_path, max_steps=7)
+    path = tmp_path / "LoRA-lr0.01-seed3.json"
+    record = json.loads(path.read_text())
+    kwargs, row = record["settings"]["train_kwargs"], record["row"]
+    kwargs["steps"] = kwargs.pop("max_steps")  # the record as the earlier version wrote it
+    row["trained_params"], row["steps"] = row.pop("n_trainable"), row.pop("steps_run")
+    path.write_text(json.dumps(record))
+    (again,) = comparison.run_method(*args, seeds=[3], sweep=[1e-2], run_dir=tmp_path, max_steps=7)
+    assert len(calls) == 1 and again["resumed"]
+    assert again["n_trainable"] == first["n_trainable"] and again["steps_run"] == first["steps_run"]
+    assert "trained_params" not in again and "steps" not in again

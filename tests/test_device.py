@@ -50,3 +50,14 @@ def test_unknown_keys_are_named_with_the_known_ones(layer, where):
 def test_bad_profile_is_refused():
     with pytest.raises(ValueError, match="profile must be one of"):
         profile_settings("fast", QUICK)
+
+
+def test_a_retired_name_is_refused_with_its_new_name():
+    """``steps`` / ``train_steps`` were the budget's names before issue 26: the error names ``max_steps``."""
+    quick = dict(max_steps=10, n_test=5)
+    for old in ("steps", "train_steps"):
+        with pytest.raises(ParameterError, match=rf"\['{old}'\] \(renamed: {old} → max_steps\)"):
+            profile_settings("quick", quick, overrides={old: 4})
+    with pytest.raises(ParameterError) as err:  # a key of another notebook's settings: no hint to a missing name
+        profile_settings("quick", dict(n_test=5), overrides={"steps": 4})
+    assert "renamed" not in str(err.value)

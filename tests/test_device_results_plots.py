@@ -94,3 +94,17 @@ def test_release_memory_hands_freed_activations_back():
     before = resident_mib()
     after = release_memory()
     assert after is not None and after <= before - 40, f"resident {before} MiB → {after} MiB"
+
+
+def test_a_rows_file_written_with_the_old_column_name_is_read_under_the_new_one(tmp_path, monkeypatch):
+    """``trained_params`` was the column's name before issue 26: such a file still loads, as ``n_trainable``."""
+    import json
+
+    monkeypatch.setenv("PT_RESULTS_DIR", str(tmp_path))
+    old = make_row("06", "deep prompt", "sst2", "minilm", True, "accuracy", 0.8, n_trainable=92160)
+    old["trained_params"] = old.pop("n_trainable")  # the row as the earlier version wrote it
+    (tmp_path / "06.json").write_text(json.dumps([old]))
+    save_rows("05", [make_row("05", "soft prompt", "sst2", "minilm", True, "accuracy", 0.8, n_trainable=7680)])
+    df = load_results()
+    assert "trained_params" not in df.columns
+    assert dict(zip(df["chapter"], df["n_trainable"])) == {"05": 7680, "06": 92160}

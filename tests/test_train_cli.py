@@ -80,6 +80,9 @@ def test_yaml_gives_defaults_and_flags_win(tmp_path):
     path.write_text(yaml.safe_dump({"method": "deep", "n-virtual-tokens": 7, "lr": 0.5, "task": "trec"}))
     cfg = parse_config(["--config", str(path), "--lr", "0.1"])
     assert (cfg.method, cfg.n_virtual_tokens, cfg.lr, cfg.task) == ("deep", 7, 0.1, "trec")
+    path.write_text(yaml.safe_dump({"steps": 7}))  # a retired name: the error says what it is called now
+    with pytest.raises(TrainConfigError, match=r"unknown keys \['steps'\] in .*\(renamed: steps → max_steps\)"):
+        parse_config(["--config", str(path)])
     path.write_text(yaml.safe_dump({"n_virtual_token": 7}))
     with pytest.raises(TrainConfigError, match="unknown keys"):
         parse_config(["--config", str(path)])
