@@ -6,7 +6,7 @@ import torch
 
 from pt_helpers.device import get_device, resolve_profile, seed_everything
 from pt_helpers.plots import heatmap
-from pt_helpers.results import build_dir, load_results, make_row, save_rows
+from pt_helpers.results import load_results, make_row, save_rows
 
 
 def test_same_seed_same_numbers():
@@ -35,17 +35,6 @@ def test_results_round_trip(tmp_path, monkeypatch):
     assert list(load_results(pretrained_only=True)["method"]) == ["soft prompt"]
     with pytest.raises(ValueError, match="make_row"):
         save_rows("06", [{"method": "x"}])
-
-
-def test_build_dir_is_the_projects_whatever_the_working_directory(tmp_path, monkeypatch):
-    from pathlib import Path
-
-    import pt_helpers
-
-    monkeypatch.chdir(tmp_path)
-    path = build_dir("ch_test")
-    assert path.is_dir() and path == Path(pt_helpers.__file__).resolve().parents[1] / "build" / "ch_test"
-    path.rmdir()
 
 
 def test_heatmap_checks_shape():

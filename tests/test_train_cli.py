@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -253,28 +254,33 @@ def _cli(args, **kwargs):
     )
 
 
-def test_sigkill_then_resume_reaches_the_same_prompt_as_an_uninterrupted_run(tmp_path):
+def sigkill_once_saved(proc: subprocess.Popen, state: Path, step: int, timeout: float = 180) -> None:
+    """SIGKILL ``proc`` (a training run) once the training state it saves at ``state`` has reached ``step``,
+    or after ``timeout`` seconds; a run that ends by itself before that is a failure (its stderr is shown)."""
     import signal
     import time
 
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if json.loads(state.read_text())["step"] >= step:
+                break
+        except (OSError, ValueError, KeyError):  # not written yet, or caught between its writes
+            pass
+        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()[-2000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # for real: no handler runs, nothing is flushed
+    proc.wait(timeout=30)
+
+
+def test_sigkill_then_resume_reaches_the_same_prompt_as_an_uninterrupted_run(tmp_path):
     import torch
 
     whole = tmp_path / "whole"
     assert _cli([*RESUMABLE, "--output-dir", str(whole)]).wait(timeout=240) == 0
     cut = tmp_path / "cut"
     proc = _cli([*RESUMABLE, "--output-dir", str(cut)])
-    state = cut / "training_state" / "state.json"
-    deadline = time.time() + 180
-    while time.time() < deadline:  # kill it for real once a few steps are saved
-        try:
-            if json.loads(state.read_text())["step"] >= 5:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()[-2000:]
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    sigkill_once_saved(proc, cut / "training_state" / "state.json", step=5)  # kill it for real mid-run
     assert not (cut / "metrics.json").exists()
     again = _cli([*RESUMABLE, "--output-dir", str(cut)])  # without --resume: refused, nothing touched
     _, err = again.communicate(timeout=240)
@@ -335,27 +341,13 @@ def _run_files(folder):
 
 
 def test_an_overwrite_run_killed_mid_training_leaves_the_previous_run_intact(tmp_path):
-    import signal
-    import time
-
     run = tmp_path / "run"
     soft = [*TINY[:5], "soft", *TINY[6:]]
     main([*soft, "--output-dir", str(run)])
     before = _run_files(run)
     assert {"metrics.json", TENSORS_FILE, CONFIG_FILE, "train_config.json"} <= set(before)
     proc = _cli([*RESUMABLE, "--output-dir", str(run), "--overwrite"])  # a deep run of 60 steps over it
-    state = run / ".new_run" / "training_state" / "state.json"
-    deadline = time.time() + 180
-    while time.time() < deadline:  # killed for real once it is training
-        try:
-            if json.loads(state.read_text())["step"] >= 3:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()[-2000:]
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    sigkill_once_saved(proc, run / ".new_run" / "training_state" / "state.json", step=3)  # killed while training
     assert _run_files(run) == before  # the soft run, byte for byte
     bert = load_model("bert", "encoder", allow_random=True, verbose=False)
     assert load_prompt(run, bert.model, bert.tokenizer).method == "soft"
