@@ -27,7 +27,7 @@ from . import p_tuning, prefix, soft_prompt  # noqa: F401  (importing them regis
 from .adapters import ADAPTERS, PromptAdapter
 from .errors import BaseModelMismatchError, CheckpointError, PromptShapeError
 from .frozen import input_embeddings, model_kind
-from .project import atomic_write_bytes, atomic_write_json
+from .project import atomic_write_bytes, atomic_write_json, renamed_keys
 
 FORMAT_VERSION = 2
 TENSORS_FILE = "adapter.safetensors"
@@ -116,7 +116,8 @@ def save_prompt(
 
 
 def read_config(folder: str | Path) -> dict:
-    """The JSON config of a saved prompt, checked for its format version."""
+    """The JSON config of a saved prompt, checked for its format version. A key an earlier version wrote
+    under a name since retired (``project.RETIRED_NAMES``) is read under its current name, so old saves load."""
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(
@@ -134,6 +135,9 @@ def read_config(folder: str | Path) -> dict:
             f"{path} has format_version {config.get('format_version') if isinstance(config, dict) else None!r}; "
             f"this course reads version {FORMAT_VERSION}. Save the prompt again with save_prompt."
         )
+    config = renamed_keys(config)
+    if isinstance(config.get("adapter"), dict):
+        config["adapter"] = renamed_keys(config["adapter"])
     return config
 
 

@@ -1,6 +1,6 @@
 """The method comparison of chapter 06: every method trained by the same ``training.fit``, measured alike.
 
-* ``train_method`` trains one method (deep prompt, deep prompt + MLP, the two shallow prompts, linear probe,
+* ``train_method`` trains one method (deep prompt, deep prompt + MLP, the two soft prompts, linear probe,
   LoRA, full fine-tuning — each a registered method of ``adapters.METHODS`` with the options of its row,
   ``COMPARED``; any other registered method by its own name) at ONE learning rate on a *copy* of a frozen
   sentence encoder;
@@ -35,7 +35,7 @@ from .adapters import METHODS, Method, get_method, option, register_method
 from .classifiers import LabelSentences, PromptClassifier, predict_classes
 from .device import seed_everything
 from .errors import TrainConfigError
-from .project import atomic_write_json
+from .project import RENAMED_RESULTS, RENAMED_SETTINGS, atomic_write_json, renamed_keys
 from .stats import accuracy_interval, paired_test, seed_interval, smoke_budget
 from .training import TrainSettings, fit
 
@@ -132,8 +132,8 @@ register_method(Method("linear_probe", "logistic regression on the frozen embedd
 COMPARED = {
     "deep prompt": ("deep", {}),
     "deep prompt + MLP": ("deep", dict(reparameterize=True)),
-    "shallow prompt": ("soft", {}),
-    "shallow prompt + pooled states": ("soft", dict(pool_prompt=True)),
+    "soft prompt": ("soft", {}),
+    "soft prompt + pooled states": ("soft", dict(pool_prompt=True)),
     "linear probe": ("linear_probe", {}),
     "LoRA": ("lora", {}),
     "full fine-tuning": ("full_finetuning", {}),
@@ -155,8 +155,8 @@ def method_of(name: str) -> tuple[Method, dict]:
 COMPARED_WITH = {
     "deep prompt": "full fine-tuning",  # P-Tuning v2's claim: a deep prompt comes close to fine-tuning
     "deep prompt + MLP": "deep prompt",  # what the reparameterisation changes
-    "shallow prompt": "deep prompt",  # what prompts at every layer add
-    "shallow prompt + pooled states": "shallow prompt",  # what pooling the prompt's own states adds
+    "soft prompt": "deep prompt",  # what prompts at every layer add
+    "soft prompt + pooled states": "soft prompt",  # what pooling the prompt's own states adds
     "linear probe": "full fine-tuning",
     "LoRA": "full fine-tuning",
     "full fine-tuning": "zero-shot",
@@ -166,8 +166,8 @@ COMPARED_WITH = {
 DEFAULT_SWEEP = {
     "deep prompt": (3e-3, 1e-2, 3e-2),
     "deep prompt + MLP": (3e-4, 1e-3, 3e-3),
-    "shallow prompt": (1e-2, 3e-2, 1e-1),
-    "shallow prompt + pooled states": (1e-2, 3e-2, 1e-1),
+    "soft prompt": (1e-2, 3e-2, 1e-1),
+    "soft prompt + pooled states": (1e-2, 3e-2, 1e-1),
     "linear probe": (0.1, 1.0, 10.0),
     "LoRA": (3e-4, 1e-3, 3e-3),
     "full fine-tuning": (1e-5, 3e-5, 1e-4),
@@ -183,9 +183,9 @@ def variant(method: str, n_virtual_tokens: int | None = None, lora_rank: int = 8
         "deep prompt": f"{n} trained keys + values per layer (P-Tuning v2 style), init from a text's own "
         "keys/values, no MLP",
         "deep prompt + MLP": f"{n} tokens, P = MLP(E) while training (Li & Liang's reparameterisation)",
-        "shallow prompt": f"Lester et al.: {n} input vectors, text init; embedding = mean over the input's own "
+        "soft prompt": f"Lester et al.: {n} input vectors, text init; embedding = mean over the input's own "
         "tokens (pool_prompt=False)",
-        "shallow prompt + pooled states": f"notebook 05's headline: {n} input vectors, text init; the prompt's "
+        "soft prompt + pooled states": f"notebook 05's headline: {n} input vectors, text init; the prompt's "
         "output states averaged into the embedding too (pool_prompt=True)",
         "linear probe": "logistic regression (L-BFGS) on the frozen mean-pooled embeddings; C swept instead of lr",
         "LoRA": f"rank {lora_rank}, alpha {2 * lora_rank}, on query and value projections (PEFT)",
@@ -208,7 +208,7 @@ def train_method(
     *,
     lr: float,
     seed: int = 0,
-    steps: int = 100,
+    max_steps: int = 100,
     batch_size: int = 32,
     n_virtual_tokens: int | None = None,
     init_text: str = "Classify this text",
@@ -222,8 +222,8 @@ def train_method(
 ) -> tuple[dict, object]:
     """Train ``method`` at ONE learning rate ``lr`` (for the probe: its C) on a copy of ``encoder``.
 
-    Returns ``(row, predict)``: ``row`` has method, variant, seed, lr, trained_params, select_accuracy (of
-    the best step, chosen on ``select_data`` by ``training.fit``), best_step, steps, seconds, peak_mib,
+    Returns ``(row, predict)``: ``row`` has method, variant, seed, lr, n_trainable, select_accuracy (of
+    the best step, chosen on ``select_data`` by ``training.fit``), best_step, steps_run, seconds, peak_mib,
     memory_measure, loss_curve; ``predict(texts) → class ids`` runs the trained model. Nothing here looks at
     evaluation data.
     """
@@ -239,11 +239,11 @@ def train_method(
     settings = TrainSettings(
         method=registered.name,
         n_virtual_tokens=n_virtual_tokens or TrainSettings.n_virtual_tokens,
-        max_steps=steps,
+        max_steps=max_steps,
         batch_size=batch_size,
         lr=float(lr),
         seed=seed,
-        eval_every=eval_every or max(1, steps // 3),
+        eval_every=eval_every or max(1, max_steps // 3),
         lr_schedule=lr_schedule,
         warmup=warmup,
         max_length=max_length,
@@ -259,14 +259,14 @@ def train_method(
         start = time.perf_counter()
         if registered.trains == "features":  # the linear probe: no gradient steps
             clf = PromptClassifier(model, tokenizer, head, max_length=max_length)
-            n_fit = min(len(tr_x), steps * batch_size)  # the same number of training examples as the others
+            n_fit = min(len(tr_x), max_steps * batch_size)  # the same number of training examples as the others
             feats = clf.encode_texts(list(tr_x[:n_fit]), use_prompt=False).numpy()
             probe = LogisticRegression(max_iter=2000, C=float(lr)).fit(feats, np.asarray(tr_y[:n_fit]))
 
             def predict(texts, clf=clf, probe=probe):
                 return probe.predict(clf.encode_texts(list(texts), use_prompt=False).numpy())
 
-            row.update(trained_params=int(probe.coef_.size + probe.intercept_.size), best_step=0, steps=0)
+            row.update(n_trainable=int(probe.coef_.size + probe.intercept_.size), best_step=0, steps_run=0)
             row.update(loss_curve=[], select_accuracy=float(_outcomes(predict(se_x), se_y).mean()))
         else:
             kwargs = dict(init_text=init_text, label_words=None)
@@ -283,7 +283,7 @@ def train_method(
 
             predict.classifier = clf  # the trained classifier (run_method's keep_classifier)
 
-            row.update(trained_params=int(result.n_trainable), best_step=result.best_step, steps=result.steps)
+            row.update(n_trainable=int(result.n_trainable), best_step=result.best_step, steps_run=result.steps_run)
             row.update(loss_curve=list(result.history["loss"]), select_accuracy=float(result.best_select_accuracy))
         row["seconds"] = time.perf_counter() - start
     row["peak_mib"] = mem.mib
@@ -402,8 +402,8 @@ class RunStore:
         settings = self.settings | dict(lr=float(lr), seed=int(seed))
         if path.is_file():
             try:
-                saved = json.loads(path.read_text())
-            except json.JSONDecodeError as err:
+                saved = _renamed_record(json.loads(path.read_text()))
+            except (json.JSONDecodeError, AttributeError) as err:
                 raise TrainConfigError(f"{path} is not a readable run record ({err}): delete it to retrain") from err
             if saved.get("settings") != settings:
                 changed = sorted(k for k in settings if saved.get("settings", {}).get(k) != settings[k])
@@ -420,6 +420,16 @@ class RunStore:
         row = evaluate_run(row, predict, self.eval_data, self.extra_eval)
         atomic_write_json(path, dict(settings=settings, row=row), default=_plain)
         return row | dict(resumed=False)
+
+
+def _renamed_record(saved: dict) -> dict:
+    """A stored run written before the renames, under today's names: its training options read as settings
+    (``project.RENAMED_SETTINGS``), its row as a result (``project.RENAMED_RESULTS``)."""
+    settings = dict(saved.get("settings") or {})
+    if isinstance(settings.get("train_kwargs"), dict):
+        settings["train_kwargs"] = renamed_keys(settings["train_kwargs"], RENAMED_SETTINGS)
+    row = renamed_keys(saved["row"], RENAMED_RESULTS) if isinstance(saved.get("row"), dict) else saved.get("row")
+    return saved | dict(settings=settings, row=row)
 
 
 def _plain(obj):
@@ -466,8 +476,8 @@ def zero_shot_rows(encoder, tokenizer, label_sentences, eval_data, *, seed=0, te
     head = LabelSentences(encoder, tokenizer, label_sentences, temperature, False, max_length)
     clf = PromptClassifier(encoder, tokenizer, head, max_length=max_length)
     correct = _outcomes(predict_classes(clf, list(eval_data[0])), eval_data[1])
-    row = dict(method="zero-shot", seed=seed, variant=variant("zero-shot"), trained_params=0, lr=float("nan"))
-    row |= dict(sweep={}, seconds=0.0, peak_mib=0.0, select_accuracy=float("nan"), best_step=0, steps=0)
+    row = dict(method="zero-shot", seed=seed, variant=variant("zero-shot"), n_trainable=0, lr=float("nan"))
+    row |= dict(sweep={}, seconds=0.0, peak_mib=0.0, select_accuracy=float("nan"), best_step=0, steps_run=0)
     return [row | dict(loss_curve=[], accuracy=float(correct.mean()), n=len(correct), correct=correct)]
 
 
@@ -506,20 +516,21 @@ def comparison_table(rows: Sequence[dict], n_model_parameters: int, compared_wit
         paired = delta_seeds = "—"
         if other in by_method:
             other_runs = sorted(by_method[other], key=lambda r: r["seed"])
-            smoke = bool(first["steps"]) and smoke_budget(int(first["steps"]))  # the probe (no steps) keeps its test
+            ran = int(first["steps_run"])
+            smoke = bool(ran) and smoke_budget(ran)  # the probe (no steps) keeps its test
             paired = str(paired_test(first["correct"], other_runs[0]["correct"], smoke=smoke))
             # seeds paired by position; a single-run row (zero-shot, the deterministic probe) pairs with every seed
             other_acc = [other_runs[min(i, len(other_runs) - 1)]["accuracy"] for i in range(len(runs))]
             delta_seeds = str(seed_interval([r["accuracy"] - o for r, o in zip(runs, other_acc)]))
-        steps = f"{first['best_step']} / {first['steps']}" if first["steps"] else "—"
+        best_of = f"{first['best_step']} / {first['steps_run']}" if first["steps_run"] else "—"
         lines.append(
             {
                 "method": method,
                 "variant": first["variant"],
                 "chosen on the selection split": _fmt_sweep(first),
-                "trained params": int(first["trained_params"]),
-                "% of model": 100 * first["trained_params"] / n_model_parameters,
-                "best step / steps": steps,
+                "trained params": int(first["n_trainable"]),
+                "% of model": 100 * first["n_trainable"] / n_model_parameters,
+                "best step / steps": best_of,
                 "train time (s)": float(np.mean([r["seconds"] for r in runs])),
                 "peak memory (MiB)": float(np.mean([r["peak_mib"] for r in runs])),
                 "n": acc.n,

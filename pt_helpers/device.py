@@ -141,14 +141,16 @@ def profile_settings(
     1. ``quick``: every setting with its quick-profile (CPU) value — the keys it names are the only keys;
     2. ``full``: what the full profile changes, ONE dict of overrides of ``quick`` (applied when ``profile``
        resolves to ``"full"``, see :func:`resolve_profile`);
-    3. ``overrides``: the notebook's ``overrides`` parameter (``-p overrides '{"steps": 2}'``);
+    3. ``overrides``: the notebook's ``overrides`` parameter (``-p overrides '{"max_steps": 2}'``);
     4. ``given``: the notebook's own parameters for these settings (``n_test: int | None = None``); each one
        whose value is not None is a value the reader typed, so it wins always — a profile never replaces it.
 
     A key of ``full``, ``overrides`` or ``given`` that ``quick`` does not name raises
-    :class:`~pt_helpers.errors.ParameterError` naming the known keys. Returns a new plain dict.
+    :class:`~pt_helpers.errors.ParameterError` naming the known keys (and the current name of a renamed one,
+    ``project.RENAMED_SETTINGS``: ``steps`` → ``max_steps``). Returns a new plain dict.
     """
     from .errors import ParameterError
+    from .project import RENAMED_SETTINGS
 
     __tracebackhide__ = True  # IPython shows the message, not this function's frames
     profile = resolve_profile(profile)
@@ -156,7 +158,9 @@ def profile_settings(
     for where, layer in (("the full profile", full), ("overrides", overrides), ("the given parameters", given)):
         unknown = sorted(set(layer or {}) - set(quick))
         if unknown:
-            raise ParameterError(f"{where}: unknown setting(s) {unknown}; this notebook's settings are {known}.")
+            renamed = [f"{k} → {RENAMED_SETTINGS[k]}" for k in unknown if RENAMED_SETTINGS.get(k) in quick]
+            hint = f" (renamed: {', '.join(renamed)})" if renamed else ""
+            raise ParameterError(f"{where}: unknown setting(s) {unknown}{hint}; this notebook's settings are {known}.")
     settings = dict(quick)
     if profile == "full":
         settings.update(full or {})

@@ -129,7 +129,7 @@ class PTuningEncoder(PromptAdapter):
 
     def saved_settings(self) -> dict:
         return {
-            "trained_with_encoder": self.encoder_type,
+            "p_tuning_encoder": self.encoder_type,  # how it was trained; only P is saved
             "encoder_hidden_size": self.encoder_hidden_size,
             "num_layers": self.num_layers,
         }

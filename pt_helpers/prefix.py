@@ -157,7 +157,7 @@ class PrefixEncoder(PromptAdapter):
     def saved_settings(self) -> dict:
         g = self.geometry
         return {
-            "trained_with_reparameterization": self.reparameterize,
+            "reparameterize": self.reparameterize,  # how it was trained; the saved P is the direct one
             "geometry": dict(n_layers=g.n_layers, n_kv_heads=g.n_kv_heads, head_dim=g.head_dim, n_heads=g.n_heads),
             "layout": "peft: (n, [K_0, V_0, K_1, V_1, ...]), each n_kv_heads · head_dim wide",
         }

@@ -23,6 +23,35 @@ NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_[\w\-]+\.ipynb$")
 # the text the reader sees; the site (pt_helpers.course.site) reads these records, not the printed text
 PROVENANCE_MIME = "application/vnd.pt-helpers.model-provenance+json"
 
+# One identifier per concept (notebooks/glossary.md, its "in code" column): the spellings earlier versions of the
+# course wrote, and the identifier that replaced each. Files written before the rename (a results row, a saved
+# prompt's adapter_config.json, a stored comparison run) are read through ``renamed_keys``; everywhere else
+# tests/test_names.py fails on these spellings. A word whose meaning depends on where it stands (``steps``: the
+# budget ``max_steps`` in settings, ``steps_run`` in a result) is mapped by its reader, never here.
+RETIRED_NAMES = {
+    "train_steps": "max_steps",  # the configured number of optimisation steps
+    "trained_params": "n_trainable",  # a count of trained numbers
+    "trained_parameters": "n_trainable",
+    "trained_numbers": "n_trainable",
+    "trained_with_reparameterization": "reparameterize",  # a deep prompt's saved settings
+    "trained_with_encoder": "p_tuning_encoder",  # a P-tuning prompt's saved settings
+    "n_deep_tokens": "deep_n_virtual_tokens",  # notebook 06's parameters
+    "n_shallow_tokens": "soft_n_virtual_tokens",
+}
+
+# a key of a run's settings (a notebook's settings dict or overrides, a YAML config): ``steps`` there was the budget
+RENAMED_SETTINGS = RETIRED_NAMES | {"steps": "max_steps"}
+# a key of what a finished run reports (a comparison row, metrics.json): ``steps`` there was the steps it took
+RENAMED_RESULTS = RETIRED_NAMES | {"steps": "steps_run"}
+
+
+def renamed_keys(record: dict, renames: dict[str, str] | None = None) -> dict:
+    """``record`` with every retired key replaced by its current name (``RETIRED_NAMES``, plus ``renames`` for
+    a reader's own context-dependent ones); a key present in both spellings keeps the current one's value."""
+    table = RETIRED_NAMES | dict(renames or {})
+    out = {table.get(k, k): v for k, v in record.items() if k in table}
+    return out | {k: v for k, v in record.items() if k not in table}
+
 
 def build_dir(*parts: str) -> Path:
     """A folder under the project's ``build/`` (created if missing), whatever the working directory."""

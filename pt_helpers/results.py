@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import CourseError
-from .project import atomic_write_json, build_dir  # noqa: F401  (build_dir: notebooks import it from here too)
+from .project import atomic_write_json, build_dir, renamed_keys  # noqa: F401  (build_dir: notebooks import it)
 
 RESULTS_ENV_VAR = "PT_RESULTS_DIR"
 COLUMNS = [
@@ -26,7 +26,7 @@ COLUMNS = [
     "value",
     "std",
     "n_seeds",
-    "trained_params",
+    "n_trainable",
     "notes",
 ]
 
@@ -51,10 +51,11 @@ def make_row(
     value: float,
     std: float | None = None,
     n_seeds: int = 1,
-    trained_params: int | None = None,
+    n_trainable: int | None = None,
     notes: str = "",
 ) -> dict:
-    """A results row with every column of the table (missing numbers are None)."""
+    """A results row with every column of the table (missing numbers are None); ``n_trainable``: the number
+    of trained numbers (0 for a method that trains nothing)."""
     return dict(
         chapter=chapter,
         method=method,
@@ -65,7 +66,7 @@ def make_row(
         value=float(value),
         std=None if std is None else float(std),
         n_seeds=int(n_seeds),
-        trained_params=trained_params,
+        n_trainable=n_trainable,
         notes=notes,
     )
 
@@ -82,7 +83,8 @@ def save_rows(chapter: str, rows: list[dict]) -> Path:
 
 
 def load_results(pretrained_only: bool = False) -> pd.DataFrame:
-    """All chapters' rows as one DataFrame (empty, with the columns, when nothing was saved yet)."""
+    """All chapters' rows as one DataFrame (empty, with the columns, when nothing was saved yet). A rows file
+    written before a column was renamed is read under the new names (``project.RETIRED_NAMES``)."""
     rows: list[dict] = []
     for path in sorted(results_dir().glob("*.json")):
         try:
@@ -93,6 +95,6 @@ def load_results(pretrained_only: bool = False) -> pd.DataFrame:
             ) from exc
         if not isinstance(chapter_rows, list) or not all(isinstance(r, dict) for r in chapter_rows):
             raise CourseError(f"results file {path} does not hold a list of rows; delete it and rerun that chapter")
-        rows.extend(chapter_rows)
+        rows.extend(renamed_keys(r) for r in chapter_rows)  # a file of an older version: its old column names
     df = pd.DataFrame(rows, columns=COLUMNS)
     return df[df["pretrained"]] if pretrained_only and len(df) else df

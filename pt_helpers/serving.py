@@ -412,7 +412,7 @@ def live_scale_curve(
     *,
     task: str = "sst2",
     n_virtual_tokens: int = 20,
-    steps: int = 300,
+    max_steps: int = 300,
     seed: int = 0,
     device=None,
 ) -> list[dict]:
@@ -435,7 +435,7 @@ def live_scale_curve(
         clf = classifier_for(
             model, tok, task, make_prompt(model, tok, n_virtual_tokens, "vocab", seed=seed, vocab_task=task)
         )
-        run = TrainSettings(max_steps=steps, lr=0.3, optimizer="adafactor", seed=seed, progress=False)
+        run = TrainSettings(max_steps=max_steps, lr=0.3, optimizer="adafactor", seed=seed, progress=False)
         fit(clf, data["train"], data["select"], run)
         correct = clf.predict(list(data["eval"][0])) == np.asarray(list(data["eval"][1]))
         rows.append(

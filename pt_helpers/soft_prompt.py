@@ -8,7 +8,7 @@ vectors (``virtual_embeddings``); ``PromptedModel`` runs it on a causal LM (the 
 computed once and shared by the batch) or an encoder (concatenated before ``[CLS]``, as PEFT does).
 
     SoftPrompt(n_virtual_tokens, hidden_size, init_embedding=None)  the n×d parameter; ``.weight``
-    init_prompt_embedding(model, tokenizer, n, init, *, text=, label_words=, seed=, vocab_texts=, vocab_task=)
+    init_prompt_embedding(model, tokenizer, n, init, *, init_text=, label_words=, seed=, vocab_texts=, vocab_task=)
         → (n, d) tensor; ``init`` ∈ ``INITS`` = ("random", "vocab", "text", "labels")
     frequent_token_ids(tokenizer, texts=None, task="sst2", top_k=5000)  the "vocab" init's candidates: the most
         frequent ordinary tokens of the training text; is_ordinary_token_text(text) decides "ordinary"
@@ -237,7 +237,7 @@ def init_prompt_embedding(
     n_virtual_tokens: int,
     init: str = "vocab",
     *,
-    text: str = DEFAULT_INIT_TEXT,
+    init_text: str = DEFAULT_INIT_TEXT,
     label_words: Sequence[str] = ("negative", "positive"),
     seed: int = 0,
     vocab_texts: Sequence[str] | None = None,
@@ -249,7 +249,7 @@ def init_prompt_embedding(
     * ``vocab``: the embeddings of n distinct tokens sampled (seeded) from the ``VOCAB_TOP_K`` = 5,000 most
       frequent ordinary tokens of the training text (``frequent_token_ids``: ``vocab_texts``, or by default
       the training split of ``vocab_task``) — ranked by counting, not by id;
-    * ``text``: the embeddings of the tokens of ``text``, repeated/cut to length n (as PEFT does);
+    * ``text``: the embeddings of the tokens of ``init_text``, repeated/cut to length n (as PEFT does);
     * ``labels``: the (sub-token mean) embedding of each label word, then sampled frequent tokens (Lester).
     """
     check_model_and_tokenizer(model, tokenizer, "init_prompt_embedding")
@@ -261,7 +261,7 @@ def init_prompt_embedding(
     if init == "random":
         return torch.randn(n, d, generator=gen) * _embedded_std(model)
     if init == "text":
-        words = _word_embeddings(model, tokenizer, text).float().cpu()
+        words = _word_embeddings(model, tokenizer, init_text).float().cpu()
         reps = math.ceil(n / words.shape[0])
         return words.repeat(reps, 1)[:n].clone()
     vocab_ids = [i for i in frequent_token_ids(tokenizer, vocab_texts, task=vocab_task) if i < vocab_size]
@@ -281,7 +281,7 @@ def init_prompt_embedding(
 def make_prompt(model, tokenizer, n_virtual_tokens: int, init: str = "vocab", **kwargs) -> SoftPrompt:
     """A ``SoftPrompt`` initialised by ``init_prompt_embedding``.
 
-    kwargs: text, label_words, seed, vocab_texts, vocab_task (see ``init_prompt_embedding``).
+    kwargs: init_text, label_words, seed, vocab_texts, vocab_task (see ``init_prompt_embedding``).
     """
     check_model_and_tokenizer(model, tokenizer, "make_prompt")
     prompt = SoftPrompt(
@@ -301,7 +301,7 @@ def add_soft_prompt(
     share_prompt_cache: bool = True,
     **kwargs,
 ) -> PromptedModel:
-    """Freeze ``model`` and put a new soft prompt in front of it (kwargs: text, label_words, seed)."""
+    """Freeze ``model`` and put a new soft prompt in front of it (kwargs: init_text, label_words, seed)."""
     return PromptedModel(
         model, make_prompt(model, tokenizer, n_virtual_tokens, init, **kwargs), share_prompt_cache=share_prompt_cache
     )
@@ -369,7 +369,7 @@ def build_soft_prompt(model, tokenizer, settings, *, init_text: str, label_words
     words = {"label_words": list(label_words)} if label_words else {}
     vocab_task = getattr(settings, "task", None) or VOCAB_TASK
     return make_prompt(model, tokenizer, settings.n_virtual_tokens, settings.init, seed=settings.seed,
-                       text=init_text, vocab_task=vocab_task, **words)  # fmt: skip
+                       init_text=init_text, vocab_task=vocab_task, **words)  # fmt: skip
 
 
 register_method(

@@ -5,7 +5,7 @@ A region of a module is marked with two comment lines, ``# [name]`` and ``# [/na
     def fit(model, batches, settings, ...):
         ...
         # [training-loop]
-        for step in range(settings.steps):
+        for step in range(settings.max_steps):
             ...
         # [/training-loop]
 

@@ -51,7 +51,7 @@ from .device import seed_everything
 from .errors import TrainConfigError
 from .frozen import count_trainable, model_kind
 from .models import load_model
-from .project import atomic_write_json
+from .project import RENAMED_SETTINGS, atomic_write_json
 from .training import STATE_DIR, TrainSettings, fit
 
 
@@ -262,7 +262,7 @@ def train(settings: TrainSettings) -> dict:
         pretrained=loaded.is_pretrained,
         n_trainable=n_trainable,
         n_model_parameters=loaded.n_parameters,
-        steps=result.steps,
+        steps_run=result.steps_run,
         best_step=result.best_step,
         select_accuracy=result.best_select_accuracy,
         num_processes=world,
@@ -284,7 +284,7 @@ def train(settings: TrainSettings) -> dict:
             swap_in_new_run(out)
         print(
             f"{s.method} prompt · {kind} model, {metrics['head']} · {n_trainable:,} trained parameters · "
-            f"{world} process(es) · {result.steps} steps in {result.seconds:.1f} s · best step {result.best_step} "
+            f"{world} process(es) · {result.steps_run} steps in {result.seconds:.1f} s · best step {result.best_step} "
             f"(selection accuracy {result.best_select_accuracy:.3f}) · {metrics['eval_split']} accuracy "
             f"{metrics['accuracy']:.3f} → {out}"
         )
@@ -355,7 +355,9 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainSettings:
         from_file = {str(k).replace("-", "_"): v for k, v in from_file.items()}
         unknown = sorted(set(from_file) - known)
         if unknown:
-            raise TrainConfigError(f"unknown keys {unknown} in {path}; valid keys: {sorted(known)}")
+            renamed = [f"{k} → {RENAMED_SETTINGS[k]}" for k in unknown if k in RENAMED_SETTINGS]  # say the new name
+            hint = f" (renamed: {', '.join(renamed)})" if renamed else ""
+            raise TrainConfigError(f"unknown keys {unknown} in {path}{hint}; valid keys: {sorted(known)}")
         for name, value in from_file.items():  # YAML reads 3e-2 as a string: numbers written so are numbers
             if isinstance(value, str) and _caster(name) in (int, float):
                 try:

@@ -213,12 +213,14 @@ def batch_indices(n_examples: int, n_steps: int, batch_size: int, seed: int) -> 
 @dataclass
 class FitResult:
     """What ``fit`` returns. ``history``: ``step``, ``loss``, ``lr`` (per step), ``eval_step``,
-    ``select_accuracy`` and ``train_accuracy`` (running, per evaluation)."""
+    ``select_accuracy`` and ``train_accuracy`` (running, per evaluation). ``steps_run``: the optimisation steps
+    the returned run took (the budget is ``TrainSettings.max_steps``; ``fit`` runs all of them and keeps the
+    best step's parameters, so today the two are equal); ``n_trainable``: the number of trained numbers."""
 
     history: dict = field(default_factory=dict)
     best_select_accuracy: float = float("nan")  # of the returned (best) parameters
     best_step: int = 0
-    steps: int = 0
+    steps_run: int = 0
     seconds: float = 0.0
     n_trainable: int = 0
 
@@ -442,7 +444,7 @@ def fit(
         history=hist,
         best_select_accuracy=best[0],
         best_step=best[1],
-        steps=len(batches),
+        steps_run=len(batches),
         seconds=time.perf_counter() - start,
         n_trainable=sum(p.numel() for p in params),
     )

@@ -69,7 +69,7 @@ def test_one_default_per_setting_for_the_cli_and_the_comparison():
     assert abs(adapter.embedding.std().item() - 0.5) < 5 * 0.5 / n**0.5
     row, _ = comparison.train_method(
         "deep prompt", bert.model, bert.tokenizer, task_info("sst2").label_sentences,
-        (["good", "bad"] * 4, [1, 0] * 4), (["fine", "awful"], [1, 0]), lr=1e-2, steps=1, batch_size=4,
+        (["good", "bad"] * 4, [1, 0] * 4), (["fine", "awful"], [1, 0]), lr=1e-2, max_steps=1, batch_size=4,
         max_length=8, progress=False,
     )  # fmt: skip
     assert "20 trained keys" in row["variant"]  # n_virtual_tokens None: TrainSettings' 20, as the CLI
@@ -125,7 +125,7 @@ def test_a_registered_method_appears_in_the_cli_and_trains(toy, tmp_path):
             "--batch-size", "4", "--train-size", "8", "--select-size", "4", "--eval-size", "8", "--max-length", "16",
             "--cpu", "--no-progress", "--eval-every", "1", "--output-dir", str(out)]  # fmt: skip
     metrics = main(argv)
-    assert metrics["method"] == "toy" and metrics["steps"] == 2
+    assert metrics["method"] == "toy" and metrics["steps_run"] == 2
     assert json.loads((out / "adapter_config.json").read_text())["method"] == "toy"
     bert = load_model("bert", "encoder", allow_random=True, verbose=False)
     assert isinstance(load_prompt(out, bert.model, bert.tokenizer), ToyPrompt)  # saved and loaded by its name
@@ -136,11 +136,11 @@ def test_a_registered_method_runs_in_the_comparison(toy):
     splits = task_splits("sst2", 4, 8, 6)
     data = [splits.texts_labels(k) for k in ("train", "select", "eval")]
     rows = comparison.run_method(
-        "toy", bert.model, bert.tokenizer, task_info("sst2").label_sentences, *data, steps=2, batch_size=4,
+        "toy", bert.model, bert.tokenizer, task_info("sst2").label_sentences, *data, max_steps=2, batch_size=4,
         n_virtual_tokens=2, max_length=16, progress=False,
     )  # fmt: skip
     assert [r["method"] for r in rows] == ["toy"] and rows[0]["lr"] == 0.05  # its default lr, the one value tried
-    assert rows[0]["trained_params"] == 2 * bert.model.config.hidden_size and rows[0]["n"] == 6
+    assert rows[0]["n_trainable"] == 2 * bert.model.config.hidden_size and rows[0]["n"] == 6
     assert "a toy soft prompt" in rows[0]["variant"]
 
 

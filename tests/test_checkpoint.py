@@ -60,3 +60,24 @@ def test_wrong_dimension_prompt_file(random_gpt2, tmp_path):
     (other / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(PromptShapeError, match="hidden size"):
         load_prompt(other, model, tok)
+
+
+def test_a_config_written_with_retired_keys_still_loads_under_the_new_names(random_gpt2, tmp_path):
+    """A deep prompt saved before issue 26 named its training setting ``trained_with_reparameterization`` (a
+    P-tuning prompt ``trained_with_encoder``): the folder still loads, and its config reads under today's names."""
+    import json
+
+    from pt_helpers.checkpoint import read_config
+    from pt_helpers.prefix import make_prefix
+
+    model, tok = random_gpt2
+    prefix = make_prefix(model, tok, 3, init="random", reparameterize=True, mlp_hidden=8)
+    folder = save_prompt(prefix, tmp_path / "deep", model, tok)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    assert config["adapter"]["reparameterize"] is True
+    config["adapter"]["trained_with_reparameterization"] = config["adapter"].pop("reparameterize")  # the old file
+    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    assert read_config(folder)["adapter"]["reparameterize"] is True
+    assert "trained_with_reparameterization" not in read_config(folder)["adapter"]
+    loaded = load_prompt(folder, model, tok)
+    torch.testing.assert_close(loaded(), prefix.to_direct()(), rtol=0, atol=0)  # the same saved tensor, bit for bit

@@ -22,7 +22,7 @@ def _fake_train(select_scores, eval_calls):
             eval_calls.append((lr, seed, len(texts)))
             return np.array([1] * len(texts))
 
-        row = dict(method=method, variant="v", seed=seed, lr=float(lr), trained_params=10, best_step=1, steps=2)
+        row = dict(method=method, variant="v", seed=seed, lr=float(lr), n_trainable=10, best_step=1, steps_run=2)
         row |= dict(seconds=0.0, peak_mib=0.0, select_accuracy=select_scores[lr], loss_curve=[])
         return row, predict
 
@@ -53,11 +53,11 @@ def test_run_method_ties_keep_the_first_value(monkeypatch):
     assert rows[0]["lr"] == 0.1
 
 
-def _row(method, seed, correct, lr=1e-3, steps=100):
+def _row(method, seed, correct, lr=1e-3, steps_run=100):
     correct = np.asarray(correct, dtype=np.int8)
-    return dict(method=method, variant=f"{method} variant", seed=seed, lr=lr, sweep={lr: 0.5}, trained_params=5,
-                best_step=2, steps=steps, seconds=1.0, peak_mib=2.0, accuracy=float(correct.mean()), n=len(correct),
-                correct=correct)  # fmt: skip
+    return dict(method=method, variant=f"{method} variant", seed=seed, lr=lr, sweep={lr: 0.5}, n_trainable=5,
+                best_step=2, steps_run=steps_run, seconds=1.0, peak_mib=2.0, accuracy=float(correct.mean()),
+                n=len(correct), correct=correct)  # fmt: skip
 
 
 def test_table_one_seed_is_not_applicable_and_names_the_variant():
@@ -74,17 +74,17 @@ def test_table_one_seed_is_not_applicable_and_names_the_variant():
 
 def test_table_draws_no_test_for_a_row_trained_at_a_smoke_budget():
     """A handful of steps ranks methods by how fast they move: the row says so instead of printing a p-value."""
-    rows = [_row("full fine-tuning", 0, [1, 1, 1, 0] * 10), _row("LoRA", 0, [1, 0, 1, 0] * 10, steps=6)]
+    rows = [_row("full fine-tuning", 0, [1, 1, 1, 0] * 10), _row("LoRA", 0, [1, 0, 1, 0] * 10, steps_run=6)]
     cell = comparison.comparison_table(rows, 100).loc["LoRA", "paired test (first seed)"]
     assert cell.startswith("protocol check") and "p =" not in cell, cell
 
 
 def test_table_labels_a_degenerate_pair_and_summarises_seeds():
     same = [1, 0] * 10
-    rows = [_row("deep prompt", s, same) for s in (0, 1, 2)] + [_row("shallow prompt", s, same) for s in (0, 1, 2)]
+    rows = [_row("deep prompt", s, same) for s in (0, 1, 2)] + [_row("soft prompt", s, same) for s in (0, 1, 2)]
     table = comparison.comparison_table(rows, 100)
-    assert table.loc["shallow prompt", "paired test (first seed)"].startswith("degenerate")
-    assert "over 3 seeds" in table.loc["shallow prompt", "mean over seeds"]
+    assert table.loc["soft prompt", "paired test (first seed)"].startswith("degenerate")
+    assert "over 3 seeds" in table.loc["soft prompt", "mean over seeds"]
 
 
 def test_bad_inputs_are_named():
@@ -104,21 +104,21 @@ def test_every_method_trains_what_it_says_on_a_copy(random_bert, method):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     row, predict = comparison.train_method(
         method, model, tok, SENTENCES, (TEXTS, LABELS), (TEXTS[:2], LABELS[:2]), lr=1e-2 if method != "linear probe"
-        else 1.0, steps=2, batch_size=3, n_virtual_tokens=4, progress=False,
+        else 1.0, max_steps=2, batch_size=3, n_virtual_tokens=4, progress=False,
     )  # fmt: skip
     d, n_layers = model.config.hidden_size, model.config.num_hidden_layers
     expected = {
         "deep prompt": 2 * n_layers * d * 4,
-        "shallow prompt": 4 * d,
-        "shallow prompt + pooled states": 4 * d,
+        "soft prompt": 4 * d,
+        "soft prompt + pooled states": 4 * d,
         "linear probe": d + 1,  # binary logistic regression: one weight vector and a bias
         "full fine-tuning": sum(p.numel() for p in model.parameters()),
     }
     if method in expected:
-        assert row["trained_params"] == expected[method]
+        assert row["n_trainable"] == expected[method]
     else:  # the MLP and LoRA: more than nothing, less than the model
-        assert 0 < row["trained_params"] < sum(p.numel() for p in model.parameters())
-    assert ("pool_prompt=True" in row["variant"]) == (method == "shallow prompt + pooled states")
+        assert 0 < row["n_trainable"] < sum(p.numel() for p in model.parameters())
+    assert ("pool_prompt=True" in row["variant"]) == (method == "soft prompt + pooled states")
     assert predict(TEXTS).shape == (len(TEXTS),)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # trained a copy
 
@@ -157,11 +157,11 @@ def test_run_dir_keeps_finished_runs_and_a_rerun_reads_them_back(monkeypatch, tm
     monkeypatch.setattr(comparison, "train_method", _fake_train({1e-3: 0.6, 1e-2: 0.8}, calls))
     evaluation = (["x"] * 5, [1, 1, 0, 1, 0])
     args = ("LoRA", None, None, SENTENCES, (TEXTS, LABELS), (TEXTS, LABELS), evaluation)
-    first = comparison.run_method(*args, seeds=[3, 4], sweep=[1e-3, 1e-2], run_dir=tmp_path, steps=7)
+    first = comparison.run_method(*args, seeds=[3, 4], sweep=[1e-3, 1e-2], run_dir=tmp_path, max_steps=7)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["LoRA-lr0.001-seed3.json", "LoRA-lr0.01-seed3.json",
                                                           "LoRA-lr0.01-seed4.json"]  # fmt: skip
     assert len(calls) == 3 and [r["seed"] for r in first] == [3, 4] and all(r["lr"] == 1e-2 for r in first)
-    again = comparison.run_method(*args, seeds=[3, 4], sweep=[1e-3, 1e-2], run_dir=tmp_path, steps=7)
+    again = comparison.run_method(*args, seeds=[3, 4], sweep=[1e-3, 1e-2], run_dir=tmp_path, max_steps=7)
     assert len(calls) == 3  # nothing trained again
     for a, b in zip(first, again):
         assert not a["resumed"] and b["resumed"]
@@ -170,13 +170,13 @@ def test_run_dir_keeps_finished_runs_and_a_rerun_reads_them_back(monkeypatch, tm
             k: v for k, v in b.items() if k not in ("correct", "resumed")
         }
     (tmp_path / "LoRA-lr0.001-seed3.json").unlink()  # as if stopped before that run finished
-    comparison.run_method(*args, seeds=[3, 4], sweep=[1e-3, 1e-2], run_dir=tmp_path, steps=7)
+    comparison.run_method(*args, seeds=[3, 4], sweep=[1e-3, 1e-2], run_dir=tmp_path, max_steps=7)
     assert len(calls) == 4  # only the missing run
     with pytest.raises(TrainConfigError, match=r"other settings \(differs in \['train_kwargs'\]\)"):
-        comparison.run_method(*args, seeds=[3, 4], sweep=[1e-3, 1e-2], run_dir=tmp_path, steps=8)
+        comparison.run_method(*args, seeds=[3, 4], sweep=[1e-3, 1e-2], run_dir=tmp_path, max_steps=8)
     other_eval = (["x"] * 5, [0, 1, 0, 1, 0])
     with pytest.raises(TrainConfigError, match="data_sha256"):
-        comparison.run_method(*args[:-1], other_eval, seeds=[3], sweep=[1e-2], run_dir=tmp_path, steps=7)
+        comparison.run_method(*args[:-1], other_eval, seeds=[3], sweep=[1e-2], run_dir=tmp_path, max_steps=7)
     with pytest.raises(TrainConfigError, match="keep_classifier"):
         comparison.run_method(*args, seeds=[3], sweep=[1e-2], run_dir=tmp_path, keep_classifier=True)
 
@@ -184,7 +184,7 @@ def test_run_dir_keeps_finished_runs_and_a_rerun_reads_them_back(monkeypatch, tm
 def test_run_dir_round_trips_a_real_run(random_bert, tmp_path):
     """A real row (loss curve, memory, numpy outcomes) survives the JSON file and is read back as it was."""
     model, tok = random_bert
-    kw = dict(seeds=[0], sweep=[1e-2], steps=2, batch_size=3, n_virtual_tokens=4, progress=False, run_dir=tmp_path)
+    kw = dict(seeds=[0], sweep=[1e-2], max_steps=2, batch_size=3, n_virtual_tokens=4, progress=False, run_dir=tmp_path)
     data = (SENTENCES, (TEXTS, LABELS), (TEXTS[:2], LABELS[:2]), (TEXTS, LABELS))
     (a,) = comparison.run_method("deep prompt", model, tok, *data, **kw)
     (b,) = comparison.run_method("deep prompt", model, tok, *data, **kw)
@@ -208,3 +208,24 @@ def test_the_weights_hash_sees_every_weight_and_every_dtype(random_bert):
     assert weights_sha256(changed) != weights_sha256(model)
     assert model_fingerprint(changed) == model_fingerprint(model)  # why RunStore does not use the short one
     assert weights_sha256(copy.deepcopy(model).to(torch.bfloat16)) != weights_sha256(model)
+
+
+def test_a_run_stored_before_the_renames_is_read_back_under_the_new_names(monkeypatch, tmp_path):
+    """A record whose options said ``steps`` (the budget) and whose row said ``trained_params`` / ``steps`` is
+    read back as a run of ``max_steps`` with ``n_trainable`` / ``steps_run``: nothing is trained again."""
+    import json
+
+    calls = []
+    monkeypatch.setattr(comparison, "train_method", _fake_train({1e-2: 0.8}, calls))
+    args = ("LoRA", None, None, SENTENCES, (TEXTS, LABELS), (TEXTS, LABELS), (["x"] * 5, [1, 1, 0, 1, 0]))
+    (first,) = comparison.run_method(*args, seeds=[3], sweep=[1e-2], run_dir=tmp_path, max_steps=7)
+    path = tmp_path / "LoRA-lr0.01-seed3.json"
+    record = json.loads(path.read_text())
+    kwargs, row = record["settings"]["train_kwargs"], record["row"]
+    kwargs["steps"] = kwargs.pop("max_steps")  # the record as the earlier version wrote it
+    row["trained_params"], row["steps"] = row.pop("n_trainable"), row.pop("steps_run")
+    path.write_text(json.dumps(record))
+    (again,) = comparison.run_method(*args, seeds=[3], sweep=[1e-2], run_dir=tmp_path, max_steps=7)
+    assert len(calls) == 1 and again["resumed"]
+    assert again["n_trainable"] == first["n_trainable"] and again["steps_run"] == first["steps_run"]
+    assert "trained_params" not in again and "steps" not in again

@@ -1,4 +1,4 @@
-"""The package's edges: course tooling in its own wing, error classes in errors.py, one version source."""
+"""The package's edges: course tooling in its own wing, one version source (error classes: tests/test_errors.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import pt_helpers
 
 PACKAGE = Path(pt_helpers.__file__).parent
 ROOT = PACKAGE.parent
-# error classes still defined in their modules (issue #26, item 6); this list may only shrink
-ERRORS_NOT_YET_MOVED: set[str] = set()
 
 
 def _module(path: Path) -> str:
@@ -39,22 +37,6 @@ def test_the_course_tools_run_as_modules():
             [sys.executable, "-m", f"pt_helpers.course.{tool}", "--help"], capture_output=True, text=True, cwd=ROOT
         )
         assert out.returncode == 0 and f"pt_helpers.course.{tool}" in out.stdout, out.stderr[-500:]
-
-
-def test_every_error_class_is_defined_in_errors():
-    outside = set()
-    for py in PACKAGE.rglob("*.py"):
-        if py.name == "errors.py":
-            continue
-        for node in ast.walk(ast.parse(py.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ClassDef) and any(
-                ast.unparse(b).endswith(("Error", "Exception")) for b in node.bases
-            ):
-                outside.add(f"{_module(py)}.{node.name}")
-    assert outside == ERRORS_NOT_YET_MOVED, (
-        f"define these in errors.py: {sorted(outside - ERRORS_NOT_YET_MOVED)}; "
-        f"moved since, drop from the list: {sorted(ERRORS_NOT_YET_MOVED - outside)}"
-    )
 
 
 def test_one_version_source():

@@ -164,3 +164,14 @@ def test_float64_falls_back_to_the_cpu_only_where_there_is_none():
 @pytest.mark.parametrize("device_type", ["mps", "cpu"])
 def test_describe_device_names_the_type(device_type):
     assert dev.describe_device(torch.device(device_type)).startswith(device_type + " (")
+
+
+def test_a_retired_name_is_refused_with_its_new_name():
+    """``steps`` / ``train_steps`` were the budget's names before issue 26: the error names ``max_steps``."""
+    quick = dict(max_steps=10, n_test=5)
+    for old in ("steps", "train_steps"):
+        with pytest.raises(ParameterError, match=rf"\['{old}'\] \(renamed: {old} → max_steps\)"):
+            profile_settings("quick", quick, overrides={old: 4})
+    with pytest.raises(ParameterError) as err:  # a key of another notebook's settings: no hint to a missing name
+        profile_settings("quick", dict(n_test=5), overrides={"steps": 4})
+    assert "renamed" not in str(err.value)

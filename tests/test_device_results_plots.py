@@ -6,7 +6,7 @@ import torch
 
 from pt_helpers.device import get_device, resolve_profile, seed_everything
 from pt_helpers.plots import heatmap
-from pt_helpers.results import build_dir, load_results, make_row, save_rows
+from pt_helpers.results import load_results, make_row, save_rows
 
 
 def test_same_seed_same_numbers():
@@ -35,17 +35,6 @@ def test_results_round_trip(tmp_path, monkeypatch):
     assert list(load_results(pretrained_only=True)["method"]) == ["soft prompt"]
     with pytest.raises(ValueError, match="make_row"):
         save_rows("06", [{"method": "x"}])
-
-
-def test_build_dir_is_the_projects_whatever_the_working_directory(tmp_path, monkeypatch):
-    from pathlib import Path
-
-    import pt_helpers
-
-    monkeypatch.chdir(tmp_path)
-    path = build_dir("ch_test")
-    assert path.is_dir() and path == Path(pt_helpers.__file__).resolve().parents[1] / "build" / "ch_test"
-    path.rmdir()
 
 
 def test_heatmap_checks_shape():
@@ -94,3 +83,17 @@ def test_release_memory_hands_freed_activations_back():
     before = resident_mib()
     after = release_memory()
     assert after is not None and after <= before - 40, f"resident {before} MiB → {after} MiB"
+
+
+def test_a_rows_file_written_with_the_old_column_name_is_read_under_the_new_one(tmp_path, monkeypatch):
+    """``trained_params`` was the column's name before issue 26: such a file still loads, as ``n_trainable``."""
+    import json
+
+    monkeypatch.setenv("PT_RESULTS_DIR", str(tmp_path))
+    old = make_row("06", "deep prompt", "sst2", "minilm", True, "accuracy", 0.8, n_trainable=92160)
+    old["trained_params"] = old.pop("n_trainable")  # the row as the earlier version wrote it
+    (tmp_path / "06.json").write_text(json.dumps([old]))
+    save_rows("05", [make_row("05", "soft prompt", "sst2", "minilm", True, "accuracy", 0.8, n_trainable=7680)])
+    df = load_results()
+    assert "trained_params" not in df.columns
+    assert dict(zip(df["chapter"], df["n_trainable"])) == {"05": 7680, "06": 92160}

@@ -13,7 +13,7 @@ def reference_layer_values(flat, n_layers, n_kv_heads, layer):
 
 def test_check_1():
     assert ch06.check_1(46080)
-    assert not ch06.check_1(3840)  # a shallow prompt
+    assert not ch06.check_1(3840)  # a soft prompt (input layer only)
     assert not ch06.check_1(23040)  # keys only
     assert not ch06.check_1("many")
 

@@ -265,7 +265,7 @@ def test_train_cli_two_steps_and_reload(stand_in, family, method, tmp_path, monk
     loaded.tokenizer.save_pretrained(folder)
     out = tmp_path / "run"
     metrics = main(two_step_train_argv(folder, method, out))
-    assert metrics["steps"] == 2 and metrics["model_family"] == family and metrics["method"] == method
+    assert metrics["steps_run"] == 2 and metrics["model_family"] == family and metrics["method"] == method
     saved_metrics = json.loads((out / "metrics.json").read_text())
     assert saved_metrics["model_kind"] == "causal" and saved_metrics["head"] == "label words"
     # the in-memory stand-in: load_prompt's fingerprints also check that save_pretrained kept its weights

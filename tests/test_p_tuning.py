@@ -100,7 +100,7 @@ def test_save_load_round_trip_keeps_the_prompt(tmp_path, minilm, random_gpt2):
     pm = add_p_tuning(model, tok, 4, encoder_type="lstm", encoder_hidden_size=16, seed=3)
     folder = save_prompt(pm.adapter, tmp_path / "pt", model, tok, task="sst2")
     config = read_config(folder)
-    assert config["method"] == "p_tuning" and config["adapter"]["trained_with_encoder"] == "lstm"
+    assert config["method"] == "p_tuning" and config["adapter"]["p_tuning_encoder"] == "lstm"
     back = load_prompt(folder, model, tok)
     assert isinstance(back, PTuningEncoder) and back.encoder_type == "none"
     assert back.n_virtual_tokens == 4 and sum(p.numel() for p in back.parameters()) == 4 * 384  # only P is kept

@@ -143,7 +143,7 @@ def test_type_parameters_parses_and_checks_typed_values(params_nb):
             "seed": "8",
             "lr": "1",  # an int where a float is expected is fine
             "pool": "false",
-            "overrides": '{"steps": 10}',
+            "overrides": '{"max_steps": 10}',
             "n_eval": "20",
             "do_sample": "True",
             "count": "5",
@@ -155,14 +155,15 @@ def test_type_parameters_parses_and_checks_typed_values(params_nb):
         "seed": 8,
         "lr": 1.0,
         "pool": False,
-        "overrides": {"steps": 10},
+        "overrides": {"max_steps": 10},
         "n_eval": 20,
         "do_sample": True,
         "count": 5,
     }
     assert isinstance(typed["lr"], float) and isinstance(typed["seed"], int)
     assert run.type_parameters({"lr": "1e-3", "n_eval": "null"}, params_nb) == {"lr": 0.001, "n_eval": None}
-    assert run.type_parameters({"overrides": "{steps: 10}"}, params_nb) == {"overrides": {"steps": 10}}  # YAML too
+    yaml_typed = run.type_parameters({"overrides": "{max_steps: 10}"}, params_nb)  # YAML too
+    assert yaml_typed == {"overrides": {"max_steps": 10}}
 
 
 def test_type_parameters_wrong_type_names_the_parameter_and_the_type(params_nb):

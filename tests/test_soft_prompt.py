@@ -60,7 +60,7 @@ def test_causal_logits_loss_and_gradient_equal_peft(random_gpt2, share):
 
 def test_encoder_hidden_and_gradient_equal_peft(random_bert):
     model, tok = random_bert
-    sp = PromptedModel(model, make_prompt(model, tok, 4, "text", text="great movie"))
+    sp = PromptedModel(model, make_prompt(model, tok, 4, "text", init_text="great movie"))
     ids, mask, _ = batch(tok, TEXTS)
     out = sp(ids, mask)
     assert out.hidden.shape == (*ids.shape, model.config.hidden_size)
@@ -162,7 +162,7 @@ def test_train_classifier_moves_only_the_prompt(random_bert):
         (TEXTS, [1, 0, 0]),
         TrainSettings(batch_size=4, lr=0.05, max_steps=3, eval_every=2, progress=False),
     )
-    assert res.steps == 3 and len(res.history["loss"]) == 3 and res.history["eval_step"] == [2, 3]
+    assert res.steps_run == 3 and len(res.history["loss"]) == 3 and res.history["eval_step"] == [2, 3]
     assert 0.0 <= res.best_select_accuracy <= 1.0 and res.n_trainable == clf.n_trainable
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -183,7 +183,7 @@ def test_inits(random_gpt2):
     emb = model.get_input_embeddings().weight
     for init in INITS:
         assert init_prompt_embedding(model, tok, 7, init).shape == (7, model.config.n_embd)
-    text = init_prompt_embedding(model, tok, 3, "text", text=" good movie")
+    text = init_prompt_embedding(model, tok, 3, "text", init_text=" good movie")
     ids = tok(" good movie", add_special_tokens=False)["input_ids"]
     assert torch.equal(text[0], emb[ids[0]]) and torch.equal(text[len(ids) % 3], emb[ids[0]])
     labels = init_prompt_embedding(model, tok, 4, "labels", label_words=["bad", "good"])
@@ -197,7 +197,7 @@ def test_inits(random_gpt2):
 
 def test_nearest_tokens_and_drift(random_gpt2):
     model, tok = random_gpt2
-    w = init_prompt_embedding(model, tok, 2, "text", text=" movie review")
+    w = init_prompt_embedding(model, tok, 2, "text", init_text=" movie review")
     nearest = nearest_tokens(w, model, tok, k=3)
     assert [row[0][0] for row in nearest] == ["Ġmovie", "Ġreview"] and nearest[0][0][1] == pytest.approx(1.0)
     drift = prompt_drift(w, w)
@@ -258,7 +258,7 @@ def test_init_starts_at_the_scale_the_model_reads_even_when_the_embedding_layer_
     ids = tok("This is a movie review", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         read = layer(torch.tensor(ids)).float()
-    text = init_prompt_embedding(model, tok, len(ids), "text", text="This is a movie review")
+    text = init_prompt_embedding(model, tok, len(ids), "text", init_text="This is a movie review")
     # same rows through the same layer: equal to float32 round-off of values of size ~read.abs().max()
     assert_close(text, read, rtol=1e-6, atol=1e-6 * read.abs().max().item())
     scale = (read.norm() / layer.weight[torch.tensor(ids)].float().norm()).item()

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -80,6 +81,9 @@ def test_yaml_gives_defaults_and_flags_win(tmp_path):
     path.write_text(yaml.safe_dump({"method": "deep", "n-virtual-tokens": 7, "lr": 0.5, "task": "trec"}))
     cfg = parse_config(["--config", str(path), "--lr", "0.1"])
     assert (cfg.method, cfg.n_virtual_tokens, cfg.lr, cfg.task) == ("deep", 7, 0.1, "trec")
+    path.write_text(yaml.safe_dump({"steps": 7}))  # a retired name: the error says what it is called now
+    with pytest.raises(TrainConfigError, match=r"unknown keys \['steps'\] in .*\(renamed: steps → max_steps\)"):
+        parse_config(["--config", str(path)])
     path.write_text(yaml.safe_dump({"n_virtual_token": 7}))
     with pytest.raises(TrainConfigError, match="unknown keys"):
         parse_config(["--config", str(path)])
@@ -140,10 +144,10 @@ def _run_two_processes(out_dir):
 def test_two_processes_give_the_same_prompt_as_one(tmp_path):
     """Same global batch (4) on 1 process and on 2 (2 + 2 examples, DDP-averaged gradients): same prefix."""
     one = main([*TINY, "--output-dir", str(tmp_path / "one")])
-    assert one["num_processes"] == 1 and one["steps"] == 3
+    assert one["num_processes"] == 1 and one["steps_run"] == 3
     _run_two_processes(tmp_path / "two")
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
-    assert two["num_processes"] == 2 and two["steps"] == 3 and two["global_batch_size"] == 4
+    assert two["num_processes"] == 2 and two["steps_run"] == 3 and two["global_batch_size"] == 4
     # losses ~0.7 summed in another order over two processes: float32 round-off, relative
     assert two["loss"] == pytest.approx(one["loss"], rel=1e-5, abs=1e-6)
     assert two["best_step"] == one["best_step"]
@@ -185,7 +189,7 @@ def test_p_tuning_run_trains_the_encoder_and_saves_only_p(tmp_path):
     assert set(load_file(str(out / TENSORS_FILE))) == {"prompt"}
     assert load_file(str(out / TENSORS_FILE))["prompt"].shape == (3, 256)
     config = json.loads((out / CONFIG_FILE).read_text())
-    assert config["method"] == "p_tuning" and config["adapter"]["trained_with_encoder"] == "lstm"
+    assert config["method"] == "p_tuning" and config["adapter"]["p_tuning_encoder"] == "lstm"
     settings = json.loads((out / "train_config.json").read_text())
     assert settings["method"] == "p_tuning" and settings["init"] == "random" and settings["p_tuning_encoder"] == "lstm"
     # the reloaded P (no encoder) scores the evaluation examples exactly as the trained run did
@@ -220,7 +224,7 @@ def test_a_causal_folder_with_any_name_trains_as_a_causal_lm(tmp_path, two_step_
     out = tmp_path / "run"
     metrics = main(two_step_train_argv(folder, "deep", out))
     assert metrics["model_kind"] == "causal" and metrics["head"] == "label words"
-    assert metrics["model_family"] == "llama" and metrics["steps"] == 2
+    assert metrics["model_family"] == "llama" and metrics["steps_run"] == 2
     config = json.loads((out / CONFIG_FILE).read_text())
     assert config["model_kind"] == "causal" and config["method"] == "deep"
 
@@ -250,28 +254,33 @@ def _cli(args, **kwargs):
     )
 
 
-def test_sigkill_then_resume_reaches_the_same_prompt_as_an_uninterrupted_run(tmp_path):
+def sigkill_once_saved(proc: subprocess.Popen, state: Path, step: int, timeout: float = 180) -> None:
+    """SIGKILL ``proc`` (a training run) once the training state it saves at ``state`` has reached ``step``,
+    or after ``timeout`` seconds; a run that ends by itself before that is a failure (its stderr is shown)."""
     import signal
     import time
 
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if json.loads(state.read_text())["step"] >= step:
+                break
+        except (OSError, ValueError, KeyError):  # not written yet, or caught between its writes
+            pass
+        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()[-2000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # for real: no handler runs, nothing is flushed
+    proc.wait(timeout=30)
+
+
+def test_sigkill_then_resume_reaches_the_same_prompt_as_an_uninterrupted_run(tmp_path):
     import torch
 
     whole = tmp_path / "whole"
     assert _cli([*RESUMABLE, "--output-dir", str(whole)]).wait(timeout=240) == 0
     cut = tmp_path / "cut"
     proc = _cli([*RESUMABLE, "--output-dir", str(cut)])
-    state = cut / "training_state" / "state.json"
-    deadline = time.time() + 180
-    while time.time() < deadline:  # kill it for real once a few steps are saved
-        try:
-            if json.loads(state.read_text())["step"] >= 5:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()[-2000:]
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    sigkill_once_saved(proc, cut / "training_state" / "state.json", step=5)  # kill it for real mid-run
     assert not (cut / "metrics.json").exists()
     again = _cli([*RESUMABLE, "--output-dir", str(cut)])  # without --resume: refused, nothing touched
     _, err = again.communicate(timeout=240)
@@ -320,7 +329,7 @@ def test_every_task_trains_from_the_command_line(task, tmp_path):
     argv = [*TINY[:3], task, *TINY[4:5], "soft", *TINY[6:]]
     argv[argv.index("--max-steps") + 1] = "2"
     metrics = main([*argv, "--output-dir", str(tmp_path / task)])
-    assert metrics["task"] == task and metrics["steps"] == 2 and len(metrics["loss"]) == 2
+    assert metrics["task"] == task and metrics["steps_run"] == 2 and len(metrics["loss"]) == 2
     assert metrics["eval_split"] == task_info(task).eval_split and 0.0 <= metrics["accuracy"] <= 1.0
 
 
@@ -332,27 +341,13 @@ def _run_files(folder):
 
 
 def test_an_overwrite_run_killed_mid_training_leaves_the_previous_run_intact(tmp_path):
-    import signal
-    import time
-
     run = tmp_path / "run"
     soft = [*TINY[:5], "soft", *TINY[6:]]
     main([*soft, "--output-dir", str(run)])
     before = _run_files(run)
     assert {"metrics.json", TENSORS_FILE, CONFIG_FILE, "train_config.json"} <= set(before)
     proc = _cli([*RESUMABLE, "--output-dir", str(run), "--overwrite"])  # a deep run of 60 steps over it
-    state = run / ".new_run" / "training_state" / "state.json"
-    deadline = time.time() + 180
-    while time.time() < deadline:  # killed for real once it is training
-        try:
-            if json.loads(state.read_text())["step"] >= 3:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read()[-2000:]
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    sigkill_once_saved(proc, run / ".new_run" / "training_state" / "state.json", step=3)  # killed while training
     assert _run_files(run) == before  # the soft run, byte for byte
     bert = load_model("bert", "encoder", allow_random=True, verbose=False)
     assert load_prompt(run, bert.model, bert.tokenizer).method == "soft"

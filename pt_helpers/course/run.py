@@ -175,7 +175,7 @@ def parse_parameters(pairs: Sequence[Sequence[str]] | None) -> dict[str, str]:
 
 
 def _literal(raw: str) -> tuple[bool, Any]:
-    """``raw`` read as a Python literal, else as YAML (``true``, ``[a, b]``, ``{steps: 10}``): (ok, value)."""
+    """``raw`` read as a Python literal, else as YAML (``true``, ``[a, b]``, ``{max_steps: 10}``): (ok, value)."""
     try:
         return True, ast.literal_eval(raw.strip())
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -187,7 +187,7 @@ def _literal(raw: str) -> tuple[bool, Any]:
 
 
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
-_EXAMPLES = {"int": "8", "float": "0.5", "bool": "true", "list": '\'["a", "b"]\'', "dict": "'{\"steps\": 10}'"}
+_EXAMPLES = {"int": "8", "float": "0.5", "bool": "true", "list": '\'["a", "b"]\'', "dict": "'{\"max_steps\": 10}'"}
 _ARTICLE = {
     "int": "an int",
     "float": "a float (an int will do)",

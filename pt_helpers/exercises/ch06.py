@@ -23,10 +23,10 @@ def check_1(answer, n_virtual_tokens: int = 10, n_layers: int = 6, kv_width: int
     if value == expected:
         return correct(
             f"{expected:,} = 2 (key and value) × {n_layers} layers × {kv_width} × {n_virtual_tokens} "
-            f"virtual tokens — {2 * n_layers}× a shallow prompt of the same length."
+            f"virtual tokens — {2 * n_layers}× a soft prompt (input layer only) of the same length."
         )
     if value == n_virtual_tokens * kv_width:
-        return wrong("that is a shallow prompt (input layer only): a deep prompt has keys AND values at EVERY layer.")
+        return wrong("that is a soft prompt (input layer only): a deep prompt has keys AND values at EVERY layer.")
     if value == n_layers * kv_width * n_virtual_tokens:
         return wrong("every layer needs keys and values: two vectors per virtual token per layer.")
     return wrong(f"{value:,} is not it: count vectors per virtual token per layer, times their width.")

@@ -1,4 +1,5 @@
-"""The label-word head reads one position, and the engine computes the LM head there only (issue 27).
+"""Tests of pt_helpers.classifiers (frozen model + adapter + head). The label-word head reads one position,
+and the engine computes the LM head there only (issue 27).
 
 ``LabelWords.logits_to_keep = 1`` makes ``PromptedModel`` pass transformers' ``logits_to_keep=1``: the class
 logits must be what the full (B, T, V) logits gave, and the LM head must see one position, not T. Prediction
