@@ -69,8 +69,8 @@ PROTOCOL_CHECK = "protocol check — no test at this budget"
 SMOKE_STEPS = 50  # fewer training steps than this: a smoke budget (see ``smoke_budget``)
 
 
-def smoke_budget(steps: int) -> bool:
-    """True when a training run of ``steps`` optimiser steps only checks that the code runs.
+def smoke_budget(steps_run: int) -> bool:
+    """True when a training run of ``steps_run`` optimiser steps only checks that the code runs.
 
     The course's quick profiles train 6 (chapter 06), 12 (08) and 16 (07) steps to fit CI's two CPU cores: at
     such a budget a paired test ranks methods by how fast they leave their starting point (06's 6-step table
@@ -78,9 +78,9 @@ def smoke_budget(steps: int) -> bool:
     smallest budget whose results the course quotes is chapter 05's 100 steps; 50 sits between the two.
     Decided from the steps actually run, not from the profile's name (a reader may override them).
     """
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise CourseError(f"steps must be a whole number of training steps ≥ 0, got {steps!r}")
-    return int(steps) < SMOKE_STEPS
+    if isinstance(steps_run, bool) or not isinstance(steps_run, (int, np.integer)) or steps_run < 0:
+        raise CourseError(f"steps_run must be a whole number of training steps ≥ 0, got {steps_run!r}")
+    return int(steps_run) < SMOKE_STEPS
 
 
 @dataclass(frozen=True)

@@ -254,7 +254,7 @@ def test_fit_trains_only_the_chat_prompt(chat_stand_in, placement):
         task="sst2", max_steps=2, batch_size=3, eval_every=2, eval_batch_size=3, lr=0.1, progress=False, warmup=0.0
     )
     result = fit(clf, (texts[:4], labels[:4]), (texts[4:], labels[4:]), settings)
-    assert result.n_trainable == prompt.weight.numel() and result.steps == 2
+    assert result.n_trainable == prompt.weight.numel() and result.steps_run == 2
     assert len(result.history["loss"]) == 2
     for (name, p), (_, q) in zip(frozen.named_parameters(), model.named_parameters()):
         assert torch.equal(p, q), f"{name} changed: the chat model must stay frozen"

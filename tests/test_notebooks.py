@@ -49,11 +49,11 @@ def _stdout(nb_path):
 
 @pytest.mark.notebook
 def test_papermill_rerun_of_01_follows_its_parameter(tmp_path):
-    """Rerun notebook 01 on another text: the token count it reports must be the new text's."""
+    """Rerun notebook 01 on another text: the token count it reports must be the new text's (counted by the
+    tokenizer of the notebook's default model, SmolLM2, not by another model's)."""
     import papermill as pm
-    from transformers import AutoTokenizer
 
-    from pt_helpers.models import GPT2_TOKENIZER_DIR
+    from pt_helpers.models import load_model, load_tokenizer, smollm2_cache_dir
 
     new_text = "Prompt tuning trains a few vectors."
     out = tmp_path / "01_rerun.ipynb"
@@ -61,19 +61,23 @@ def test_papermill_rerun_of_01_follows_its_parameter(tmp_path):
     pm.execute_notebook(
         str(NOTEBOOKS[0]),
         str(out),
-        parameters={"text": new_text, "n_sentences": 5},
+        parameters={"text": new_text, "n_sentences": 5, "n_zero_shot": 10},
         kernel_name="python3",
         progress_bar=False,
         cwd=str(NOTEBOOKS[0].parent),
     )
-    n_new = len(AutoTokenizer.from_pretrained(str(GPT2_TOKENIZER_DIR))(new_text)["input_ids"])
+    source = "\n".join(
+        c["source"] if isinstance(c["source"], str) else "".join(c["source"]) for c in _cells(NOTEBOOKS[0])
+    )
+    default_model = re.search(r'^model_name = "(.*?)"', source, re.M).group(1)
+    assert default_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    # the notebook's run has written the float32 cache (tokenizer included) unless PT_SMOLLM2_CACHE=0
+    cache = smollm2_cache_dir()
+    tok = load_tokenizer(cache) if (cache / "tokenizer.json").is_file() else load_model(default_model).tokenizer
+    n_new = len(tok(new_text, add_special_tokens=False)["input_ids"])
     stdout = _stdout(out)
     assert f"{n_new} tokens after BOS" in stdout
-    default_text = re.search(
-        r'^text = "(.*)"',
-        "".join(c["source"] if isinstance(c["source"], str) else "".join(c["source"]) for c in _cells(NOTEBOOKS[0])),
-        re.M,
-    )
-    n_default = len(AutoTokenizer.from_pretrained(str(GPT2_TOKENIZER_DIR))(default_text.group(1))["input_ids"])
+    default_text = re.search(r'^text = "(.*)"', source, re.M)
+    n_default = len(tok(default_text.group(1), add_special_tokens=False)["input_ids"])
     assert n_new != n_default and f"{n_default} tokens after BOS" not in stdout
     assert "median perplexity of 5 sentences" in stdout
