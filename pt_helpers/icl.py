@@ -604,10 +604,23 @@ def score_icl(
     return ICLScores(lp[:n], lp[n:], len(demos), context)
 
 
+def majority_outcomes(train_labels: Sequence[int], test_labels: Sequence[int]) -> tuple[int, np.ndarray]:
+    """The label most frequent in the *training* labels, and whether it is right on each test example.
+
+    Chosen on training data (not on the examples it is scored on), so it is a baseline a prompt must beat: a
+    classifier that always answers it, without reading the text. Chapter 04 pairs these outcomes with a
+    template's (``stats.paired_test``).
+    """
+    train = np.asarray(list(train_labels))
+    if train.size == 0:
+        raise CourseError("train_labels is empty: the majority label needs training labels")
+    label = int(np.bincount(train).argmax())
+    return label, np.asarray(list(test_labels)) == label
+
+
 def majority_baseline(train_labels: Sequence[int], test_labels: Sequence[int]) -> float:
-    """Accuracy of always predicting the most frequent training label."""
-    majority = np.bincount(np.asarray(train_labels)).argmax()
-    return float(np.mean(np.asarray(test_labels) == majority))
+    """Accuracy of always predicting the most frequent training label (``majority_outcomes``, averaged)."""
+    return float(np.mean(majority_outcomes(train_labels, test_labels)[1]))
 
 
 def accuracy_vs_k(

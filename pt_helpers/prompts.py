@@ -641,19 +641,6 @@ def prediction_histogram(predictions: np.ndarray, labels: Sequence[str], cell_na
     return table
 
 
-def majority_baseline(train_labels: Sequence[int], eval_labels: Sequence[int]) -> tuple[int, np.ndarray]:
-    """The label most frequent in the *training* labels, and whether it is right on each evaluation example.
-
-    Chosen on training data (not on the examples it is scored on), so it is a baseline a prompt must beat:
-    a classifier that always answers it, without reading the text.
-    """
-    train = np.asarray(list(train_labels))
-    if train.size == 0:
-        raise ValueError("train_labels is empty: the majority label needs training labels")
-    label = int(np.bincount(train).argmax())
-    return label, np.asarray(list(eval_labels)) == label
-
-
 def as_grid(outcomes: np.ndarray, templates: Sequence[Template], verbalizers: Sequence[Verbalizer]) -> pd.DataFrame:
     """The accuracy table (rows: template names, columns: verbaliser names) of a (T, V, n) outcome array."""
     return pd.DataFrame(

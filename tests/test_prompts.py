@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pt_helpers import icl
 from pt_helpers.errors import CourseError, LabelWordError, PromptError
 from pt_helpers.lm import conditional_logprob, token_logprobs
 from pt_helpers.prompts import (
@@ -31,7 +32,6 @@ from pt_helpers.prompts import (
     grid_predictions,
     label_scores,
     lead_words,
-    majority_baseline,
     prediction_histogram,
     rouge,
     rouge_per_example,
@@ -274,10 +274,10 @@ def test_grid_predictions_histogram_and_majority_baseline(random_gpt2):
     assert hist.loc["a"].tolist() == pytest.approx([0.2, 0.8, 0.8]) and hist.loc["b", "top share"] == pytest.approx(0.6)
     with pytest.raises(ValueError, match="cells=3"):
         prediction_histogram(fake, ["n", "p"], ["a", "b", "c"])
-    label, right = majority_baseline([0, 1, 1, 2, 1], [1, 0, 1, 1])  # label 1 is the training split's majority
+    label, right = icl.majority_outcomes([0, 1, 1, 2, 1], [1, 0, 1, 1])  # label 1 is the training split's majority
     assert label == 1 and right.tolist() == [True, False, True, True]
     with pytest.raises(ValueError, match="train_labels is empty"):
-        majority_baseline([], [1])
+        icl.majority_outcomes([], [1])
 
 
 # ---------------------------------------------------------------------------- search
