@@ -274,8 +274,9 @@ class PromptedModel(nn.Module):
             layers = cache_layers(out.cache)
             last_logits = out.logits[:, -1]
         if rows is not None:
-            # [row-cache] K prompts ran once (K·n positions); row b gathers its own prompt's keys/values, so a
-            # mixed batch costs K·n + B·T positions instead of concatenation's B·(n + T).
+            # [row-cache]
+            # K prompts ran once (K·n positions); row b gathers its own prompt's keys/values, so a mixed batch
+            # costs K·n + B·T positions instead of concatenation's B·(n + T).
             rows = rows.to(self.device)
             layers = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in layers]
             return expand_cache(layers, batch_size, self.model.dtype), last_logits.index_select(0, rows)

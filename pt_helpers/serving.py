@@ -184,7 +184,8 @@ class MultiTaskServer:
         result: list[torch.Tensor | None] = [None] * len(texts)
         try:
             if self.prompted.is_causal and self.prompted.share_prompt_cache:
-                # [prompt-cache-once] the K prompts' keys/values, computed once for all sub-batches
+                # [prompt-cache-once]
+                # the K prompts' keys/values, computed once for all sub-batches
                 self.mixed.rows = torch.arange(len(self.tasks), device=self.prompted.device)
                 with autocast_for(self.prompted.device):
                     cache, _ = self.prompted.prompt_cache(len(self.tasks))

@@ -197,6 +197,34 @@ def test_chapter_04_quotes_the_recorded_quick_run():
 
 # ---- the guard ------------------------------------------------------------------------------------------
 
+# ---- chapter 08, section 2: the row cache's recorded serving speed ------------------------------------------
+
+
+def ch08_mixed_serving_numbers() -> list[str]:
+    """The ratios 08's prose quotes, from benchmarks/records/mixed_serving.json (one CPU thread, n = 20, B = 32)."""
+    records = json.loads((RECORDS / "mixed_serving.json").read_text())
+    (smol,) = [r for r in records if r["variant"].endswith("model=HuggingFaceTB/SmolLM2-135M-Instruct")]
+    (gpt2,) = [r for r in records if r["variant"] == "rows=192, B=32, n=20"]
+    for r in (smol, gpt2):
+        assert r["agreement"]["predictions_identical"] and r["torch_threads"] == 1
+        assert r["settings"]["n"] == 20 and r["settings"]["batch_size"] == 32 and r["settings"]["rows"] == 192
+
+    def concat(r):
+        return r["times"]["per_task"]["wall_s"] / r["times"]["mixed_concat"]["wall_s"]
+
+    return [
+        f"the mixed batch ran at {smol['speedup']['vs_per_task']:.2f}× per-task serving's speed",
+        f"on a GPT-2-sized model at {gpt2['speedup']['vs_per_task']:.2f}×",
+        f"ran at {concat(smol):.2f}× and {concat(gpt2):.2f}× of per-task serving's speed",
+    ]
+
+
+def test_chapter_08_quotes_the_recorded_serving_speed():
+    prose = _flat(_markdown("08"))
+    for quoted in ch08_mixed_serving_numbers():
+        assert quoted in prose, f"08 should say {quoted!r} (benchmarks/records/mixed_serving.json)"
+
+
 RESULT_NUMBER = re.compile(r"[+−-]?(?<![\w.])0\.\d{3,}\b|\bp = [\d.e−-]+\d|\b\d+(?:\.\d+)?×")
 NOT_RESULTS = {
     ("04", "p = 0.5")  # exercise 4's hypothetical: every cell's true accuracy is 0.5
@@ -207,7 +235,9 @@ NOT_RESULTS = {
 def test_every_result_number_in_the_prose_is_checked(chapter):
     """A result number in markdown must be one this file checks against a record; print it from a cell
     instead, or add its record check above."""
-    checked = {"04": ch04_recorded_numbers, "05": ch05_position_ratio_numbers}.get(chapter, list)()
+    checked = {"04": ch04_recorded_numbers, "05": ch05_position_ratio_numbers, "08": ch08_mixed_serving_numbers}.get(
+        chapter, list
+    )()
     prose = _flat(_markdown(chapter))
     unchecked = []
     for m in RESULT_NUMBER.finditer(prose):
