@@ -448,16 +448,3 @@ def fit(
         seconds=time.perf_counter() - start,
         n_trainable=sum(p.numel() for p in params),
     )
-
-
-def split_for_selection(texts: Sequence[str], labels: Sequence[int], select_size: int, seed: int = 0):
-    """(train, select): ``select_size`` seeded examples held out of the training data to choose the best step."""
-    texts, labels = list(texts), list(labels)
-    if not 0 < select_size < len(texts):
-        raise TrainConfigError(
-            f"select_size {select_size} must be between 1 and {len(texts) - 1} (the training data "
-            f"has {len(texts)} examples): the rest is trained on"
-        )
-    order = np.random.default_rng(seed).permutation(len(texts))
-    sel, tr = order[:select_size], order[select_size:]
-    return ([texts[i] for i in tr], [labels[i] for i in tr]), ([texts[i] for i in sel], [labels[i] for i in sel])
