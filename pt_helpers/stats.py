@@ -573,3 +573,27 @@ def pooled_paired_test(
         names=tuple(names),
         n_separating=int((d != 0).sum()),
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# A verdict that presupposes a working prompt (chapter 08)
+# ---------------------------------------------------------------------------------------------------
+
+
+def no_verdict_unless_working(working: PairedTest, what: str, alpha: float = 0.05) -> str | None:
+    """None when ``what`` (a trained prompt) beats its baseline, else the sentence saying why no verdict is drawn.
+
+    Defined in chapter 08. Some verdicts presuppose a prompt that works — "the ensemble beats its best member",
+    "transfer from RTE helps on CB", "the wayward prompt solves the task as well": with a prompt no better than
+    zero-shot they compare noise. ``working`` is ``paired_test(prompt, baseline)`` on the *selection* split (data
+    the verdict itself is not drawn on); the prompt works when it is higher there at ``alpha``. A smoke budget
+    (``working.smoke``) never establishes it.
+    """
+    if working.smoke:
+        return f"no verdict on {what}: {PROTOCOL_CHECK} (a verdict here presupposes a prompt shown to work)"
+    if working.p_value < alpha and working.difference > 0:
+        return None
+    return (
+        f"no verdict on {what}: it presupposes a working prompt, and on the selection split the prompt is not "
+        f"higher than zero-shot (Δ = {working.difference:+.3f}, p = {working.p_value:.3g}, n = {working.n})"
+    )
