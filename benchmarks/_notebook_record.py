@@ -50,8 +50,8 @@ RECORD_KEYS = (
     "machine",  # MACHINE_KEYS
     "threads",  # OMP_NUM_THREADS
     "env",  # the ENV_KEYS that were set (null: not recorded)
-    "load_average_before",  # os.getloadavg() just before and after the run: 1, 5, 15 min
-    "load_average_after",
+    "load_average_start",  # os.getloadavg() just before and after the run: 1, 5, 15 min
+    "load_average_end",
     "wall_s",  # GNU time's elapsed wall clock
     "cpu_s",  # user + system seconds
     "user_s",
@@ -84,7 +84,7 @@ def layout_problems(rec: dict) -> list[str]:
             problems.append(f"date {rec['date']!r} is not in UTC")
     except (TypeError, ValueError):
         problems.append(f"date {rec['date']!r} is not ISO 8601")
-    for key in ("load_average_before", "load_average_after"):
+    for key in ("load_average_start", "load_average_end"):
         if not (isinstance(rec[key], list) and len(rec[key]) == 3):
             problems.append(f"{key} is not the three load averages")
     for key in ("wall_s", "cpu_s", "max_rss_mib"):
@@ -188,8 +188,8 @@ def record(stem: str, threads: int, target: Path) -> Path:
             machine=_machine(),
             threads=threads,
             env={k: os.environ[k] for k in ENV_KEYS if k in os.environ},
-            load_average_before=[round(x, 2) for x in load_before],
-            load_average_after=[round(x, 2) for x in load_after],
+            load_average_start=[round(x, 2) for x in load_before],
+            load_average_end=[round(x, 2) for x in load_after],
             **_time_v(time_log.read_text()),
             findings=findings_of(executed, index),
         )
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         rec = json.loads(path.read_text())
         print(
             f"{path}: wall {rec['wall_s']} s, CPU {rec['cpu_s']} s, peak {rec['max_rss_mib']:.0f} MiB, "
-            f"load {rec['load_average_before']} → {rec['load_average_after']}"
+            f"load {rec['load_average_start']} → {rec['load_average_end']}"
         )
 
 

@@ -138,7 +138,7 @@ def ch04_quick_numbers() -> list[str]:
     cells print them (``str`` of the course's test objects, their verdicts, the run's time and memory)."""
     rec = _ch04_quick()
     f = rec["findings"]
-    load = rec["load_average_before"][0]
+    load = rec["load_average_start"][0]
     gib = rec["max_rss_mib"] / 1024  # the prose writes this GiB figure as "GB"
     out = [
         f"n = {f['sst2']['n']} SST-2 and {f['trec']['n']} TREC examples",
@@ -175,7 +175,7 @@ def ch04_recorded_numbers() -> list[str]:
 
 def test_chapter_04_quick_record_says_how_it_was_run():
     rec = _ch04_quick()
-    for key in ("command", "date", "machine", "threads", "load_average_before", "wall_s", "cpu_s", "max_rss_mib"):
+    for key in ("command", "date", "machine", "threads", "load_average_start", "wall_s", "cpu_s", "max_rss_mib"):
         assert rec.get(key) not in (None, ""), f"ch04_quick.json lacks {key!r}"
     assert "papermill" in rec["command"] and "profile quick" in rec["command"] and rec["profile"] == "quick"
     assert "device" not in rec  # benchmarks/_report.py renders records with a device key: this one is not a bench

@@ -76,7 +76,7 @@ def test_the_record_is_of_the_real_model_at_the_quick_profile():
     rec = _record()
     assert rec["findings"]["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and rec["findings"]["pretrained"]
     assert rec["findings"]["profile"] == "quick" and rec["threads"] >= 1
-    for key in ("command", "date", "machine", "load_average_after", "wall_s", "cpu_s", "max_rss_mib"):
+    for key in ("command", "date", "machine", "load_average_end", "wall_s", "cpu_s", "max_rss_mib"):
         assert rec[key], key
 
 

@@ -81,8 +81,8 @@ def ch03_quoted(record: dict) -> dict[str, str]:
         "wall": f"{res['wall_s'] / 60:.1f} min wall",  # under the load quoted beside it
         "cpu": f"{res['cpu_s'] / 60:.1f} min of CPU",
         "rss": f"{gb(res['max_rss_mib']):.2f} GB peak",  # decimal GB of GNU time's peak
-        "load": f"load average {record['load_average_before'][0]:.2f} at the start and "
-        f"{record['load_average_after'][0]:.2f} at the end",
+        "load": f"load average {record['load_average_start'][0]:.2f} at the start and "
+        f"{record['load_average_end'][0]:.2f} at the end",
     }
     return quoted
 
@@ -120,7 +120,7 @@ def test_the_record_is_the_default_quick_profile_on_real_weights():
     assert run["ks"] == _default("ks") and run["seed"] == _default("seed") and run["task"] == _default("task")
     assert "papermill" in rec["command"] and NOTEBOOK.name in rec["command"]
     assert f"OMP_NUM_THREADS={rec['threads']}" in rec["command"]
-    for field in ("date", "machine", "load_average_before", "load_average_after"):
+    for field in ("date", "machine", "load_average_start", "load_average_end"):
         assert rec[field], field
 
 

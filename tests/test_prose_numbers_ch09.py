@@ -69,7 +69,7 @@ def ch09_recorded_numbers(record: dict) -> list[str]:
 
 
 def test_the_record_says_how_it_was_measured(record):
-    for key in ("command", "date", "machine", "threads", "load_average_before", "wall_s", "user_s", "max_rss_mib"):
+    for key in ("command", "date", "machine", "threads", "load_average_start", "wall_s", "user_s", "max_rss_mib"):
         assert record[key] is not None, f"ch09_quick.json lacks {key!r}"
     assert "papermill" in record["command"] and "profile quick" in record["command"]
     assert f"OMP_NUM_THREADS={record['threads']}" in record["command"]

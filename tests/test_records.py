@@ -44,7 +44,7 @@ def test_no_notebook_keeps_an_older_findings_convention():
 def test_the_layout_check_catches_an_old_layout():
     rec = load_record("04")
     assert recorder().layout_problems(rec) == []
-    old = {("load_average_start" if k == "load_average_before" else k): v for k, v in rec.items()}
+    old = {("load_average_before" if k == "load_average_start" else k): v for k, v in rec.items()}
     assert recorder().layout_problems(old)
     assert recorder().layout_problems(rec | {"date": "2026-12-06 23:31 UTC"})  # not ISO 8601
     assert recorder().layout_problems(rec | {"threads": 2})  # not the command's OMP_NUM_THREADS
