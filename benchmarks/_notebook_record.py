@@ -117,21 +117,21 @@ def _time_v(report: str) -> dict:
     )
 
 
-def findings_cell(notebook: Path) -> int | None:
-    """Index of the notebook's one code cell tagged ``findings`` (None: it has none)."""
-    nb = nbformat.read(notebook, as_version=4)
-    tagged = [i for i, c in enumerate(nb.cells) if "findings" in c.get("metadata", {}).get("tags", [])]
-    if len(tagged) > 1 or any(nb.cells[i].cell_type != "code" for i in tagged):
-        raise SystemExit(f"{notebook.name}: tag exactly one code cell 'findings' (found cells {tagged})")
+def findings_cell(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode | None:
+    """The notebook's one code cell tagged ``findings`` (None: it has none). Found by its tag, never by its
+    index: papermill inserts a cell (the injected parameters) into the executed copy."""
+    tagged = [c for c in nb.cells if "findings" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) > 1 or any(c.cell_type != "code" for c in tagged):
+        raise SystemExit(f"{name}: tag exactly one code cell 'findings' (found {len(tagged)} tagged cells)")
     return tagged[0] if tagged else None
 
 
-def findings_of(executed: Path, index: int | None) -> dict | None:
-    """The JSON object that cell ``index`` of the executed notebook printed."""
-    if index is None:
+def findings_of(executed: Path) -> dict | None:
+    """The JSON object that the executed notebook's cell tagged ``findings`` printed (None: no such cell)."""
+    cell = findings_cell(nbformat.read(executed, as_version=4), executed.name)
+    if cell is None:
         return None
-    cell = nbformat.read(executed, as_version=4).cells[index]
-    text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+    text = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream")
     if "{" not in text:
         raise SystemExit(f"{executed.name}: the cell tagged 'findings' printed no JSON object")
     return json.JSONDecoder().raw_decode(text[text.index("{") :])[0]
@@ -157,7 +157,7 @@ def _machine() -> dict:
 def record(stem: str, threads: int, target: Path) -> Path:
     """Run notebook ``stem``'s quick profile once and write its record to ``target``."""
     (notebook,) = (ROOT / "notebooks").glob(f"{stem}_*.ipynb")
-    index = findings_cell(notebook)
+    findings_cell(nbformat.read(notebook, as_version=4), notebook.name)  # one tagged cell at most, before the run
     with tempfile.TemporaryDirectory() as tmp:
         executed, time_log = Path(tmp) / notebook.name, Path(tmp) / "time.txt"
         env = dict(os.environ, PT_RESULTS_DIR=str(Path(tmp) / "results"))  # the run adds no rows to yours
@@ -191,7 +191,7 @@ def record(stem: str, threads: int, target: Path) -> Path:
             load_average_start=[round(x, 2) for x in load_before],
             load_average_end=[round(x, 2) for x in load_after],
             **_time_v(time_log.read_text()),
-            findings=findings_of(executed, index),
+            findings=findings_of(executed),
         )
     problems = layout_problems(rec)
     if problems:

@@ -23,7 +23,7 @@ def test_every_record_has_the_layout(path):
     rec = load_record(chapter)  # fails on any other layout
     assert rec["profile"] == "quick" and "device" not in rec  # a device key would put it in the bench table
     (notebook,) = (ROOT / "notebooks").glob(rec["notebook"])
-    has_cell = recorder().findings_cell(notebook) is not None
+    has_cell = recorder().findings_cell(nbformat.read(notebook, as_version=4), notebook.name) is not None
     assert has_cell == (rec["findings"] is not None), (
         f"{notebook.name} {'has' if has_cell else 'has no'} cell tagged 'findings' but its record "
         f"{'has none' if has_cell else 'has findings'}: re-record it"
@@ -70,12 +70,18 @@ def test_the_findings_are_the_json_the_tagged_cell_printed(tmp_path):
     nb.cells = [nbformat.v4.new_code_cell("x = 1"), cell]
     path = tmp_path / "07_x.ipynb"
     nbformat.write(nb, path)
-    assert recorder().findings_cell(path) == 1
-    assert recorder().findings_of(path, 1) == {"a": [1, 2], "b": "≥"}
+    assert recorder().findings_of(path) == {"a": [1, 2], "b": "≥"}
+    nb.cells.insert(1, nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["injected-parameters"]}))  # papermill
+    nbformat.write(nb, path)
+    assert recorder().findings_of(path) == {"a": [1, 2], "b": "≥"}
     cell.outputs = []
     nbformat.write(nb, path)
     with pytest.raises(SystemExit, match="printed no JSON"):
-        recorder().findings_of(path, 1)
+        recorder().findings_of(path)
+    nb.cells[0].metadata["tags"] = ["findings"]
+    nbformat.write(nb, path)
+    with pytest.raises(SystemExit, match="exactly one"):
+        recorder().findings_of(path)
 
 
 def test_a_record_is_not_replaced_unasked(tmp_path, capsys):
