@@ -154,8 +154,9 @@ def _machine() -> dict:
     )
 
 
-def record(stem: str, threads: int, target: Path) -> Path:
-    """Run notebook ``stem``'s quick profile once and write its record to ``target``."""
+def record(stem: str, threads: int, target: Path, replace: bool = False) -> Path:
+    """Run notebook ``stem``'s quick profile once and write its record to ``target`` (an existing one only when
+    ``replace``)."""
     (notebook,) = (ROOT / "notebooks").glob(f"{stem}_*.ipynb")
     findings_cell(nbformat.read(notebook, as_version=4), notebook.name)  # one tagged cell at most, before the run
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,6 +197,8 @@ def record(stem: str, threads: int, target: Path) -> Path:
     problems = layout_problems(rec)
     if problems:
         raise SystemExit(f"the record of {notebook.name} breaks the layout: {problems}")
+    if target.exists() and not replace:  # written by someone else while this run took its minutes
+        raise SystemExit(f"{target} appeared during the run: not replaced (pass --replace)")
     return atomic_write_json(target, rec, indent=1)
 
 
@@ -216,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     if existing and not args.replace:  # checked before any run: minutes are not spent on a record not written
         ap.error(f"{existing} exist: pass --replace to replace a recorded run (or --out elsewhere)")
     for stem, target in zip(args.chapters, targets):
-        path = record(stem, args.threads, target)
+        path = record(stem, args.threads, target, args.replace)
         rec = json.loads(path.read_text())
         print(
             f"{path}: wall {rec['wall_s']} s, CPU {rec['cpu_s']} s, peak {rec['max_rss_mib']:.0f} MiB, "
