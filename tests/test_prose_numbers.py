@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+from _records import load_record
 
 from pt_helpers.stats import PairedMeanTest, PairedTest, paired_test
 
@@ -127,11 +128,9 @@ def test_chapter_04_quotes_the_recorded_872_sentence_run():
 
 # ---- chapter 04, sections 1–5 on SmolLM2: the recorded quick run (benchmarks/records/ch04_quick.json) ----------
 
-CH04_QUICK = RECORDS / "ch04_quick.json"
-
 
 def _ch04_quick() -> dict:
-    return json.loads(CH04_QUICK.read_text(encoding="utf-8"))
+    return load_record("04")  # the one layout of benchmarks/_notebook_record.py (tests/_records.py)
 
 
 def ch04_quick_numbers() -> list[str]:
@@ -140,9 +139,10 @@ def ch04_quick_numbers() -> list[str]:
     rec = _ch04_quick()
     f = rec["findings"]
     load = rec["load_average_start"][0]
+    gib = rec["max_rss_mib"] / 1024  # the prose writes this GiB figure as "GB"
     out = [
         f"n = {f['sst2']['n']} SST-2 and {f['trec']['n']} TREC examples",
-        f"{rec['wall_s'] / 60:.1f} min wall, {rec['cpu_s'] / 60:.1f} min CPU, peak {rec['max_rss_mib'] / 1024:.1f} GB",
+        f"{rec['wall_s'] / 60:.1f} min wall, {rec['cpu_s'] / 60:.1f} min CPU, peak {gib:.1f} GB",
         f"load average {load:.1f}",
     ]
     for t in ("sst2", "trec"):

@@ -2,27 +2,26 @@
 
 Chapter 01 §4 quotes the course's recorded quick run on SmolLM2-135M-Instruct
 (``benchmarks/records/ch01_quick.json``, written by ``python benchmarks/_notebook_record.py 01`` from the
-JSON its ``findings`` cell printed). Each quoted string is rebuilt here from that record, with the verdict
-that the record's numbers give, and must appear in the markdown; the record's own numbers must be consistent
-(the McNemar p and interval recomputed from its discordant counts). The last test is the guard: any other
-result-like number (three or more decimals, a p-value) in the markdown of 01 or 02 fails until it is checked
-here too.
+JSON its ``findings`` cell printed, read through ``tests/_records.py``). Each quoted string is rebuilt here
+from that record, with the verdict that the record's numbers give, and must appear in the markdown; the record's own
+numbers must be consistent (the McNemar p and interval recomputed from its discordant counts). The last test is
+the guard: any other result-like number (three or more decimals, a p-value) in the markdown of 01 or 02 fails
+until it is checked here too.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
+from _records import load_record
 
 from pt_helpers.stats import PairedValuesTest, paired_test
 
 ROOT = Path(__file__).resolve().parents[1]
-RECORD = ROOT / "benchmarks" / "records" / "ch01_quick.json"
 OURS, THEIRS = "<|endoftext|>", "<|im_start|>"
 
 
@@ -33,7 +32,7 @@ def _markdown(stem: str) -> str:
 
 
 def _record() -> dict:
-    return json.loads(RECORD.read_text(encoding="utf-8"))
+    return load_record("01")
 
 
 def _accuracy(acc: dict) -> str:
@@ -77,7 +76,7 @@ def test_the_record_is_of_the_real_model_at_the_quick_profile():
     rec = _record()
     assert rec["findings"]["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and rec["findings"]["pretrained"]
     assert rec["findings"]["profile"] == "quick" and rec["threads"] >= 1
-    for key in ("command", "date", "machine", "load_average_after", "wall_s", "cpu_s", "max_rss_mb"):
+    for key in ("command", "date", "machine", "load_average_end", "wall_s", "cpu_s", "max_rss_mib"):
         assert rec[key], key
 
 

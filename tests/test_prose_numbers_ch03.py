@@ -1,33 +1,32 @@
 """Numbers in chapter 03's prose agree with the recorded quick run they quote.
 
-Chapter 03's markdown quotes its findings from ONE recorded run, ``benchmarks/records/ch03_quick.json``, written by
-``python benchmarks/_record_notebook.py notebooks/03_in_context_learning.ipynb benchmarks/records/ch03_quick.json``
-(the notebook's section 8 writes the findings, the script adds the command, machine, threads, load, time and
-memory). These tests fail when a quoted number differs from the record, when the record no longer describes
-the notebook's default quick profile (re-record after changing it), when the record is inconsistent with itself,
-or when any other result-like number is written into 03's markdown without being checked here.
+Chapter 03's markdown quotes its findings from ONE recorded run, ``benchmarks/records/ch03_quick.json``, written
+by ``python benchmarks/_notebook_record.py 03`` (the JSON that section 8's cell tagged ``findings`` prints, with
+the command, machine, threads, load, time and memory the script adds), read through ``tests/_records.py``. These
+tests fail when a quoted number differs from the record, when the record no longer describes the notebook's
+default quick profile (re-record after changing it), when the record is inconsistent with itself, or when any
+other result-like number is written into 03's markdown without being checked here.
 """
 
 from __future__ import annotations
 
 import ast
-import json
 import re
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
+from _records import gb, load_record
 
 from pt_helpers.stats import PooledPairedTest, accuracy_interval
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "03_in_context_learning.ipynb"
-RECORD = ROOT / "benchmarks" / "records" / "ch03_quick.json"
 
 
 def _record() -> dict:
-    return json.loads(RECORD.read_text(encoding="utf-8"))
+    return load_record("03")
 
 
 def _markdown() -> str:
@@ -61,7 +60,7 @@ POOLED_ROWS = {  # record key → the comparison's name in the prose's table
 
 def ch03_quoted(record: dict) -> dict[str, str]:
     """The strings chapter 03's recorded-run paragraph quotes, computed from the record (name → text)."""
-    f, res = record["findings"], record["resources"]
+    f, res = record["findings"], record
     k4 = [d["value"] for d in f["k4_sets"]]
     per_run = re.search(r"calibrated significantly higher in \d+, raw in \d+", f["calibration_per_run"])
     quoted = {
@@ -81,9 +80,9 @@ def ch03_quoted(record: dict) -> dict[str, str]:
     quoted |= {
         "wall": f"{res['wall_s'] / 60:.1f} min wall",  # under the load quoted beside it
         "cpu": f"{res['cpu_s'] / 60:.1f} min of CPU",
-        "rss": f"{res['max_rss_gb']:.2f} GB peak",
-        "load": f"load average {record['load_average_before'][0]:.2f} at the start and "
-        f"{record['load_average_after'][0]:.2f} at the end",
+        "rss": f"{gb(res['max_rss_mib']):.2f} GB peak",  # decimal GB of GNU time's peak
+        "load": f"load average {record['load_average_start'][0]:.2f} at the start and "
+        f"{record['load_average_end'][0]:.2f} at the end",
     }
     return quoted
 
@@ -121,7 +120,7 @@ def test_the_record_is_the_default_quick_profile_on_real_weights():
     assert run["ks"] == _default("ks") and run["seed"] == _default("seed") and run["task"] == _default("task")
     assert "papermill" in rec["command"] and NOTEBOOK.name in rec["command"]
     assert f"OMP_NUM_THREADS={rec['threads']}" in rec["command"]
-    for field in ("date", "machine", "load_average_before", "load_average_after"):
+    for field in ("date", "machine", "load_average_start", "load_average_end"):
         assert rec[field], field
 
 
@@ -130,9 +129,8 @@ def test_the_recorded_run_fits_the_quick_budget():
     time measures the other users' load too: its CPU time (user + system) is what the run itself needed, and at
     1 thread on an idle core the wall time is that CPU time (2 threads can only shorten it)."""
     rec = _record()
-    res = rec["resources"]
-    assert rec["threads"] == 1 and res["cpu_s"] <= 600 and res["max_rss_gb"] <= 3
-    assert res["cpu_s"] == pytest.approx(res["user_s"] + res["sys_s"])
+    assert rec["threads"] == 1 and rec["cpu_s"] <= 600 and gb(rec["max_rss_mib"]) <= 3
+    assert rec["cpu_s"] == pytest.approx(rec["user_s"] + rec["sys_s"])
 
 
 def test_the_record_agrees_with_itself():

@@ -1,35 +1,34 @@
 """Numbers in chapter 09's prose agree with the recorded run they quote (``benchmarks/records/ch09_quick.json``).
 
-The record is written by ``python benchmarks/_ch09_quick.py``: the notebook's quick profile run with papermill
-under ``/usr/bin/time -v``, with its command, date, machine, threads, load average, time, memory and the
-findings of section 6. These tests fail when the prose quotes a number the record does not hold, when the
-record is of other settings than the notebook's quick profile, when its numbers disagree with the course's
-statistics recomputed from its counts, and (the guard) when a result number in 09's markdown is checked by
-nothing here.
+The record is written by ``python benchmarks/_notebook_record.py 09``: the notebook's quick profile run with
+papermill under ``/usr/bin/time -v``, with its command, date, machine, threads, load average, time, memory and the
+JSON that section 6's cell tagged ``findings`` prints; it is read through ``tests/_records.py``. These
+tests fail when the prose quotes a number the record does not hold, when the record is of other settings than
+the notebook's quick profile, when its numbers disagree with the course's statistics recomputed from its counts,
+and (the guard) when a result number in 09's markdown is checked by nothing here.
 """
 
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
 import nbformat
 import pytest
+from _records import load_record
 from test_prose_numbers import RESULT_NUMBER, _discordant, _flat, _markdown
 
 from pt_helpers import chat
 from pt_helpers.stats import Accuracy, PairedTest, accuracy_interval, paired_test
 
 ROOT = Path(__file__).resolve().parents[1]
-RECORD = ROOT / "benchmarks" / "records" / "ch09_quick.json"
 NOTEBOOK = ROOT / "notebooks" / "09_instruction_tuned_llms.ipynb"
-BUDGET_S, BUDGET_MB = 600, 3 * 1024  # a chapter's quick profile: ≤ 10 minutes and ≤ 3 GB (issue 27, item 5)
+BUDGET_S, BUDGET_MIB = 600, 3 * 1024  # a chapter's quick profile: ≤ 10 minutes and ≤ 3 GB (issue 27, item 5)
 
 
 @pytest.fixture(scope="module")
 def record() -> dict:
-    return json.loads(RECORD.read_text(encoding="utf-8"))
+    return load_record("09")
 
 
 def _quick_settings() -> dict:
@@ -70,8 +69,8 @@ def ch09_recorded_numbers(record: dict) -> list[str]:
 
 
 def test_the_record_says_how_it_was_measured(record):
-    for key in ("command", "date", "machine", "threads", "load_average_start", "wall_s", "cpu_user_s", "max_rss_mb"):
-        assert key in record, f"ch09_quick.json lacks {key!r}"
+    for key in ("command", "date", "machine", "threads", "load_average_start", "wall_s", "user_s", "max_rss_mib"):
+        assert record[key] is not None, f"ch09_quick.json lacks {key!r}"
     assert "papermill" in record["command"] and "profile quick" in record["command"]
     assert f"OMP_NUM_THREADS={record['threads']}" in record["command"]
     assert record["findings"]["pretrained"] and record["findings"]["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -79,7 +78,8 @@ def test_the_record_says_how_it_was_measured(record):
 
 def test_the_record_is_of_the_notebooks_quick_profile(record):
     assert record["findings"]["settings"] == _quick_settings(), (
-        "notebook 09's quick settings changed since the record: rerun `python benchmarks/_ch09_quick.py --overwrite`"
+        "notebook 09's quick settings changed since the record: "
+        "rerun `python benchmarks/_notebook_record.py 09 --replace`"
     )
 
 
@@ -87,9 +87,10 @@ def test_the_recorded_run_fits_the_chapter_budget(record):
     """The budget is for 2 threads on an idle 2-core machine; the record is taken on a shared one, so its wall time
     is not the budget figure. Its CPU seconds are: a run that needs at most BUDGET_S seconds of CPU finishes within
     BUDGET_S at one thread on an idle core, and sooner at two."""
-    cpu = record["cpu_user_s"] + record["cpu_sys_s"]
+    cpu = record["cpu_s"]
+    assert cpu == pytest.approx(record["user_s"] + record["sys_s"], abs=0.005)  # both of GNU time's 2 decimals
     assert cpu <= BUDGET_S, f"quick profile needed {cpu:.0f} CPU s (budget {BUDGET_S} s)"
-    assert record["max_rss_mb"] <= BUDGET_MB, f"quick profile peaked at {record['max_rss_mb']} MB"
+    assert record["max_rss_mib"] <= BUDGET_MIB, f"quick profile peaked at {record['max_rss_mib']} MiB"
 
 
 def test_the_recorded_statistics_follow_from_the_recorded_counts(record):
