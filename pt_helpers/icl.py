@@ -891,7 +891,8 @@ def label_word_tokens(tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, wor
 
 def findings_json(findings: Mapping[str, Any]) -> dict:
     """A notebook's findings as plain JSON: results of ``pt_helpers.stats`` (dataclasses) become dicts with their
-    class name, lists and numbers stay. Used to record a run (``python benchmarks/_notebook_record.py 03`` reads the cell tagged ``findings``). Defined in chapter 03."""
+    class name, lists and numbers stay. Used to record a run (``python benchmarks/_notebook_record.py 03`` reads
+    the cell tagged ``findings``). Defined in chapter 03."""
     from dataclasses import asdict, is_dataclass
 
     def plain(x):
