@@ -26,6 +26,10 @@ with, along the last axis, ``[K_0, V_0, K_1, V_1, …]``, so a prefix trained he
 ``PrefixTuningConfig`` model and vice versa (``peft_twin``). ``reparameterize=True`` adds Li & Liang's
 MLP, ``P = MLP(E)`` with ``E`` of shape ``(n, n_kv_heads · head_dim)``, used while training only:
 ``to_direct()`` computes ``P`` once and drops the MLP; a checkpoint stores ``P``.
+
+``prefix_attention_forms`` / ``prefix_forms_on_layer`` (defined in chapter 06): He et al. (2022, §3)'s reading
+of a prefix head as (1 − λ(x)) · the model's own attention + λ(x) · attention over the prefix, computed on a real
+layer beside the concatenated form.
 """
 
 from __future__ import annotations
