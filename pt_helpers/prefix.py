@@ -26,6 +26,10 @@ with, along the last axis, ``[K_0, V_0, K_1, V_1, …]``, so a prefix trained he
 ``PrefixTuningConfig`` model and vice versa (``peft_twin``). ``reparameterize=True`` adds Li & Liang's
 MLP, ``P = MLP(E)`` with ``E`` of shape ``(n, n_kv_heads · head_dim)``, used while training only:
 ``to_direct()`` computes ``P`` once and drops the MLP; a checkpoint stores ``P``.
+
+``prefix_attention_forms`` / ``prefix_forms_on_layer`` (defined in chapter 06): He et al. (2022, §3)'s reading
+of a prefix head as (1 − λ(x)) · the model's own attention + λ(x) · attention over the prefix, computed on a real
+layer beside the concatenated form.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from .adapters import Method, PromptAdapter, PromptedModel, option, register_adapter, register_method
+from .attention import apply_rope
 from .errors import PromptError, PromptShapeError
 from .frozen import AttentionGeometry, attention_geometry, cache_layers, check_model_and_tokenizer, is_causal_lm
 
@@ -287,3 +292,110 @@ register_method(
         defined_in="chapter 06",
     )
 )
+
+
+# ---- He et al. (2022): a prefix head as an interpolation ---------------------------------------------------
+
+
+@dataclass
+class PrefixHeadForms:
+    """One attention layer with a prefix, computed two ways (``prefix_attention_forms``), per query head.
+
+    ``concatenated``: softmax(q [P_K; K]ᵀ/√d_h) [P_V; V], Li & Liang's form (what the model computes);
+    ``interpolated``: (1 − λ) Attn(q; K, V) + λ Attn(q; P_K, P_V), He et al.'s form; ``gate``: λ(x), the share
+    of each query's attention that goes to the prefix. Shapes (batch, n_heads, T, head_dim) and (batch,
+    n_heads, T). ``model_context``: the real layer's own merged heads (the input of its output projection),
+    reshaped the same way; ``cos``/``sin``: the rotary tables the layer applied to the input's queries and keys.
+    """
+
+    concatenated: torch.Tensor
+    interpolated: torch.Tensor
+    gate: torch.Tensor
+    model_context: torch.Tensor | None = None
+    cos: torch.Tensor | None = None
+    sin: torch.Tensor | None = None
+
+
+def prefix_attention_forms(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix_k: torch.Tensor, prefix_v: torch.Tensor
+) -> PrefixHeadForms:
+    """A causal attention head with n prefix keys/values, computed as a concatenation and as He et al.'s
+    interpolation (Towards a Unified View of Parameter-Efficient Transfer Learning, ICLR 2022, §3).
+
+    q (B, H, T, d_h); k, v (B, H_kv, T, d_h); prefix_k, prefix_v (B, H_kv, n, d_h). Grouped-query attention:
+    query head h reads key/value head h // (H / H_kv) — of the input and of the prefix alike. With scores
+    s_P = q P_Kᵀ/√d_h (every prefix key visible) and s_X = q Kᵀ/√d_h (causal: key j ≤ query i),
+
+        λ(x) = Σ_i exp(s_P,i) / (Σ_i exp(s_P,i) + Σ_j exp(s_X,j))
+        head(x) = (1 − λ(x)) softmax(s_X) V + λ(x) softmax(s_P) P_V.
+
+    He et al. write the scores without 1/√d_h (notation only); here both forms use the model's scaling. λ is
+    computed as sigmoid(logsumexp(s_P) − logsumexp(s_X)) — the same number, without overflowing exp.
+    """
+    if q.dim() != 4 or any(t.dim() != 4 for t in (k, v, prefix_k, prefix_v)):
+        raise PromptShapeError("q, k, v, prefix_k, prefix_v must each be (batch, heads, length, head_dim)")
+    n_heads, n_kv = q.shape[1], k.shape[1]
+    if n_heads % n_kv or prefix_k.shape[1] != n_kv or prefix_v.shape[1] != n_kv:
+        raise PromptShapeError(
+            f"{n_heads} query heads cannot share {n_kv} key/value heads (prefix: {prefix_k.shape[1]}): "
+            "the query heads must be a multiple of the key/value heads, and the prefix must have as many"
+        )
+    group = n_heads // n_kv
+    k, v, pk, pv = (t.repeat_interleave(group, dim=1) for t in (k, v, prefix_k, prefix_v))  # h reads h // group
+    scale = q.shape[-1] ** -0.5
+    s_x, s_p = q @ k.transpose(-1, -2) * scale, q @ pk.transpose(-1, -2) * scale  # (B, H, T, T), (B, H, T, n)
+    T = q.shape[2]
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    s_x = s_x.masked_fill(future, float("-inf"))
+    concatenated = torch.softmax(torch.cat([s_p, s_x], dim=-1), dim=-1) @ torch.cat([pv, v], dim=-2)
+    gate = torch.sigmoid(torch.logsumexp(s_p, -1) - torch.logsumexp(s_x, -1))  # λ(x): (B, H, T)
+    own, from_prefix = torch.softmax(s_x, -1) @ v, torch.softmax(s_p, -1) @ pv
+    interpolated = (1 - gate[..., None]) * own + gate[..., None] * from_prefix
+    return PrefixHeadForms(concatenated, interpolated, gate)
+
+
+@torch.no_grad()
+def prefix_forms_on_layer(prompted: PromptedModel, input_ids: torch.Tensor, layer: int) -> PrefixHeadForms:
+    """``prefix_attention_forms`` on layer ``layer`` of a real Llama-family model behind its deep prompt.
+
+    Runs ``prompted`` (a ``PromptedModel`` with a ``PrefixEncoder``) on one unpadded sequence input_ids (1, T),
+    reads the layer's input (after its RMSNorm), the rotary tables it applied and its merged heads with hooks,
+    recomputes q, k, v from the layer's own projections and RoPE, and takes the prefix's keys and values from
+    the adapter as the cache hands them to the model: stored after rotation, so no rotation is applied to them.
+    """
+    if not isinstance(prompted.adapter, PrefixEncoder):
+        raise PromptError("prefix_forms_on_layer needs a PromptedModel whose adapter is a PrefixEncoder")
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        raise PromptShapeError(f"input_ids must be one unpadded sequence (1, T), got {tuple(input_ids.shape)}")
+    layers = prompted.model.base_model.layers if hasattr(prompted.model.base_model, "layers") else None
+    attn = getattr(layers[layer], "self_attn", None) if layers is not None and 0 <= layer < len(layers) else None
+    if attn is None or not all(hasattr(attn, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")):
+        raise PromptError(
+            f"layer {layer} of this {prompted.model.config.model_type} model has no Llama-style attention "
+            "(q_proj, k_proj, v_proj, o_proj): use a Llama-family model, e.g. HuggingFaceTB/SmolLM2-135M-Instruct"
+        )
+    seen = {}
+    hooks = [
+        attn.register_forward_pre_hook(lambda m, a, kw: seen.update(kw, args=a), with_kwargs=True),
+        attn.o_proj.register_forward_pre_hook(lambda m, a: seen.update(context=a[0])),
+    ]
+    try:
+        prompted(input_ids.to(prompted.device))
+    finally:
+        for h in hooks:
+            h.remove()
+    if seen.get("position_embeddings") is None:
+        raise PromptError("this attention layer was not handed rotary tables (position_embeddings): not a RoPE model")
+    h = seen["args"][0] if seen["args"] else seen["hidden_states"]  # (1, T, hidden), after the input RMSNorm
+    cos, sin = seen["position_embeddings"]
+    d_h, T = attn.head_dim, h.shape[1]
+
+    def heads(x):  # (1, T, heads · d_h) → (1, heads, T, d_h)
+        return x.view(1, T, -1, d_h).transpose(1, 2)
+
+    q, k, v = heads(attn.q_proj(h)), heads(attn.k_proj(h)), heads(attn.v_proj(h))
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    prefix_k, prefix_v = prompted.adapter.virtual_key_values()[layer]  # (1, H_kv, n, d_h), used as stored
+    forms = prefix_attention_forms(q, k, v, prefix_k, prefix_v)
+    forms.model_context, forms.cos, forms.sin = heads(seen["context"]), cos, sin
+    return forms

@@ -17,7 +17,15 @@ from pt_helpers.data import task_info
 from pt_helpers.errors import BaseModelMismatchError, CheckpointError, ContextWindowError, PromptError, PromptShapeError
 from pt_helpers.frozen import AttentionGeometry, attention_geometry, count_trainable, expand_cache
 from pt_helpers.models import random_model
-from pt_helpers.prefix import PrefixEncoder, make_prefix, make_prefix_model, peft_twin, text_key_values
+from pt_helpers.prefix import (
+    PrefixEncoder,
+    make_prefix,
+    make_prefix_model,
+    peft_twin,
+    prefix_attention_forms,
+    prefix_forms_on_layer,
+    text_key_values,
+)
 
 SST2_LABEL_SENTENCES = task_info("sst2").label_sentences
 
@@ -243,3 +251,47 @@ def test_deep_prompt_on_real_minilm_learns(minilm):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 0.05
+
+
+# ---- He et al. (2022, §3): a prefix head is an interpolation between two attentions ---------------------------
+
+
+def test_he_interpolation_equals_the_concatenated_prefix_head_on_a_gqa_rope_layer():
+    """On a random Llama stand-in (RoPE, 4 query heads sharing 2 key/value heads), both forms agree with each
+    other and with the layer's own merged heads; the gate is a share (0 < λ < 1)."""
+    loaded = random_model("meta-llama/Llama-3.2-1B", "causal", seed=0)
+    model, tok = copy.deepcopy(loaded.model), loaded.tokenizer
+    torch.manual_seed(0)
+    pm = PromptedModel(model, PrefixEncoder(attention_geometry(model), 3, init_std=1.0))
+    ids = tok("a gripping, beautifully acted film", return_tensors="pt")["input_ids"]
+    for layer in range(attention_geometry(model).n_layers):
+        forms = prefix_forms_on_layer(pm, ids, layer)
+        assert forms.concatenated.shape == (1, model.config.num_attention_heads, ids.shape[1], model.config.head_dim)
+        close(forms.interpolated, forms.concatenated, what=f"He et al.'s form vs concatenation, layer {layer}")
+        close(forms.concatenated, forms.model_context, what=f"concatenation vs the layer's own heads, layer {layer}")
+        assert ((forms.gate > 0) & (forms.gate < 1)).all()
+
+
+def test_he_forms_against_direct_formulas_and_gqa_grouping():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 4, 5, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
+    pk, pv = torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8)
+    forms = prefix_attention_forms(q, k, v, pk, pv)
+    # the concatenated head, independently: torch's attention over [P_K; K] with the prefix always visible
+    allowed = torch.cat([torch.ones(5, 3, dtype=torch.bool), torch.ones(5, 5, dtype=torch.bool).tril()], dim=1)
+    keys, values = (torch.cat([a, b], 2).repeat_interleave(2, 1) for a, b in ((pk, k), (pv, v)))
+    close(forms.concatenated, F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed), what="concat")
+    close(forms.interpolated, forms.concatenated, what="the two forms")
+    # the gate, as He et al. write it (small scores here, so exp does not overflow)
+    s_p = (q @ pk.repeat_interleave(2, 1).transpose(-1, -2) / 8**0.5).exp().sum(-1)
+    s_x = ((q @ k.repeat_interleave(2, 1).transpose(-1, -2) / 8**0.5).exp() * allowed[:, 3:]).sum(-1)
+    close(forms.gate, s_p / (s_p + s_x), what="gate λ(x)")
+    # query head h reads key/value head h // 2 (repeat, not tile): pairing the heads the other way differs
+    wrong = prefix_attention_forms(q[:, [0, 2, 1, 3]], k, v, pk, pv).concatenated[:, [0, 2, 1, 3]]
+    assert (wrong - forms.concatenated).abs().max() > 1e-2
+    with pytest.raises(PromptShapeError, match="key/value heads"):
+        prefix_attention_forms(q[:, :3], k, v, pk, pv)
+    with pytest.raises(PromptError, match="PrefixEncoder"):
+        prefix_forms_on_layer(
+            PromptedModel(random_model("meta-llama/Llama-3.2-1B", "causal").model, None), torch.ones(1, 2).long(), 0
+        )

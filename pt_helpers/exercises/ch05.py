@@ -82,7 +82,8 @@ def check_4(prediction, *, n: int, T: int, B: int, measured) -> Feedback:
     if got == expected:
         return correct(
             f"{expected[0]:,} vs {expected[1]:,} positions: the shared cache skips (B − 1)·n = {(B - 1) * n:,} of "
-            f"them, a ratio of {expected[1] / expected[0]:.2f} — an upper bound on the speed-up."
+            f"them, a ratio of {expected[1] / expected[0]:.2f} — a first-order estimate of the speed-up "
+            "(attention's cost grows faster than the positions)."
         )
     if got == expected[::-1]:
         return wrong("swapped: the shared cache is the SMALLER count (the prompt runs once, not once per example).")
