@@ -83,6 +83,27 @@ def smoke_budget(steps_run: int) -> bool:
     return int(steps_run) < SMOKE_STEPS
 
 
+def verdict_words(
+    names: tuple[str, str],
+    a_higher: bool,
+    p_value: float,
+    n: int,
+    alpha: float = 0.05,
+    degenerate: str | None = None,
+    smoke: bool = False,
+) -> str:
+    """The course's one wording of a paired verdict, for every paired test here: the arm the data rank higher at
+    level ``alpha``, or no detectable difference at this n, or nothing (``degenerate``: why no pair separates the
+    arms; ``smoke``: a smoke budget's protocol check). Defined in chapter 03."""
+    if smoke:
+        return PROTOCOL_CHECK
+    if degenerate:
+        return f"degenerate: {degenerate}"
+    if p_value < alpha:
+        return f"{names[0] if a_higher else names[1]} higher (p < {alpha:g})"
+    return f"no detectable difference (p ≥ {alpha:g}, n = {n}): these data cannot rank them"
+
+
 @dataclass(frozen=True)
 class PairedTest:
     """Two methods on the same n examples: accuracies, their difference and how sure it is."""
@@ -108,13 +129,8 @@ class PairedTest:
         """What the test lets a sentence say, the course's one wording of it: the arm the data rank higher
         at level ``alpha``, or no detectable difference at this n, or nothing (a degenerate pair, or a smoke
         budget's protocol check)."""
-        if self.smoke:
-            return PROTOCOL_CHECK
-        if self.degenerate:
-            return "degenerate: no example separates them"
-        if self.p_value < alpha:
-            return f"{names[0] if self.difference > 0 else names[1]} higher (p < {alpha:g})"
-        return f"no detectable difference (p ≥ {alpha:g}, n = {self.n}): these data cannot rank them"
+        degenerate = "no example separates them" if self.degenerate else None
+        return verdict_words(names, self.difference > 0, self.p_value, self.n, alpha, degenerate, self.smoke)
 
     def __str__(self) -> str:
         if self.smoke:
@@ -336,11 +352,8 @@ class PairedValuesTest:
 
     def verdict(self, names: tuple[str, str] = ("A", "B"), alpha: float = 0.05) -> str:
         """The arm the data rank higher at level ``alpha``, or no detectable difference at this n."""
-        if self.n_higher + self.n_lower == 0:
-            return "degenerate: every pair is tied"
-        if self.p_value < alpha:
-            return f"{names[0] if self.n_higher > self.n_lower else names[1]} higher (p < {alpha:g})"
-        return f"no detectable difference (p ≥ {alpha:g}, n = {self.n}): these data cannot rank them"
+        degenerate = "every pair is tied" if self.n_higher + self.n_lower == 0 else None
+        return verdict_words(names, self.n_higher > self.n_lower, self.p_value, self.n, alpha, degenerate)
 
     def __str__(self) -> str:
         ties = f", {self.n_tied} tied" if self.n_tied else ""
@@ -413,11 +426,8 @@ class PairedMeanTest:
 
     def verdict(self, names: tuple[str, str] = ("A", "B"), alpha: float = 0.05) -> str:
         """The course's wording of a paired verdict (as ``PairedTest.verdict``): rank only when p < alpha."""
-        if self.degenerate:
-            return "degenerate: no example separates them"
-        if self.p_value < alpha:
-            return f"{names[0] if self.difference > 0 else names[1]} higher (p < {alpha:g})"
-        return f"no detectable difference (p ≥ {alpha:g}, n = {self.n}): these data cannot rank them"
+        degenerate = "no example separates them" if self.degenerate else None
+        return verdict_words(names, self.difference > 0, self.p_value, self.n, alpha, degenerate)
 
     def __str__(self) -> str:
         return (
