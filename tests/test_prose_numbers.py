@@ -139,10 +139,10 @@ def ch04_quick_numbers() -> list[str]:
     rec = _ch04_quick()
     f = rec["findings"]
     load = rec["load_average_start"][0]
-    gib = rec["max_rss_mib"] / 1024  # the prose writes this GiB figure as "GB"
+    gib = rec["max_rss_mib"] / 1024  # GNU time's peak in MiB, quoted in GiB
     out = [
         f"n = {f['sst2']['n']} SST-2 and {f['trec']['n']} TREC examples",
-        f"{rec['wall_s'] / 60:.1f} min wall, {rec['cpu_s'] / 60:.1f} min CPU, peak {gib:.1f} GB",
+        f"{rec['wall_s'] / 60:.1f} min wall, {rec['cpu_s'] / 60:.1f} min CPU, peak {gib:.1f} GiB",
         f"load average {load:.1f}",
     ]
     for t in ("sst2", "trec"):
