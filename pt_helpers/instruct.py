@@ -373,6 +373,7 @@ class SFTObjective(nn.Module):
     (TRL's SFT averages over all reply tokens of a batch instead; with one-word replies the two differ by a
     factor of about the reply length, which the learning rate absorbs.) The "accuracy" ``fit`` selects the
     best step with is then the fraction of held-out conversations whose whole reply has probability > ½.
+    Defined in chapter 10.
     """
 
     def __init__(self, model, tokenizer, max_length: int = 256):
@@ -472,7 +473,7 @@ def sft_lora(
 
 def reply_end(tokenizer) -> str:
     """The text of the token that ends an assistant reply in this template (ChatML: ``<|im_end|>``), read from
-    the template's rendering of a probe conversation (``assistant_spans``)."""
+    the template's rendering of a probe conversation (``assistant_spans``). Defined in chapter 10."""
     ids, spans = assistant_spans(tokenizer, [chat.message("user", "x"), chat.message("assistant", "y")])
     return tokenizer.convert_ids_to_tokens(ids[spans[0][1] - 1])
 
@@ -480,7 +481,7 @@ def reply_end(tokenizer) -> str:
 def held_out_examples(task: str, n: int, seed: int, split: str = "dev") -> tuple[list[str], np.ndarray, tuple]:
     """``(user turns, labels, answer words)`` of ``n`` examples of a held-out task (``data.subsample`` of
     ``split`` with ``seed``: the same examples for the same arguments). The answer words are the data's label
-    names (``not_entailment`` → ``not entailment``), listed in the turn as its options."""
+    names (``not_entailment`` → ``not entailment``), listed in the turn as its options. Defined in chapter 10."""
     key = _task_key(task, HELD_OUT_TASKS, "held-out task")
     n = _positive_int("n", n)
     ds = data.load_task(key, split)
@@ -500,7 +501,8 @@ def held_out_scores(
     model, tokenizer, task: str, n: int, seed: int, split: str = "dev"
 ) -> tuple[torch.Tensor, np.ndarray]:
     """``((n, C) log P(reply = answer word c + end of turn | user turn), labels)`` — scored by the course's
-    cached scorer through the chat template (``chat.score_chat``, no demonstrations, no system turn)."""
+    cached scorer through the chat template (``chat.score_chat``, no demonstrations, no system turn).
+    Defined in chapter 10."""
     check_model_and_tokenizer(model, tokenizer, "held_out_scores")
     turns, labels, words = held_out_examples(task, n, seed, split)
     end = reply_end(tokenizer)
