@@ -336,3 +336,25 @@ def test_dpo_two_ways_agree_with_each_other_by_hand_and_with_trl():
         instruct.dpo_loss_two_ways(*logps, beta=0)
     with pytest.raises(CourseError, match=r"ref_rejected_logps must be finite float .* shape \(3,\)"):
         instruct.dpo_loss_two_ways(*logps[:3], torch.zeros(3), beta=0.1)
+
+
+def test_mask_and_check_follow_another_template():
+    """The spans and the check are read from the template, not written for SmolLM2's: on the stand-in's ChatML
+    template (no default system turn, GPT-2's tokenizer with the markers added) the same rules hold."""
+    from pt_helpers import chat
+
+    stand_in = chat.load_chat_model("gpt2", verbose=False).tokenizer
+    convs = [[user("u"), assistant("positive")], MULTI]
+    batch = instruct.encode_sft(stand_in, convs)
+    instruct.check_assistant_only_loss(stand_in, batch)
+    end = stand_in.convert_tokens_to_ids("<|im_end|>")
+    for r, conv in enumerate(convs):
+        runs = labelled_runs(batch["labels"][r])
+        replies = [t["content"] for t in conv if t["role"] == "assistant"]
+        assert [batch["input_ids"][r, run].tolist() for run in runs] == [
+            stand_in(x, add_special_tokens=False)["input_ids"] + [end] for x in replies
+        ]
+    bad = {k: v.clone() for k, v in batch.items()}
+    bad["labels"][0, 3] = bad["input_ids"][0, 3]  # start, <|im_start|>, "user", ⏎: the user header's newline
+    with pytest.raises(CourseError, match="row 0, position 3 .* lies in the user header"):
+        instruct.check_assistant_only_loss(stand_in, bad)
