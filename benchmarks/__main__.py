@@ -33,6 +33,7 @@ PLAN = (
     ("icl_growth", (1,)),
     ("soft_prompt_growth", (1,)),
     ("mixed_serving", (1,)),
+    ("llama_cpp_icl", (1, 2)),  # the CPU peer, where `make bench` could build llama-cpp-python (else: why not)
 )
 
 

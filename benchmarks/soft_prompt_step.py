@@ -31,7 +31,6 @@ from pt_helpers.classifiers import autocast_for
 from pt_helpers.data import load_task
 from pt_helpers.device import get_device
 from pt_helpers.frozen import freeze
-from pt_helpers.models import load_tokenizer
 from pt_helpers.soft_prompt import SoftPrompt
 
 # A seconds-long setting that tests/test_benchmarks.py runs, so a rename in the package can never break this script.
@@ -101,7 +100,7 @@ def run_one(model, tokenizer, n: int, batch_size: int, device, repeats: int, amp
     from peft import PromptTuningConfig, get_peft_model
 
     batch = sst2_batch(tokenizer, batch_size, device)
-    d = model.config.n_embd
+    d = C.hidden_size(model)
     init = torch.randn(n, d, generator=torch.Generator().manual_seed(n)) * 0.02
     ours = PromptedModel(model, SoftPrompt(n, d, init).to(device), share_prompt_cache=True)
     peft = get_peft_model(copy.deepcopy(model), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n))
@@ -121,16 +120,16 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     C.set_threads(args.threads)
     device = get_device(args.device)
-    model = freeze(C.gpt2(args.n_layer, args.n_embd, args.n_head).to(device))
-    tokenizer = load_tokenizer()
+    model, tokenizer, label = C.build_model(args, device)
+    model = freeze(model)
     rec = dict(
         script="benchmarks/soft_prompt_step.py",
         comparison="soft-prompt training step: ours (shared prompt cache) vs PEFT PromptTuningConfig",
         **C.environment(device),
-        model=C.model_label(args.n_layer, args.n_embd),
+        model=label,
         settings=dict(n=args.n, batch_size=args.batch_size, amp=not args.no_amp and device.type == "cuda"),
         settings_repeats=args.repeats,
-        variant=f"n={','.join(map(str, args.n))}, B={args.batch_size}",
+        variant=C.model_variant(f"n={','.join(map(str, args.n))}, B={args.batch_size}", args),
         rows=[],
     )
     return C.run_step_rows(
