@@ -2,9 +2,9 @@
 
 Each point is a full ``icl_scoring.run`` (ours, lm-eval's ``HFLM.loglikelihood`` when installed, the naive
 per-pair loop; the same requests; log-probs checked equal to 1e-4; interleaved, medians of ``--repeats``),
-on one GPT-2-small-sized model with RANDOM weights. Besides the times, every point records the token
-positions each scorer runs through the model, counted from the actual tokens — the "limit" of the speed
-ratio if time were proportional to positions:
+on one GPT-2-small-sized model with RANDOM weights (``--model NAME``: a real one). Besides the times,
+every point records the token positions each scorer runs through the model, counted from the actual
+tokens — the "limit" of the speed ratio if time were proportional to positions:
 
     naive  Σ_i Σ_c (P + S_i + ℓ_c)  ≈ n·C·(P+S)
     peer   n·(P+S) when the continuations are one token (it shares one pass per context)

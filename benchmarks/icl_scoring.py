@@ -14,10 +14,13 @@ Zhao et al.'s format, every (input, label) pair:
   (≈ n·C·(P+S) positions), as Zhao et al.'s evaluation loop does.
 
 The model is GPT-2-small-sized with RANDOM weights (speed does not depend on them; the log-probabilities
-are meaningless as language, but must agree between the scorers to 1e-4). The calls are interleaved
-(ours, peer, naive, ours, …) after one warm-up each; medians of ``--repeats``.
+are meaningless as language, but must agree between the scorers to 1e-4), or with ``--model NAME`` a real
+model and its own tokenizer (``_common.build_model``; e.g. SmolLM2-135M-Instruct, whose start token is
+``<|endoftext|>``, not its tokenizer's BOS: lm-eval is given the course's, ``lm.bos_token_id``). The calls are
+interleaved (ours, peer, naive, ours, …) after one warm-up each; medians of ``--repeats``.
 
     python benchmarks/icl_scoring.py --threads 1                      # the issue's setting: 200 inputs, k = 8
+    python benchmarks/icl_scoring.py --threads 1 --repeats 1 --model HuggingFaceTB/SmolLM2-135M-Instruct
     OMP_NUM_THREADS=2 python benchmarks/icl_scoring.py --threads 2
 
 Writes benchmarks/records/icl_scoring.json (``--out``): one record per (device, threads), the latest run.

@@ -6,7 +6,8 @@ keys/values are shared over the batch. PEFT: ``PromptEncoderConfig`` with the sa
 (``pt_helpers.p_tuning.peft_twin``), which concatenates P in front of every example: B·(n+T) token positions
 per step instead of n + B·T, as for a plain soft prompt.
 
-Model: GPT-2-small-sized, RANDOM weights; batch 16 real SST-2 dev sentences, right-padded. Forward + backward +
+Model: GPT-2-small-sized, RANDOM weights (``--model NAME``: a real one, e.g. SmolLM2); batch 16 real SST-2 dev
+sentences, right-padded. Forward + backward +
 AdamW step, equal initial losses checked, interleaved (ours, PEFT, …) after one warm-up each, medians of
 ``--repeats``; memory as in ``soft_prompt_step.py``.
 

@@ -7,7 +7,8 @@ PEFT: ``PrefixTuningConfig`` with the same prefix (``pt_helpers.prefix.peft_twin
 B·T real tokens only (the prefix is n extra keys in every attention), so the issue's target is "ours no
 slower" with equal losses, and memory of both.
 
-Model: GPT-2-small-sized, RANDOM weights; batch 16 real SST-2 dev sentences, right-padded. Forward +
+Model: GPT-2-small-sized, RANDOM weights (``--model NAME``: a real one, e.g. SmolLM2); batch 16 real SST-2
+dev sentences, right-padded. Forward +
 backward + AdamW step, interleaved (ours, PEFT, …) after one warm-up each, medians of ``--repeats``.
 ``--reparameterize`` trains Li & Liang's MLP (PEFT: ``prefix_projection=True``) instead of P directly.
 

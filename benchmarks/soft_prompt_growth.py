@@ -2,9 +2,9 @@
 
 Each point is ``soft_prompt_step.run_one`` (ours = shared prompt cache vs PEFT ``PromptTuningConfig``;
 equal losses checked; forward + backward + AdamW step, interleaved, medians of ``--repeats``; memory the
-tensors autograd keeps for backward) on one GPT-2-small-sized model with RANDOM weights and real SST-2
-sentences. Every point records the token positions each side runs through the model per step — the
-"limit" of the speed ratio if time were proportional to positions:
+tensors autograd keeps for backward) on one GPT-2-small-sized model with RANDOM weights (``--model NAME``: a
+real one) and real SST-2 sentences. Every point records the token positions each side runs through the
+model per step — the "limit" of the speed ratio if time were proportional to positions:
 
     PEFT  B·(n + T)        ours  n + B·T
 

@@ -7,7 +7,8 @@ concatenates the prompt in front of every example, so each step processes B·(n+
 instead of n + B·T.
 
 Model: GPT-2-small-sized (12 layers, 768 dims, 50,257-token vocabulary), RANDOM weights (speed does
-not depend on them). Inputs: real SST-2 dev sentences tokenized with the real GPT-2 tokenizer, batch 16.
+not depend on them), or with ``--model NAME`` a real model (e.g. SmolLM2-135M-Instruct: GQA Llama, 30 × 576)
+and its own tokenizer. Inputs: real SST-2 dev sentences tokenized with the model's tokenizer, batch 16.
 Both start from the same prompt; their losses must agree (checked) before anything is timed. Steps are
 interleaved (ours, PEFT, ours, …) after one warm-up each; medians of ``--repeats``. Memory: the tensors
 autograd keeps for backward in one step (``_common.saved_for_backward_mib``; every device) and, on CUDA,
