@@ -44,13 +44,12 @@ PLAN = (
     (
         "soft_prompt_growth",
         (1,),
-        [*SMOLLM2, "--n-sweep", "1", "20", "100", "--batch-sweep", "1", "4", "16", "--repeats", "1"],
+        [*SMOLLM2, "--n-sweep", "1", "20", "100", "--batch", "4", "--batch-sweep", "1", "4", "16", "--repeats", "1"],
     ),
     (
         "icl_growth",
         (1,),
-        [*SMOLLM2, "--n-sweep", "10", "25", "50", "--k-sweep", "0", "4", "8", "--n-for-k", "20"]
-        + ["--naive-max-n", "25", "--repeats", "1"],
+        [*SMOLLM2, "--n-sweep", "10", "25", "--k-sweep", "0", "8", "--n-for-k", "10", "--repeats", "1"],
     ),
     ("llama_cpp_icl", (1, 2), []),  # the CPU peer, where `make bench` could build llama-cpp-python (else: why not)
 )

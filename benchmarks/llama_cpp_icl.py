@@ -158,7 +158,7 @@ def not_installed(args, device: torch.device, env: dict) -> dict:
         variant=f"k={args.k}, n={args.n_inputs}, llama-cpp-python not installed",
         status="not installed",
         note=note,
-        build_log=str(log) if build_error else None,
+        build_log=(str(log.relative_to(C.ROOT)) if log.is_relative_to(C.ROOT) else str(log)) if build_error else None,
         build_error=build_error,
     )
 
