@@ -308,3 +308,14 @@ def test_the_llama_cpp_row_is_recorded():
             assert rec["speedup_vs_llama_cpp"] == rec["times"]["llama_cpp"]["wall_s"] / rec["times"]["ours"]["wall_s"]
         else:
             assert rec["build_error"], "a record of a failed build keeps the build's error"
+
+
+def test_the_growth_figure_draws_the_gpt2_rows_unless_a_real_model_is_named():
+    """Notebooks 03 and 05 draw the GPT-2-sized sweeps their prose describes, even when a SmolLM2 sweep (newer)
+    sits in the same record file; ``model=`` draws that one."""
+    from pt_helpers.plots import _growth_record
+
+    _, default = _growth_record("soft_prompt_growth", None)
+    assert "model=" not in default["variant"] and "RANDOM" in default["model"]
+    _, real = _growth_record("soft_prompt_growth", None, SMOLLM2)
+    assert real["variant"].endswith(f"model={SMOLLM2}")
