@@ -61,9 +61,15 @@ test-latest:
 student: install
 	$(PY) -m pt_helpers.course.student notebooks build/student
 
-# lm-eval (the bench extra) needs python-dateutil < 3: every other pin of .ci/constraints.txt applies
+# lm-eval (the bench extra) needs python-dateutil < 3: every other pin of .ci/constraints.txt applies.
+# llama-cpp-python (the CPU peer of benchmarks/llama_cpp_icl.py) is a C++ build of many minutes that can fail: only
+# here (never `make install` or CI), one compile job at a time, at most an hour; its output goes to
+# build/llama-cpp-python-build.log, and when it fails the script records why and every other benchmark still runs.
 bench: install
 	$(PY) -c "import lm_eval" 2>/dev/null || $(PY) -m pip install -q -c <(grep -v '^python-dateutil==' .ci/constraints.txt) -e ".[bench]"
+	@mkdir -p build; $(PY) -c "import llama_cpp" 2>/dev/null || { echo "building llama-cpp-python (C++, up to an hour; log: build/llama-cpp-python-build.log)"; \
+	  CMAKE_BUILD_PARALLEL_LEVEL=1 timeout 3600 $(PY) -m pip install -c <(grep -v '^python-dateutil==' .ci/constraints.txt) "llama-cpp-python==0.3.36" > build/llama-cpp-python-build.log 2>&1 \
+	  || echo "llama-cpp-python could not be built (see build/llama-cpp-python-build.log): benchmarks/llama_cpp_icl.py records why; the other benchmarks run"; }
 	$(PY) -m benchmarks
 
 clean:

@@ -31,7 +31,7 @@ from pt_helpers.project import atomic_write_json  # noqa: E402
 # The course's recorded runs are committed (the README table and notebooks 03 and 05's figures read them);
 # `make bench` on your machine merges its records into the same files, one per (device, threads, setting).
 RECORDS_DIR = Path(__file__).resolve().parent / "records"
-PACKAGES = ("torch", "transformers", "peft", "lm_eval")
+PACKAGES = ("torch", "transformers", "peft", "lm_eval", "llama_cpp_python")
 
 
 def out_path(given: str | None, name: str) -> Path:
@@ -88,6 +88,47 @@ def gpt2(n_layer: int = 12, n_embd: int = 768, n_head: int = 12, seed: int = 0) 
 
 def model_label(n_layer: int, n_embd: int) -> str:
     return f"GPT-2 config, RANDOM weights, {n_layer} layers × {n_embd}"
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The model flags every script shares: a GPT-2-shaped RANDOM model's size, or ``--model NAME`` (real)."""
+    parser.add_argument("--n-layer", type=int, default=12, help="random GPT-2's layers (ignored with --model)")
+    parser.add_argument("--n-embd", type=int, default=768, help="random GPT-2's width (ignored with --model)")
+    parser.add_argument("--n-head", type=int, default=12, help="random GPT-2's heads (ignored with --model)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a real causal model instead of the random GPT-2, by name (pt_helpers.models.load_model), "
+        "e.g. HuggingFaceTB/SmolLM2-135M-Instruct",
+    )
+    return parser
+
+
+def build_model(args, device: torch.device, seed: int = 0) -> tuple[torch.nn.Module, object, str]:
+    """(model in eval mode on ``device``, its tokenizer, the record's model label) for ``add_model_args``'s flags.
+
+    The one home of this resolution for every script: ``--model NAME`` loads the real model and ITS tokenizer
+    through ``pt_helpers.models.load_model`` (the label says where it came from); without it, a GPT-2-shaped
+    model of ``--n-layer/--n-embd/--n-head`` with RANDOM weights and the real GPT-2 tokenizer.
+    """
+    from pt_helpers.models import load_model, load_tokenizer
+
+    if getattr(args, "model", None):
+        loaded = load_model(args.model, "causal")
+        return loaded.model.to(device).eval(), loaded.tokenizer, f"{args.model} ({loaded.source}: {loaded.location})"
+    model = gpt2(args.n_layer, args.n_embd, args.n_head, seed).to(device)
+    return model, load_tokenizer(), model_label(args.n_layer, args.n_embd)
+
+
+def model_variant(variant: str, args) -> str:
+    """A record's ``variant`` with the real model's name added, so a row of ``--model NAME`` never replaces the
+    random GPT-2's row of the same setting (``write_record`` keys on device, threads and variant)."""
+    return variant + (f", model={args.model}" if getattr(args, "model", None) else "")
+
+
+def hidden_size(model: torch.nn.Module) -> int:
+    """The width of the model's input embeddings (GPT-2's ``n_embd``, Llama's ``hidden_size``)."""
+    return model.get_input_embeddings().embedding_dim
 
 
 def sync(device: torch.device) -> None:
@@ -210,7 +251,7 @@ def write_record(path: Path, record: dict, key: tuple[str, ...] = ("device_type"
 # The three training-step comparisons (soft prompt, prefix, P-tuning vs PEFT) share their command line and
 # their row loop; each script adds its own flags and its own ``run_one``.
 def step_parser(doc: str, name: str) -> argparse.ArgumentParser:
-    """The flags every step comparison takes (virtual tokens, batch, repeats, device, model size, --out)."""
+    """The flags every step comparison takes (virtual tokens, batch, repeats, device, model, --out)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[20, 100], help="virtual tokens (one row each)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -218,9 +259,7 @@ def step_parser(doc: str, name: str) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (set OMP_NUM_THREADS the same)")
     parser.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too (default: bf16 autocast)")
-    parser.add_argument("--n-layer", type=int, default=12)
-    parser.add_argument("--n-embd", type=int, default=768)
-    parser.add_argument("--n-head", type=int, default=12)
+    add_model_args(parser)
     parser.add_argument("--out", default=None, help=f"JSON file (default: benchmarks/records/{name}.json)")
     return parser
 

@@ -23,6 +23,7 @@ ORDER = (
     "icl_growth",
     "soft_prompt_growth",
     "mixed_serving",
+    "llama_cpp_icl",
 )
 PEER_NAME = {"peer": "lm-eval", "naive": "naive loop", "peft": "PEFT"}
 
@@ -130,12 +131,36 @@ def _mixed(rec: dict) -> str:
     return "; ".join(parts)
 
 
+def _llama(rec: dict) -> str:
+    if rec.get("status") != "measured":
+        why = rec.get("note", "not measured")
+        if rec.get("build_error"):
+            last = [ln for ln in rec["build_error"].splitlines() if ln.strip()][-1:]
+            why += f"; the build ended: `{last[0].strip()[:200]}`" if last else ""
+        return f"not run: {why}"
+    t, ag = rec["times"], rec["agreement"]
+    ours, peer = t["ours"], t["llama_cpp"]
+    text = (
+        f"ours {_s(ours['wall_s'])} vs llama.cpp {_s(peer['wall_s'])} wall: llama.cpp/ours "
+        f"**{rec['speedup_vs_llama_cpp']:.2f}×** (CPU time {rec['cpu_speedup_vs_llama_cpp']:.2f}×; token positions "
+        f"{rec['position_ratio']:.2f}×); log-probs (float32 vs llama.cpp's Q4_1 kernels): max abs difference "
+        f"{ag['max_abs_diff']:.3f}, mean {ag['mean_abs_diff']:.3f}; predictions flipped "
+        f"{ag['prediction_flips']} of {ag['n_inputs']}"
+    )
+    prof = rec.get("profile_ours")
+    if prof:
+        top = ", ".join(f"{e['op']} {e['share']:.0%}" for e in prof["top"][:4])
+        text += f"; ours profiled on {prof['n_inputs']} inputs, self CPU time: {top}"
+    return text
+
+
 RESULT = {
     "icl_scoring": _icl,
     "soft_prompt_step": _steps,
     "prefix_step": _steps,
     "p_tuning_step": _steps,
     "mixed_serving": _mixed,
+    "llama_cpp_icl": _llama,
 }
 
 
@@ -160,7 +185,9 @@ def table(records: list[tuple[str, dict]]) -> str:
     lines = ["| comparison | setting | machine | versions | result (medians) |", "|---|---|---|---|---|"]
     for stem, rec in records:
         v = rec.get("versions", {})
-        versions = ", ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "peft", "lm_eval") if v.get(k))
+        versions = ", ".join(
+            f"{k} {v[k]}" for k in ("torch", "transformers", "peft", "lm_eval", "llama_cpp_python") if v.get(k)
+        )
         setting = f"`{rec.get('script', stem)}` {rec.get('variant', '')}; {rec.get('model', '')}; "
         setting += f"{rec.get('settings_repeats', '?')} interleaved repeats"
         if rec.get("complete") is False:

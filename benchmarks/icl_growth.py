@@ -2,9 +2,9 @@
 
 Each point is a full ``icl_scoring.run`` (ours, lm-eval's ``HFLM.loglikelihood`` when installed, the naive
 per-pair loop; the same requests; log-probs checked equal to 1e-4; interleaved, medians of ``--repeats``),
-on one GPT-2-small-sized model with RANDOM weights. Besides the times, every point records the token
-positions each scorer runs through the model, counted from the actual tokens — the "limit" of the speed
-ratio if time were proportional to positions:
+on one GPT-2-small-sized model with RANDOM weights (``--model NAME``: a real one). Besides the times,
+every point records the token positions each scorer runs through the model, counted from the actual
+tokens — the "limit" of the speed ratio if time were proportional to positions:
 
     naive  Σ_i Σ_c (P + S_i + ℓ_c)  ≈ n·C·(P+S)
     peer   n·(P+S) when the continuations are one token (it shares one pass per context)
@@ -28,7 +28,6 @@ from icl_scoring import SIDES
 from icl_scoring import run as score_point
 
 from pt_helpers.device import get_device, release_memory
-from pt_helpers.models import load_tokenizer
 
 # A seconds-long setting that tests/test_benchmarks.py runs, so a rename in the package can never break this script.
 SMOKE_ARGS = ["--n-sweep", "2", "4", "--k", "1", "--k-sweep", "0", "1", "--n-for-k", "2", "--repeats", "1"]
@@ -62,9 +61,7 @@ def main(argv=None) -> dict:
         "--naive-max-n", type=int, default=None, help="leave the naive loop out of points with more test inputs"
     )
     p.add_argument("--repeats", type=int, default=3, help="timed calls per side and point, interleaved; medians")
-    p.add_argument("--n-layer", type=int, default=12)
-    p.add_argument("--n-embd", type=int, default=768)
-    p.add_argument("--n-head", type=int, default=12)
+    C.add_model_args(p)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
@@ -73,15 +70,15 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     C.set_threads(a.threads)
     dev = get_device(a.device)
-    model, tokenizer = C.gpt2(a.n_layer, a.n_embd, a.n_head, a.seed).to(dev), load_tokenizer()
+    model, tokenizer, label = C.build_model(a, dev, a.seed)
     rec = dict(
         script="benchmarks/icl_growth.py",
         comparison="ICL scoring cost vs work: test inputs n and demonstrations k (ours, lm-eval, naive)",
         **C.environment(dev),
-        model=C.model_label(a.n_layer, a.n_embd),
+        model=label,
         settings=dict(task="sst2", k_for_n=a.k, n_for_k=a.n_for_k, batch_size=a.batch_size, sides=a.sides),
         settings_repeats=a.repeats,
-        variant=f"n {a.n_sweep} at k={a.k}; k {a.k_sweep} at n={a.n_for_k}; {'+'.join(a.sides)}",
+        variant=C.model_variant(f"n {a.n_sweep} at k={a.k}; k {a.k_sweep} at n={a.n_for_k}; {'+'.join(a.sides)}", a),
         sweeps={"n_inputs": [], "k": []},
     )
     out = C.out_path(a.out, "icl_growth")
@@ -90,8 +87,9 @@ def main(argv=None) -> dict:
         release_memory()  # the last point's activations go back to the system first (glibc pools them)
         sides = tuple(s for s in a.sides if s != "naive" or a.naive_max_n is None or n <= a.naive_max_n)
         r = score_point(
-            n, k, a.n_layer, a.n_embd, a.n_head, a.batch_size, a.seed, a.device, a.repeats, sides, model, tokenizer
-        )
+            n, k, a.n_layer, a.n_embd, a.n_head, a.batch_size, a.seed, a.device, a.repeats, sides,
+            model, tokenizer, label, a.model,
+        )  # fmt: skip
         row = point(r, work)
         rec["sweeps"][work].append(row)
         rec["complete"] = sum(map(len, rec["sweeps"].values())) == len(plan)

@@ -14,10 +14,13 @@ Zhao et al.'s format, every (input, label) pair:
   (≈ n·C·(P+S) positions), as Zhao et al.'s evaluation loop does.
 
 The model is GPT-2-small-sized with RANDOM weights (speed does not depend on them; the log-probabilities
-are meaningless as language, but must agree between the scorers to 1e-4). The calls are interleaved
-(ours, peer, naive, ours, …) after one warm-up each; medians of ``--repeats``.
+are meaningless as language, but must agree between the scorers to 1e-4), or with ``--model NAME`` a real
+model and its own tokenizer (``_common.build_model``; e.g. SmolLM2-135M-Instruct, whose start token is
+``<|endoftext|>``, not its tokenizer's BOS: lm-eval is given the course's, ``lm.bos_token_id``). The calls are
+interleaved (ours, peer, naive, ours, …) after one warm-up each; medians of ``--repeats``.
 
     python benchmarks/icl_scoring.py --threads 1                      # the issue's setting: 200 inputs, k = 8
+    python benchmarks/icl_scoring.py --threads 1 --repeats 1 --model HuggingFaceTB/SmolLM2-135M-Instruct
     OMP_NUM_THREADS=2 python benchmarks/icl_scoring.py --threads 2
 
 Writes benchmarks/records/icl_scoring.json (``--out``): one record per (device, threads), the latest run.
@@ -34,6 +37,7 @@ import torch
 from pt_helpers import icl
 from pt_helpers.data import load_task, subsample
 from pt_helpers.device import get_device
+from pt_helpers.lm import bos_token_id
 from pt_helpers.models import load_tokenizer
 
 # A seconds-long setting that tests/test_benchmarks.py runs, so a rename in the package can never break this script.
@@ -91,7 +95,10 @@ def peer_scorer(model, tokenizer, req: dict, batch_size: int, device: torch.devi
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
-    bos = tokenizer.bos_token  # the text of BOS: the harness's tokenizer maps it to the BOS id, as we prepend it
+    # the text of the course's start token (``lm.bos_token_id``: GPT-2's BOS, but ``<|endoftext|>`` for SmolLM2,
+    # whose tokenizer names the chat-turn marker ``<|im_start|>`` as BOS): the harness's tokenizer maps that text
+    # to the same id we prepend, which the check below confirms id by id
+    bos = tokenizer.convert_ids_to_tokens(bos_token_id(tokenizer))
     contexts = [bos + req["prefix"] + q for q in req["queries"]]
     for i, ctx in enumerate(contexts):
         for c, word in enumerate(req["label_words"]):
@@ -126,11 +133,18 @@ def run(
     sides: tuple[str, ...] = SIDES,
     model=None,
     tokenizer=None,
+    label: str | None = None,
+    model_name: str | None = None,
 ) -> dict:
-    """Time the scorers on the same requests; returns a record with times, ratios, positions and agreement."""
+    """Time the scorers on the same requests; returns a record with times, ratios, positions and agreement.
+
+    ``model``/``tokenizer``: a model already built (``_common.build_model``), with its record ``label`` and, for
+    a real model, its ``model_name`` (in the record's variant); else a random GPT-2 of the given size.
+    """
     dev = get_device(device)
     tokenizer = tokenizer or load_tokenizer()
     model = (model or C.gpt2(n_layer, n_embd, n_head, seed)).to(dev)
+    label = label or C.model_label(n_layer, n_embd)
     req = requests(tokenizer, n_inputs, k, seed)
     small = requests(tokenizer, min(n_inputs, 2), k, seed)  # the warm-up: the same code on 2 inputs
 
@@ -170,11 +184,12 @@ def run(
         script="benchmarks/icl_scoring.py",
         comparison="ICL label scoring: ours (cached) vs lm-eval HFLM.loglikelihood vs naive per-pair loop",
         **env,
-        model=C.model_label(n_layer, n_embd),
+        model=label,
+        model_name=model_name,
         n_parameters=sum(p.numel() for p in model.parameters()),
         settings=dict(task="sst2", k=k, n_inputs=n_inputs, n_labels=len(req["label_words"]), batch_size=batch_size),
         settings_repeats=repeats,
-        variant=f"k={k}, n={n_inputs}, {'+'.join(stats)}",
+        variant=f"k={k}, n={n_inputs}, {'+'.join(stats)}" + (f", model={model_name}" if model_name else ""),
         seed=seed,
         prefix_tokens=len(req["prefix_ids"]),
         mean_input_tokens=round(sum(map(len, req["input_ids"])) / max(1, n_inputs), 1),
@@ -197,9 +212,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n-inputs", type=int, default=200, help="test inputs (the issue's setting: 200)")
     p.add_argument("--k", type=int, default=8, help="demonstrations in the shared prefix")
-    p.add_argument("--n-layer", type=int, default=12)
-    p.add_argument("--n-embd", type=int, default=768)
-    p.add_argument("--n-head", type=int, default=12)
+    C.add_model_args(p)
     p.add_argument("--batch-size", type=int, default=16, help="inputs per pass (ours); requests per pass (others)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls of each scorer, interleaved; medians")
     p.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
@@ -209,8 +222,12 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=None, help="JSON file (default: benchmarks/records/icl_scoring.json)")
     a = p.parse_args(argv)
     C.set_threads(a.threads)
-    print(f"setting: k={a.k}, {a.n_inputs} SST-2 inputs × 2 labels, GPT-2 {a.n_layer}×{a.n_embd} RANDOM weights")
-    rec = run(a.n_inputs, a.k, a.n_layer, a.n_embd, a.n_head, a.batch_size, a.seed, a.device, a.repeats, a.sides)
+    model, tokenizer, label = C.build_model(a, get_device(a.device), a.seed)
+    print(f"setting: k={a.k}, {a.n_inputs} SST-2 inputs × 2 labels, {label}")
+    rec = run(
+        a.n_inputs, a.k, a.n_layer, a.n_embd, a.n_head, a.batch_size, a.seed, a.device, a.repeats, a.sides,
+        model, tokenizer, label, a.model,
+    )  # fmt: skip
     print(f"{rec['device']}; prefix {rec['prefix_tokens']} tokens, inputs {rec['mean_input_tokens']} on average")
     for side, st in rec["times"].items():
         print(f"{side:6s} {st['wall_s']:8.2f} s wall  {st['cpu_s']:8.2f} s CPU   {rec['positions'][side]:8d} positions")

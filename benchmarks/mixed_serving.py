@@ -55,7 +55,6 @@ from pt_helpers.classifiers import autocast_for, classifier_for
 from pt_helpers.data import load_task, subsample, task_info
 from pt_helpers.device import get_device, seed_everything
 from pt_helpers.frozen import freeze
-from pt_helpers.models import load_model, load_tokenizer
 from pt_helpers.serving import MultiTaskServer, length_chunks
 from pt_helpers.soft_prompt import make_prompt
 
@@ -165,10 +164,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side, interleaved; medians")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (set OMP_NUM_THREADS the same)")
-    parser.add_argument("--n-layer", type=int, default=12)
-    parser.add_argument("--n-embd", type=int, default=768)
-    parser.add_argument("--n-head", type=int, default=12)
-    parser.add_argument("--model", default=None, help="a real model to serve instead of the random GPT-2 (a name)")
+    C.add_model_args(parser)
     parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/records/mixed_serving.json)")
     args = parser.parse_args(argv)
     if args.rows < 1 or args.batch_size < 1 or args.n < 1:
@@ -177,13 +173,12 @@ def main(argv=None) -> dict:
     seed_everything(0)
     device = get_device(args.device)
     env = C.environment(device)  # before the work: its load average is the one at the start
+    model, tokenizer, label = C.build_model(args, device)
+    model = freeze(model)
     if args.model:
-        loaded = load_model(args.model, "causal")
-        model, tokenizer = freeze(loaded.model.to(device)), loaded.tokenizer
-        label = f"{args.model} ({loaded.source}: {loaded.location}; speed only, no accuracy reported)"
+        label += "; speed only, no accuracy reported"
     else:
-        model, tokenizer = freeze(C.gpt2(args.n_layer, args.n_embd, args.n_head).to(device)), load_tokenizer()
-        label = C.model_label(args.n_layer, args.n_embd) + (
+        label += (
             " (speed does not depend on the weights; real GPT-2 tokenizer, real SST-2 / TREC / AG News texts; "
             "predictions meaningless as answers, no accuracy)"
         )
@@ -237,7 +232,7 @@ def main(argv=None) -> dict:
             mixed_concat_engine="MixedPrompts in PromptedModel, share_prompt_cache=False (prompt concatenated per row)",
         ),
         settings_repeats=args.repeats,
-        variant=f"rows={len(texts)}, B={B}, n={args.n}" + (f", model={args.model}" if args.model else ""),
+        variant=C.model_variant(f"rows={len(texts)}, B={B}, n={args.n}", args),
         times=times,
         rows_per_s=per_s,
         speedup=dict(

@@ -6,7 +6,8 @@ keys/values are shared over the batch. PEFT: ``PromptEncoderConfig`` with the sa
 (``pt_helpers.p_tuning.peft_twin``), which concatenates P in front of every example: B·(n+T) token positions
 per step instead of n + B·T, as for a plain soft prompt.
 
-Model: GPT-2-small-sized, RANDOM weights; batch 16 real SST-2 dev sentences, right-padded. Forward + backward +
+Model: GPT-2-small-sized, RANDOM weights (``--model NAME``: a real one, e.g. SmolLM2); batch 16 real SST-2 dev
+sentences, right-padded. Forward + backward +
 AdamW step, equal initial losses checked, interleaved (ours, PEFT, …) after one warm-up each, medians of
 ``--repeats``; memory as in ``soft_prompt_step.py``.
 
@@ -27,7 +28,6 @@ from soft_prompt_step import measure_steps, sst2_batch
 from pt_helpers.adapters import PromptedModel
 from pt_helpers.device import get_device
 from pt_helpers.frozen import freeze
-from pt_helpers.models import load_tokenizer
 from pt_helpers.p_tuning import PTuningEncoder, peft_twin
 
 # A seconds-long setting that tests/test_benchmarks.py runs, so a rename in the package can never break this script.
@@ -37,7 +37,7 @@ SMOKE_ARGS += ["--device", "cpu", "--threads", "1"]
 
 def run_one(model, tokenizer, n: int, batch_size: int, device, repeats: int, encoder: str, amp: bool) -> dict:
     batch = sst2_batch(tokenizer, batch_size, device)
-    d = model.config.n_embd
+    d = C.hidden_size(model)
     torch.manual_seed(n)
     adapter = PTuningEncoder(n, d, encoder_type=encoder, init_embedding=torch.randn(n, d) * 0.02).to(device)
     ours = PromptedModel(model, adapter, share_prompt_cache=True)
@@ -57,16 +57,16 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     C.set_threads(args.threads)
     device = get_device(args.device)
-    model = freeze(C.gpt2(args.n_layer, args.n_embd, args.n_head).to(device))
-    tokenizer = load_tokenizer()
+    model, tokenizer, label = C.build_model(args, device)
+    model = freeze(model)
     rec = dict(
         script="benchmarks/p_tuning_step.py",
         comparison="P-tuning training step: ours (encoder once, shared prompt cache) vs PEFT PromptEncoderConfig",
         **C.environment(device),
-        model=C.model_label(args.n_layer, args.n_embd),
+        model=label,
         settings=dict(n=args.n, batch_size=args.batch_size, encoder=args.encoder),
         settings_repeats=args.repeats,
-        variant=f"n={','.join(map(str, args.n))}, B={args.batch_size}, {args.encoder}",
+        variant=C.model_variant(f"n={','.join(map(str, args.n))}, B={args.batch_size}, {args.encoder}", args),
         rows=[],
     )
     return C.run_step_rows(

@@ -7,7 +7,8 @@ PEFT: ``PrefixTuningConfig`` with the same prefix (``pt_helpers.prefix.peft_twin
 B·T real tokens only (the prefix is n extra keys in every attention), so the issue's target is "ours no
 slower" with equal losses, and memory of both.
 
-Model: GPT-2-small-sized, RANDOM weights; batch 16 real SST-2 dev sentences, right-padded. Forward +
+Model: GPT-2-small-sized, RANDOM weights (``--model NAME``: a real one, e.g. SmolLM2); batch 16 real SST-2
+dev sentences, right-padded. Forward +
 backward + AdamW step, interleaved (ours, PEFT, …) after one warm-up each, medians of ``--repeats``.
 ``--reparameterize`` trains Li & Liang's MLP (PEFT: ``prefix_projection=True``) instead of P directly.
 
@@ -27,7 +28,6 @@ from soft_prompt_step import measure_steps, sst2_batch
 from pt_helpers.adapters import PromptedModel
 from pt_helpers.device import get_device
 from pt_helpers.frozen import attention_geometry, freeze
-from pt_helpers.models import load_tokenizer
 from pt_helpers.prefix import PrefixEncoder, peft_twin
 
 # A seconds-long setting that tests/test_benchmarks.py runs, so a rename in the package can never break this script.
@@ -56,13 +56,13 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     C.set_threads(args.threads)
     device = get_device(args.device)
-    model = freeze(C.gpt2(args.n_layer, args.n_embd, args.n_head).to(device))
-    tokenizer = load_tokenizer()
+    model, tokenizer, label = C.build_model(args, device)
+    model = freeze(model)
     rec = dict(
         script="benchmarks/prefix_step.py",
         comparison="deep-prompt (prefix) training step: ours (PrefixEncoder cache) vs PEFT PrefixTuningConfig",
         **C.environment(device),
-        model=C.model_label(args.n_layer, args.n_embd),
+        model=label,
         settings=dict(
             n=args.n,
             batch_size=args.batch_size,
@@ -70,7 +70,9 @@ def main(argv=None) -> dict:
             amp=not args.no_amp and device.type == "cuda",
         ),
         settings_repeats=args.repeats,
-        variant=f"n={','.join(map(str, args.n))}, B={args.batch_size}" + (", MLP" if args.reparameterize else ""),
+        variant=C.model_variant(
+            f"n={','.join(map(str, args.n))}, B={args.batch_size}" + (", MLP" if args.reparameterize else ""), args
+        ),
         rows=[],
     )
     return C.run_step_rows(

@@ -2,9 +2,9 @@
 
 Each point is ``soft_prompt_step.run_one`` (ours = shared prompt cache vs PEFT ``PromptTuningConfig``;
 equal losses checked; forward + backward + AdamW step, interleaved, medians of ``--repeats``; memory the
-tensors autograd keeps for backward) on one GPT-2-small-sized model with RANDOM weights and real SST-2
-sentences. Every point records the token positions each side runs through the model per step — the
-"limit" of the speed ratio if time were proportional to positions:
+tensors autograd keeps for backward) on one GPT-2-small-sized model with RANDOM weights (``--model NAME``: a
+real one) and real SST-2 sentences. Every point records the token positions each side runs through the
+model per step — the "limit" of the speed ratio if time were proportional to positions:
 
     PEFT  B·(n + T)        ours  n + B·T
 
@@ -25,7 +25,6 @@ from soft_prompt_step import run_one
 
 from pt_helpers.device import get_device, release_memory
 from pt_helpers.frozen import freeze
-from pt_helpers.models import load_tokenizer
 
 # A seconds-long setting that tests/test_benchmarks.py runs, so a rename in the package can never break this script.
 SMOKE_ARGS = ["--n-sweep", "1", "3", "--batch", "2", "--batch-sweep", "1", "2", "--n-for-batch", "2"]
@@ -52,9 +51,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-sweep", type=int, nargs="+", default=[1, 4, 16, 64], help="batch sizes")
     p.add_argument("--n-for-batch", type=int, default=20, help="virtual tokens during the batch sweep")
     p.add_argument("--repeats", type=int, default=3, help="timed steps per side and point, interleaved; medians")
-    p.add_argument("--n-layer", type=int, default=12)
-    p.add_argument("--n-embd", type=int, default=768)
-    p.add_argument("--n-head", type=int, default=12)
+    C.add_model_args(p)
     p.add_argument("--device", default=None)
     p.add_argument("--no-amp", action="store_true", help="fp32 on CUDA too (default: bf16 autocast)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (set OMP_NUM_THREADS the same)")
@@ -62,15 +59,16 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     C.set_threads(a.threads)
     dev = get_device(a.device)
-    model, tokenizer = freeze(C.gpt2(a.n_layer, a.n_embd, a.n_head).to(dev)), load_tokenizer()
+    model, tokenizer, label = C.build_model(a, dev)
+    model = freeze(model)
     rec = dict(
         script="benchmarks/soft_prompt_growth.py",
         comparison="soft-prompt step cost vs work: virtual tokens n and batch B (ours vs PEFT PromptTuningConfig)",
         **C.environment(dev),
-        model=C.model_label(a.n_layer, a.n_embd),
+        model=label,
         settings=dict(batch_for_n=a.batch, n_for_batch=a.n_for_batch),
         settings_repeats=a.repeats,
-        variant=f"n {a.n_sweep} at B={a.batch}; B {a.batch_sweep} at n={a.n_for_batch}",
+        variant=C.model_variant(f"n {a.n_sweep} at B={a.batch}; B {a.batch_sweep} at n={a.n_for_batch}", a),
         sweeps={"n_virtual": [], "batch": []},
     )
     out = C.out_path(a.out, "soft_prompt_growth")

@@ -7,7 +7,8 @@ concatenates the prompt in front of every example, so each step processes B·(n+
 instead of n + B·T.
 
 Model: GPT-2-small-sized (12 layers, 768 dims, 50,257-token vocabulary), RANDOM weights (speed does
-not depend on them). Inputs: real SST-2 dev sentences tokenized with the real GPT-2 tokenizer, batch 16.
+not depend on them), or with ``--model NAME`` a real model (e.g. SmolLM2-135M-Instruct: GQA Llama, 30 × 576)
+and its own tokenizer. Inputs: real SST-2 dev sentences tokenized with the model's tokenizer, batch 16.
 Both start from the same prompt; their losses must agree (checked) before anything is timed. Steps are
 interleaved (ours, PEFT, ours, …) after one warm-up each; medians of ``--repeats``. Memory: the tensors
 autograd keeps for backward in one step (``_common.saved_for_backward_mib``; every device) and, on CUDA,
@@ -31,7 +32,6 @@ from pt_helpers.classifiers import autocast_for
 from pt_helpers.data import load_task
 from pt_helpers.device import get_device
 from pt_helpers.frozen import freeze
-from pt_helpers.models import load_tokenizer
 from pt_helpers.soft_prompt import SoftPrompt
 
 # A seconds-long setting that tests/test_benchmarks.py runs, so a rename in the package can never break this script.
@@ -101,7 +101,7 @@ def run_one(model, tokenizer, n: int, batch_size: int, device, repeats: int, amp
     from peft import PromptTuningConfig, get_peft_model
 
     batch = sst2_batch(tokenizer, batch_size, device)
-    d = model.config.n_embd
+    d = C.hidden_size(model)
     init = torch.randn(n, d, generator=torch.Generator().manual_seed(n)) * 0.02
     ours = PromptedModel(model, SoftPrompt(n, d, init).to(device), share_prompt_cache=True)
     peft = get_peft_model(copy.deepcopy(model), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n))
@@ -121,16 +121,16 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     C.set_threads(args.threads)
     device = get_device(args.device)
-    model = freeze(C.gpt2(args.n_layer, args.n_embd, args.n_head).to(device))
-    tokenizer = load_tokenizer()
+    model, tokenizer, label = C.build_model(args, device)
+    model = freeze(model)
     rec = dict(
         script="benchmarks/soft_prompt_step.py",
         comparison="soft-prompt training step: ours (shared prompt cache) vs PEFT PromptTuningConfig",
         **C.environment(device),
-        model=C.model_label(args.n_layer, args.n_embd),
+        model=label,
         settings=dict(n=args.n, batch_size=args.batch_size, amp=not args.no_amp and device.type == "cuda"),
         settings_repeats=args.repeats,
-        variant=f"n={','.join(map(str, args.n))}, B={args.batch_size}",
+        variant=C.model_variant(f"n={','.join(map(str, args.n))}, B={args.batch_size}", args),
         rows=[],
     )
     return C.run_step_rows(

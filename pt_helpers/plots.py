@@ -69,7 +69,7 @@ GROWTH_KEY = {"n_inputs": "n_inputs", "k": "k", "n_virtual": "n", "batch": "B"}
 SIDE_NAMES = {"ours": "ours", "peer": "lm-eval", "naive": "naive loop", "peft": "PEFT"}
 
 
-def _growth_record(record: str | Path, threads: int | None) -> tuple[Path, dict | None]:
+def _growth_record(record: str | Path, threads: int | None, model: str | None = None) -> tuple[Path, dict | None]:
     path = Path(record)
     if path.suffix != ".json":  # a benchmark's name: the committed record (or yours, after `make bench`)
         path = PROJECT_ROOT / "benchmarks" / "records" / f"{record}.json"
@@ -78,22 +78,25 @@ def _growth_record(record: str | Path, threads: int | None) -> tuple[Path, dict 
     if not path.is_file():
         return path, None
     records = [r for r in json.loads(path.read_text()) if isinstance(r, dict) and r.get("sweeps")]
+    # a run of a real model (``--model NAME``) says so in its variant; by default the GPT-2-sized rows are drawn
+    records = [r for r in records if (r.get("variant", "").partition(", model=")[2] or None) == model]
     if threads is not None:
         records = [r for r in records if r.get("torch_threads") == threads]
     return path, (max(records, key=lambda r: r.get("date", "")) if records else None)
 
 
-def show_cost_growth(record: str | Path = "icl_growth", threads: int | None = None):
+def show_cost_growth(record: str | Path = "icl_growth", threads: int | None = None, model: str | None = None):
     """Draw how a method's cost grows with the work, from a growth benchmark's record (``make bench``).
 
     ``record``: ``"icl_growth"`` or ``"soft_prompt_growth"`` (read from ``benchmarks/records/``: the course's
-    recorded run, or yours after ``make bench``) or a JSON path.
+    recorded run, or yours after ``make bench``) or a JSON path. ``model``: a real model's name (the record of
+    ``--model NAME``, e.g. ``"HuggingFaceTB/SmolLM2-135M-Instruct"``); None: the GPT-2-sized random model's.
     One row per sweep: left, median wall time per call vs the work for ours and each peer; right, the measured
     speed ratio peer/ours (solid) against the ratio of token positions each processes (dashed): the limit the
     ratio would reach if time were proportional to positions. When the record does not exist, says how to make
     it and returns None (a notebook cell never fails for it); else returns the figure.
     """
-    path, rec = _growth_record(record, threads)
+    path, rec = _growth_record(record, threads, model)
     if rec is None:
         print(f"No growth measurements in {path}: run `make bench` (or `python -m benchmarks --only {path.stem}`).")
         return None

@@ -202,3 +202,120 @@ def test_a_record_replaces_only_its_own_setting(tmp_path):
     _common.write_record(path, dict(base, variant="b", x=2))
     _common.write_record(path, dict(base, variant="a", x=3))
     assert sorted((r["variant"], r["x"]) for r in json.loads(path.read_text())) == [("a", 3), ("b", 2)]
+
+
+# --- the rows on the real LLM (issue 29 item 1) and llama.cpp as the CPU peer (item 3) ------------------------
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# icl_growth.py on SmolLM2 is not recorded yet (see benchmarks/README.md): `make bench` runs it
+ON_SMOLLM2 = ("icl_scoring", "soft_prompt_step", "prefix_step", "p_tuning_step", "soft_prompt_growth")
+
+
+def _records(stem: str) -> list[dict]:
+    return json.loads((_report.RECORDS_DIR / f"{stem}.json").read_text())
+
+
+def test_a_real_model_gets_its_own_row_beside_the_random_gpt2s(tmp_path):
+    """``--model`` (one spelling, one resolution: ``_common.build_model``) names the model in the record's
+    variant, so its row never replaces the GPT-2 row of the same setting."""
+    import argparse
+
+    args = _common.add_model_args(argparse.ArgumentParser()).parse_args(["--n-layer", "1", "--n-embd", "32"])
+    assert _common.model_variant("n=20", args) == "n=20"
+    args.model = SMOLLM2
+    assert _common.model_variant("n=20", args) == f"n=20, model={SMOLLM2}"
+    path = tmp_path / "r.json"
+    for variant in ("n=20", f"n=20, model={SMOLLM2}"):
+        _common.write_record(path, dict(device_type="cpu", torch_threads=1, variant=variant))
+    assert len(json.loads(path.read_text())) == 2
+
+
+@pytest.mark.parametrize("stem", ON_SMOLLM2)
+def test_the_smollm2_rows_are_recorded_beside_the_gpt2_rows_and_shown(stem):
+    records = _records(stem)
+    real = [r for r in records if r["variant"].endswith(f"model={SMOLLM2}")]
+    assert real, f"benchmarks/records/{stem}.json has no SmolLM2 row"
+    assert any("model=" not in r["variant"] for r in records), f"{stem}: the GPT-2-sized random row was replaced"
+    table = (BENCH / "README.md").read_text().split(_report.BEGIN, 1)[1].split(_report.END, 1)[0]
+    for rec in real:
+        assert rec["model"].startswith(SMOLLM2) and "RANDOM" not in rec["model"]
+        assert f"{rec['variant']}; {rec['model']}" in table, f"{stem}'s SmolLM2 row is not in the README table"
+
+
+def test_the_smollm2_icl_rows_are_the_issues_setting_and_agree():
+    """k = 8, 200 SST-2 inputs, ours vs lm-eval (the naive loop too where the machine allowed it: see README)."""
+    real = [r for r in _records("icl_scoring") if r.get("model_name") == SMOLLM2]
+    assert real and {r["torch_threads"] for r in real} <= {1, 2}
+    for rec in real:
+        assert rec["settings"]["k"] == 8 and rec["settings"]["n_inputs"] == 200
+        assert {"ours", "peer"} <= set(rec["times"]), rec.get("peer_note")
+        for side, ag in rec["agreement"].items():
+            assert ag["max_abs_diff"] <= rec["tolerance"] and ag["predictions_identical"], side
+
+
+@pytest.mark.parametrize("stem", ["soft_prompt_step", "prefix_step", "p_tuning_step"])
+def test_the_smollm2_step_rows_cover_n_20_and_100_with_equal_losses(stem):
+    real = [r for r in _records(stem) if r["variant"].endswith(f"model={SMOLLM2}")]
+    for rec in real:  # a run stopped early keeps its first rows and says so (the table marks it incomplete)
+        assert rec["rows"] and [row["n"] for row in rec["rows"]] == [20, 100][: len(rec["rows"])]
+        assert rec["complete"] == (len(rec["rows"]) == 2)
+        for row in rec["rows"]:
+            assert abs(row["loss_ours"] - row["loss_peft"]) <= row["loss_tolerance"]
+
+
+def test_lm_eval_is_given_the_course_start_token_as_text():
+    """What ``icl_scoring.peer_scorer`` does: it writes the course's start token (``lm.bos_token_id``) as text
+    in front of each context, and lm-eval's HFLM tokenizes contexts without special tokens. That text must
+    become exactly the course's ids — for SmolLM2 ``<|endoftext|>``, not its tokenizer's BOS ``<|im_start|>``.
+    (With lm-eval installed, the script itself checks every request id by id through ``HFLM._encode_pair``.)"""
+    from _smollm2 import installed, smollm2
+
+    from pt_helpers.icl import encode_context
+    from pt_helpers.lm import bos_token_id
+    from pt_helpers.models import load_tokenizer
+
+    tokenizers = [load_tokenizer()] + ([smollm2().tokenizer] if installed() else [])
+    context = "Review: a gripping film\nSentiment: Positive\n\n"
+    for tok in tokenizers:
+        text = tok.convert_ids_to_tokens(bos_token_id(tok)) + context
+        assert tok(text, add_special_tokens=False)["input_ids"] == encode_context(tok, context)
+    if installed():
+        assert tokenizers[1].convert_ids_to_tokens(bos_token_id(tokenizers[1])) == "<|endoftext|>"
+
+
+def test_the_llama_cpp_script_without_llama_cpp_python_says_why_and_does_not_fail(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` raises ImportError, as in CI
+    script = _load(BENCH / "llama_cpp_icl.py", "llama_cpp_icl_test")
+    log = tmp_path / "build.log"
+    log.write_text("Building wheel for llama-cpp-python\nCMake Error: no compiler found\n")
+    out = tmp_path / "llama.json"
+    rec = script.main(["--n-inputs", "2", "--k", "1", "--threads", "1", "--build-log", str(log), "--out", str(out)])
+    said = capsys.readouterr().out
+    assert "llama-cpp-python is not installed" in said and "make bench" in said and "CMake Error" in said
+    assert json.loads(out.read_text())[-1]["status"] == rec["status"] == "not installed"
+    assert "not installed" in rec["variant"]  # never replaces a measured row of the same setting
+    row = _report._llama(rec)
+    assert row.startswith("not run: llama-cpp-python is not installed") and "CMake Error: no compiler found" in row
+
+
+def test_the_llama_cpp_row_is_recorded():
+    """A measured llama.cpp row, or the recorded reason it could not be built (issue 29's "done when")."""
+    records = _records("llama_cpp_icl")
+    assert records
+    for rec in records:
+        if rec["status"] == "measured":
+            ag = rec["agreement"]
+            assert rec["positions"]["ours"] > 0 and 0 <= ag["prediction_flips"] <= ag["n_inputs"]
+            assert rec["speedup_vs_llama_cpp"] == rec["times"]["llama_cpp"]["wall_s"] / rec["times"]["ours"]["wall_s"]
+        else:
+            assert rec["build_error"], "a record of a failed build keeps the build's error"
+
+
+def test_the_growth_figure_draws_the_gpt2_rows_unless_a_real_model_is_named():
+    """Notebooks 03 and 05 draw the GPT-2-sized sweeps their prose describes, even when a SmolLM2 sweep (newer)
+    sits in the same record file; ``model=`` draws that one."""
+    from pt_helpers.plots import _growth_record
+
+    _, default = _growth_record("soft_prompt_growth", None)
+    assert "model=" not in default["variant"] and "RANDOM" in default["model"]
+    _, real = _growth_record("soft_prompt_growth", None, SMOLLM2)
+    assert real["variant"].endswith(f"model={SMOLLM2}")
