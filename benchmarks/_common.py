@@ -115,7 +115,9 @@ def build_model(args, device: torch.device, seed: int = 0) -> tuple[torch.nn.Mod
 
     if getattr(args, "model", None):
         loaded = load_model(args.model, "causal")
-        return loaded.model.to(device).eval(), loaded.tokenizer, f"{args.model} ({loaded.source}: {loaded.location})"
+        # the package (or the folder's name), never this machine's absolute path: records are committed
+        where = loaded.info.package or Path(str(loaded.location)).name
+        return loaded.model.to(device).eval(), loaded.tokenizer, f"{args.model} ({loaded.source}: {where})"
     model = gpt2(args.n_layer, args.n_embd, args.n_head, seed).to(device)
     return model, load_tokenizer(), model_label(args.n_layer, args.n_embd)
 

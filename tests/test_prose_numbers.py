@@ -51,14 +51,16 @@ def _signed(x: float) -> str:
 
 
 def _soft_prompt_step_row(n: int) -> dict:
-    (record,) = json.loads((RECORDS / "soft_prompt_step.json").read_text())
+    # the GPT-2-sized row (05 quotes it); a SmolLM2 row of the same script names its model in its variant
+    (record,) = [r for r in json.loads((RECORDS / "soft_prompt_step.json").read_text()) if "model=" not in r["variant"]]
     (row,) = [r for r in record["rows"] if r["n"] == n]
     return row
 
 
 def _growth_rows(layers: int) -> dict:
     records = json.loads((RECORDS / "soft_prompt_growth.json").read_text())
-    (record,) = [r for r in records if r["model"].split("RANDOM weights, ")[1].startswith(f"{layers} layers")]
+    gpt2_sized = [r for r in records if "RANDOM weights, " in r["model"]]
+    (record,) = [r for r in gpt2_sized if r["model"].split("RANDOM weights, ")[1].startswith(f"{layers} layers")]
     return record["sweeps"]
 
 
