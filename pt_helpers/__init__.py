@@ -27,7 +27,7 @@ One home per idea; a module imports only modules above it in this list (no impor
     comparison  the comparison of chapter 06: lr sweeps chosen on a selection split, seeds, paired tables, LoRA merge
     serving     one frozen model, many tasks: mixed-task batches, prompt ensembles, prompt transfer (chapter 08)
     chat        instruction-tuned models: chat templates, few-shot as a conversation, chat soft prompts (chapter 09)
-    instruct    instruction tuning: a FLAN-style mixture, the assistant-only SFT loss, LoRA SFT, held-out zero-shot, DPO (chapter 10)
+    instruct    instruction tuning: FLAN-style mixture, assistant-only SFT loss, held-out zero-shot, DPO (chapter 10)
     doctor      the setup check, python -m pt_helpers.doctor (versions, device, weights, recorded times)
     results     the shared results table; plots, source (show package code by markers)
 
