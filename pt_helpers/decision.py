@@ -164,8 +164,10 @@ def icl_run(model, tokenizer, task: str, pool, texts, labels, budget: Budget) ->
 
 
 def _trained_run(name, variant, correct, result: FitResult, stored: int) -> MethodRun:
-    return MethodRun(name, variant, correct, n_trainable=int(result.n_trainable), bytes_per_task=stored,
-                     steps_run=int(result.steps_run), seconds=float(result.seconds), serves_many=SERVES[name])  # fmt: skip
+    return MethodRun(
+        name, variant, correct, n_trainable=int(result.n_trainable), bytes_per_task=stored,
+        steps_run=int(result.steps_run), seconds=float(result.seconds), serves_many=SERVES[name],
+    )  # fmt: skip
 
 
 def decision_runs(

@@ -120,6 +120,14 @@ def _linear_names(model, targets) -> list[str]:
     return found
 
 
+def _layers_named(model, targets) -> list[nn.Linear]:
+    """The linear layers named ``targets``, plain or already wrapped by LoRA / IA³ (then their frozen base)."""
+    targets = tuple(targets)
+    wrapped = [m.base for n, m in model.named_modules()
+               if isinstance(m, (LoraLinear, IA3Linear)) and n.rpartition(".")[2] in targets]  # fmt: skip
+    return wrapped or list(map(model.get_submodule, _linear_names(model, targets)))
+
+
 def lora_targets(model) -> tuple[str, ...]:
     """LoRA's default layers for ``model``: PEFT's table for its ``config.model_type`` (Llama: q_proj, v_proj —
     the query and value projections, Hu et al. 2022 §7.1), checked to name nn.Linear modules of the model."""
@@ -128,7 +136,7 @@ def lora_targets(model) -> tuple[str, ...]:
     kind = _model_type(model)
     if kind not in TABLE:
         raise CourseError(f"PEFT has no default LoRA layers for model_type {kind!r}: pass targets=...")
-    _linear_names(model, TABLE[kind])
+    _layers_named(model, TABLE[kind])
     return tuple(TABLE[kind])
 
 
@@ -141,7 +149,7 @@ def ia3_targets(model) -> tuple[tuple[str, ...], tuple[str, ...]]:
     kind = _model_type(model)
     if kind not in TABLE or kind not in FF:
         raise CourseError(f"PEFT has no default IA³ layers for model_type {kind!r}: pass targets=...")
-    _linear_names(model, TABLE[kind])
+    _layers_named(model, TABLE[kind])
     return tuple(TABLE[kind]), tuple(FF[kind])
 
 
@@ -158,6 +166,8 @@ def add_lora(
     ``alpha`` None: 2 r (the comparison of chapter 06 uses the same). ``targets`` None: ``lora_targets(model)``.
     A is drawn from ``seed`` (the global random state is left as it was)."""
     _positive_int(r, "r (the LoRA rank)")
+    if any(isinstance(m, (LoraLinear, IA3Linear)) for m in model.modules()):
+        raise CourseError("this model already has LoRA / IA³ layers: add them to a fresh copy (copy.deepcopy(base))")
     alpha = 2 * r if alpha is None else alpha
     names = _linear_names(model, lora_targets(model) if targets is None else targets)
     freeze(model)
@@ -206,8 +216,8 @@ def unwrap(model) -> nn.Module:
 
 def lora_parameter_count(model, r: int, targets=None) -> int:
     """r · (d_in + d_out) summed over the target layers: the numbers LoRA trains (before injecting it)."""
-    names = _linear_names(model, lora_targets(model) if targets is None else targets)
-    return sum(r * (m.in_features + m.out_features) for m in map(model.get_submodule, names))
+    layers = _layers_named(model, lora_targets(model) if targets is None else targets)  # before add_lora or after
+    return sum(r * (m.in_features + m.out_features) for m in layers)
 
 
 def trainable_count(model) -> int:

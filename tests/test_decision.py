@@ -65,12 +65,8 @@ def test_forgetting_column(table):
         assert np.array_equal(by[name].other_correct, by["zero-shot"].other_correct)
     assert by["LoRA"].base_unchanged is False and by["LoRA"].other_correct.size == 10
     full = by["full fine-tuning"]
-    assert full.correct.size == 0 and "GiB" in full.note and full.n_trainable == sum(p.numel() for p in
-                                                                                     _model(table).parameters())  # fmt: skip
-
-
-def _model(table):
-    return table[0]
+    n_parameters = sum(p.numel() for p in table[0].parameters())
+    assert full.correct.size == 0 and "GiB" in full.note and full.n_trainable == n_parameters
 
 
 def test_nearest_rival_is_the_closest_accuracy():

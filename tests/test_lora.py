@@ -173,3 +173,12 @@ def test_prefix_is_a_gated_adapter_on_real_smollm2():
     loaded = smollm2()
     for view in _gated_view(copy.deepcopy(loaded.model).eval(), loaded.tokenizer):
         _check_view(view)
+
+
+def test_a_second_injection_is_refused_and_counting_works_after_one():
+    model, _ = _llama()
+    before = lora.lora_parameter_count(model, 4)
+    lora.add_lora(model, r=4)
+    assert lora.lora_parameter_count(model, 4) == before == lora.trainable_count(model)
+    with pytest.raises(CourseError, match="already has"):
+        lora.add_lora(model, r=4)
