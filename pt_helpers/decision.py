@@ -13,7 +13,7 @@ fact to decide by:
   checks included), whether one deployment serves many tasks;
 * forgetting: accuracy on *another* task after training. Prompt methods train on a frozen model: the base's
   SHA-256 (``checkpoint.weights_sha256``) is asserted unchanged, so the other task's outcomes are the base's.
-  LoRA is merged (``lora.merge``) and measured, as is the instruction-tuned model.
+  LoRA is merged in place (``lora.merge``) and measured, as is the instruction-tuned model.
 
 Every trained row is one ``training.fit`` on the chat classifier of chapter 09 (``chat.chat_classifier``) with
 the registered method's own factory (soft, deep, p_tuning; LoRA from ``lora.add_lora``), so nothing here is a
@@ -34,6 +34,7 @@ from . import chat, comparison, icl, lora, stats  # noqa: F401  (comparison regi
 from .adapters import get_method
 from .checkpoint import weights_sha256
 from .data import task_info
+from .device import release_memory
 from .errors import CourseError
 from .training import FitResult, TrainSettings, fit
 
@@ -208,14 +209,15 @@ def decision_runs(
         run.other_correct = base_other  # the base is bit-identical, so its outcomes on the other task are these
         runs.append(run)
         del clf
+        release_memory()
     clf, result = train_lora(model, tokenizer, task, train, select, budget)
     r, alpha = budget.lora_rank, budget.lora_alpha or 2 * budget.lora_rank
     run = _trained_run("LoRA", f"rank {r}, α {alpha:g} on {', '.join(lora.lora_targets(model))} (lora.add_lora)",
                        outcomes(clf, texts, labels), result, tensor_bytes(lora_tensors(clf.model)))  # fmt: skip
-    merged = lora.merge(clf.model)
-    run.other_correct, run.base_unchanged = forgetting_eval(merged), False
+    run.other_correct, run.base_unchanged = forgetting_eval(lora.merge(clf.model, in_place=True)), False
     runs.append(run)
-    del clf, merged
+    del clf
+    release_memory()  # hand the trained copy's pages back before the next row
     if instruction_tuned is not None:
         tuned, result = instruction_tuned
         stored = tensor_bytes(p for p in tuned.parameters() if p.requires_grad) or 4 * int(result.n_trainable)
@@ -300,9 +302,9 @@ def findings(runs: Sequence[MethodRun]) -> dict:
         acc = stats.accuracy_interval(r.correct) if r.correct.size else None
         other = stats.accuracy_interval(r.other_correct) if r.other_correct is not None else None
         out[r.name] = dict(
-            accuracy=acc.accuracy if acc else None, low=acc.low if acc else None, high=acc.high if acc else None,
+            accuracy=acc.value if acc else None, low=acc.low if acc else None, high=acc.high if acc else None,
             n=acc.n if acc else 0, n_trainable=r.n_trainable, bytes_per_task=r.bytes_per_task, steps_run=r.steps_run,
-            seconds=round(r.seconds, 2), other_accuracy=other.accuracy if other else None,
+            seconds=round(r.seconds, 2), other_accuracy=other.value if other else None,
             base_unchanged=r.base_unchanged, note=r.note,
         )  # fmt: skip
     return out

@@ -74,13 +74,6 @@ class LoraLinear(nn.Module):
         return self.base(x) + self.scaling * ((x @ self.A.T) @ self.B.T)
         # [/lora-forward]
 
-    def merged(self) -> nn.Linear:
-        """A plain ``nn.Linear`` with W + (α / r) B A (and the base's bias)."""
-        out = copy.deepcopy(self.base)
-        with torch.no_grad():
-            out.weight += self.delta_weight()
-        return out
-
 
 class IA3Linear(nn.Module):
     """A frozen ``nn.Linear`` whose output (``feedforward=False``: l ⊙ W x) or input (``True``: W (l ⊙ x)) is
@@ -194,13 +187,17 @@ def add_ia3(model, targets=None, feedforward=None) -> list[str]:
     return names
 
 
-def merge(model) -> nn.Module:
-    """A copy of ``model`` with every ``LoraLinear`` folded into a plain ``nn.Linear``: W ← W + (α/r) B A."""
-    merged = copy.deepcopy(model)
+def merge(model, in_place: bool = False) -> nn.Module:
+    """``model`` with every ``LoraLinear`` folded into a plain ``nn.Linear``: W ← W + (α/r) B A.
+
+    A copy by default; ``in_place=True`` changes ``model`` itself and holds no second copy of its weights."""
+    merged = model if in_place else copy.deepcopy(model)
     # [lora-merge-ours]
     for name, module in list(merged.named_modules()):
         if isinstance(module, LoraLinear):
-            _replace(merged, name, module.merged())
+            with torch.no_grad():
+                module.base.weight += module.delta_weight()  # W + (α/r) B A, in the layer's own storage
+            _replace(merged, name, module.base)  # a plain nn.Linear again: no extra latency
     # [/lora-merge-ours]
     return merged
 

@@ -89,3 +89,12 @@ def test_lora_trains_a_copy_only():
                                       splits.texts_labels("select"), budget)  # fmt: skip
     assert weights_sha256(model) == before and result.n_trainable == lora.lora_parameter_count(model, 2)
     assert decision.full_finetuning_bytes(10) == 160
+
+
+def test_findings_are_plain_json(table):
+    import json
+
+    _, _, _, runs = table
+    found = json.loads(json.dumps(decision.findings(runs)))
+    assert found["soft prompt"]["n"] == 12 and 0 <= found["soft prompt"]["accuracy"] <= 1
+    assert found["soft prompt"]["base_unchanged"] is True and found["full fine-tuning"]["accuracy"] is None

@@ -182,3 +182,16 @@ def test_a_second_injection_is_refused_and_counting_works_after_one():
     assert lora.lora_parameter_count(model, 4) == before == lora.trainable_count(model)
     with pytest.raises(CourseError, match="already has"):
         lora.add_lora(model, r=4)
+
+
+def test_merge_in_place_holds_no_copy_and_equals_the_copying_merge():
+    model, tok = _llama()
+    lora.add_lora(model, r=4)
+    _perturb(model)
+    enc = _ids(tok)
+    copied = _logits(lora.merge(model), enc)
+    weight = model.model.layers[0].self_attn.q_proj.base.weight
+    merged = lora.merge(model, in_place=True)
+    assert merged is model and model.model.layers[0].self_attn.q_proj.weight is weight  # the same storage
+    assert not any(isinstance(m, lora.LoraLinear) for m in model.modules())
+    _assert_logits_close(_logits(model, enc), copied, "in place vs copy")
