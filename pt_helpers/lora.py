@@ -13,7 +13,7 @@ Defined in chapter 10.
   (``model_type``) through PEFT's own default-target tables, then checked against the model's modules.
 * ``peft_lora_twin`` / ``peft_ia3_twin``: the same adapters built by PEFT on a copy of the same weights, with
   our numbers copied in — the tests assert equal logits.
-* ``prefix_as_gated_adapter``: He et al. (2022, §3, eq. 7): a prefix is an adapter f(x W₁) W₂ with
+* ``prefix_as_gated_adapter``: He et al. (2022, §3): a prefix is an adapter f(x W₁) W₂ with
   W₁ = P_Kᵀ, W₂ = P_V, f = softmax, added through a gate λ(x) — computed on a real layer by
   ``prefix.prefix_forms_on_layer`` and compared with the layer's own output.
 """
@@ -280,7 +280,7 @@ class GatedAdapterView:
 
 @torch.no_grad()
 def prefix_as_gated_adapter(prompted, input_ids: torch.Tensor, layer: int) -> GatedAdapterView:
-    """A deep prompt's layer ``layer`` written as He et al.'s gated adapter (2022, §3.1, eq. 7), on a real model:
+    """A deep prompt's layer ``layer`` written as He et al.'s gated adapter (2022, §3), on a real model:
     h ← h + λ(x) · (f(x W₁) W₂ − h), with W₁ = P_Kᵀ (down to n units), f = softmax, W₂ = P_V (up to d_h).
 
     ``prefix.prefix_forms_on_layer`` runs the model and gives the gate λ(x), the rotary tables and the layer's
