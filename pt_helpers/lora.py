@@ -121,6 +121,12 @@ def _layers_named(model, targets) -> list[nn.Linear]:
     return wrapped or list(map(model.get_submodule, _linear_names(model, targets)))
 
 
+def target_layers(model, targets=None) -> dict[str, nn.Linear]:
+    """{full name: layer} of LoRA's target layers (``lora_targets`` when ``targets`` is None), before injection."""
+    names = _linear_names(model, lora_targets(model) if targets is None else targets)
+    return {name: model.get_submodule(name) for name in names}
+
+
 def lora_targets(model) -> tuple[str, ...]:
     """LoRA's default layers for ``model``: PEFT's table for its ``config.model_type`` (Llama: q_proj, v_proj —
     the query and value projections, Hu et al. 2022 §7.1), checked to name nn.Linear modules of the model."""
