@@ -178,18 +178,22 @@ def decision_runs(
     *,
     budget: Budget,
     forgetting_eval: Callable[[torch.nn.Module], np.ndarray],
-    instruction_tuned: tuple[torch.nn.Module, FitResult] | None = None,
+    extra_runs: Sequence[MethodRun] = (),
     full_finetuning_limit_bytes: int | None = None,
 ) -> list[MethodRun]:
     """Every row of the decision table on ``splits`` (``data.task_splits``: train, select, eval).
 
     ``forgetting_eval(model) → outcomes (m,)`` scores a model on another task (the same m examples each
-    time). ``instruction_tuned``: (model, FitResult) of an instruction-tuned LoRA (chapter 10 §2), scored
-    zero-shot. Full fine-tuning runs only when ``full_finetuning_limit_bytes`` is given and its AdamW state
+    time). ``extra_runs``: rows measured elsewhere on the same evaluation examples (chapter 10 §2's
+    instruction-tuned LoRA, ``instruction_tuned_run``), so its model need not be held while these train. Full
+    fine-tuning runs only when ``full_finetuning_limit_bytes`` is given and its AdamW state
     (``full_finetuning_bytes``) fits under it; otherwise its row says why not."""
     task = splits.task
     train, select = splits.texts_labels("train"), splits.texts_labels("select")
     texts, labels = splits.texts_labels("eval")
+    for run in extra_runs:  # checked before anything trains
+        if run.correct.size != len(labels):
+            raise CourseError(f"{run.name} was scored on {run.correct.size} examples, the table on {len(labels)}")
     base_hash = weights_sha256(model)
     base_other = forgetting_eval(model)
     zero = chat_outcomes(model, tokenizer, task, texts, labels)
@@ -218,16 +222,22 @@ def decision_runs(
     runs.append(run)
     del clf
     release_memory()  # hand the trained copy's pages back before the next row
-    if instruction_tuned is not None:
-        tuned, result = instruction_tuned
-        stored = tensor_bytes(p for p in tuned.parameters() if p.requires_grad) or 4 * int(result.n_trainable)
-        run = _trained_run("instruction-tuned LoRA", "LoRA SFT on an instruction mixture (§2), scored zero-shot",
-                           chat_outcomes(tuned, tokenizer, task, texts, labels), result, stored)  # fmt: skip
-        run.other_correct, run.base_unchanged = forgetting_eval(tuned), False
-        runs.append(run)
+    runs.extend(extra_runs)
     runs.append(_full_finetuning(model, tokenizer, task, train, select, texts, labels, budget, forgetting_eval,
                                  full_finetuning_limit_bytes))  # fmt: skip
     return runs
+
+
+def instruction_tuned_run(
+    tuned, tokenizer, task: str, texts, labels, result: FitResult, forgetting_eval, name="instruction-tuned LoRA"
+) -> MethodRun:
+    """The row of an instruction-tuned model (LoRA SFT, chapter 10 §2): zero-shot on ``task``'s (texts, labels)
+    through the chat classifier, its other-task outcomes, and what it trained (LoRA: float32 A and B)."""
+    stored = 4 * int(result.n_trainable)  # the adapter's numbers in float32: what one task mixture stores
+    run = _trained_run(name, "LoRA SFT on an instruction mixture (§2), scored zero-shot",
+                       chat_outcomes(tuned, tokenizer, task, texts, labels), result, stored)  # fmt: skip
+    run.other_correct, run.base_unchanged = forgetting_eval(tuned), False
+    return run
 
 
 def _full_finetuning(model, tokenizer, task, train, select, texts, labels, budget, forgetting_eval, limit):

@@ -208,9 +208,9 @@ def merge(model, in_place: bool = False) -> nn.Module:
     return merged
 
 
-def unwrap(model) -> nn.Module:
-    """A copy of ``model`` with every ``LoraLinear`` / ``IA3Linear`` replaced by its frozen base layer."""
-    plain = copy.deepcopy(model)
+def unwrap(model, in_place: bool = False) -> nn.Module:
+    """``model`` with every ``LoraLinear`` / ``IA3Linear`` replaced by its frozen base layer (a copy by default)."""
+    plain = model if in_place else copy.deepcopy(model)
     for name, module in list(plain.named_modules()):
         if isinstance(module, (LoraLinear, IA3Linear)):
             _replace(plain, name, module.base)
@@ -228,10 +228,11 @@ def trainable_count(model) -> int:
     return count_trainable(model)
 
 
-def peft_lora_twin(model):
+def peft_lora_twin(model, in_place: bool = False):
     """PEFT's LoRA on a copy of the same base weights, with our A and B copied in (a ``PeftModel``).
 
-    ``model`` carries ``LoraLinear`` layers (``add_lora``); every one must share r and α (PEFT's one config)."""
+    ``model`` carries ``LoraLinear`` layers (``add_lora``); every one must share r and α (PEFT's one config).
+    ``in_place=True`` builds the twin from ``model`` itself (no copy of its weights; ``model`` is consumed)."""
     from peft import LoraConfig, get_peft_model
 
     ours = {n: m for n, m in model.named_modules() if isinstance(m, LoraLinear)}
@@ -242,17 +243,18 @@ def peft_lora_twin(model):
         raise CourseError("PEFT's twin needs one r and alpha for every layer")
     targets = sorted({n.rpartition(".")[2] for n in ours})
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, bias="none")
-    twin = get_peft_model(unwrap(model), config)
+    twin = get_peft_model(unwrap(model, in_place), config)
     with torch.no_grad():
-        for name, m in ours.items():
+        for name, m in ours.items():  # our modules stay alive here even when unwrapped in place
             layer = twin.base_model.model.get_submodule(name)
             layer.lora_A["default"].weight.copy_(m.A)
             layer.lora_B["default"].weight.copy_(m.B)
     return twin.eval()
 
 
-def peft_ia3_twin(model):
-    """PEFT's IA³ on a copy of the same base weights, with our vectors copied in (a ``PeftModel``)."""
+def peft_ia3_twin(model, in_place: bool = False):
+    """PEFT's IA³ on a copy of the same base weights, with our vectors copied in (a ``PeftModel``);
+    ``in_place=True``: built from ``model`` itself, which is consumed."""
     from peft import IA3Config, get_peft_model
 
     ours = {n: m for n, m in model.named_modules() if isinstance(m, IA3Linear)}
@@ -260,7 +262,7 @@ def peft_ia3_twin(model):
         raise CourseError("the model has no IA3Linear layer: call lora.add_ia3(model) first")
     targets = sorted({n.rpartition(".")[2] for n in ours})
     ff = sorted({n.rpartition(".")[2] for n, m in ours.items() if m.feedforward})
-    twin = get_peft_model(unwrap(model), IA3Config(target_modules=targets, feedforward_modules=ff))
+    twin = get_peft_model(unwrap(model, in_place), IA3Config(target_modules=targets, feedforward_modules=ff))
     with torch.no_grad():
         for name, m in ours.items():
             target = twin.base_model.model.get_submodule(name).ia3_l["default"]

@@ -10,6 +10,7 @@ import pytest
 from pt_helpers import chat, decision, lora
 from pt_helpers.checkpoint import weights_sha256
 from pt_helpers.data import task_splits
+from pt_helpers.errors import CourseError
 from pt_helpers.models import random_model
 
 
@@ -98,3 +99,17 @@ def test_findings_are_plain_json(table):
     found = json.loads(json.dumps(decision.findings(runs)))
     assert found["soft prompt"]["n"] == 12 and 0 <= found["soft prompt"]["accuracy"] <= 1
     assert found["soft prompt"]["base_unchanged"] is True and found["full fine-tuning"]["accuracy"] is None
+
+
+def test_an_extra_row_joins_and_a_mismatched_one_is_refused(table):
+    model, _, budget, runs = table
+    extra = decision.MethodRun("instruction-tuned LoRA", "", runs[0].correct.copy(), runs[0].other_correct)
+    assert list(decision.decision_table([*runs, extra])["method"])[-1] == "instruction-tuned LoRA"
+    bad = decision.MethodRun("instruction-tuned LoRA", "", np.ones(3, np.int8))
+    loaded = random_model("HuggingFaceTB/SmolLM2-135M-Instruct", seed=0)
+    chat.add_chat_template(loaded, seed=0)
+    splits = task_splits("sst2", select_size=4, train_size=4, eval_size=4, seed=0)
+    with pytest.raises(CourseError, match="scored on 3 examples"):
+        decision.decision_runs(loaded.model, loaded.tokenizer, splits, budget=decision.Budget(max_steps=1, batch_size=2,
+                               eval_every=1, n_virtual_tokens=1, lora_rank=1, k_shot=1, max_length=64),
+                               forgetting_eval=lambda m: np.zeros(2, np.int8), extra_runs=[bad])  # fmt: skip

@@ -195,3 +195,18 @@ def test_merge_in_place_holds_no_copy_and_equals_the_copying_merge():
     assert merged is model and model.model.layers[0].self_attn.q_proj.weight is weight  # the same storage
     assert not any(isinstance(m, lora.LoraLinear) for m in model.modules())
     _assert_logits_close(_logits(model, enc), copied, "in place vs copy")
+
+
+def test_twins_built_in_place_equal_the_copying_ones():
+    model, tok = _llama()
+    lora.add_lora(model, r=4)
+    _perturb(model)
+    enc = _ids(tok)
+    copied = _logits(lora.peft_lora_twin(model), enc)
+    _assert_logits_close(_logits(lora.peft_lora_twin(model, in_place=True), enc), copied, "LoRA twin in place")
+    assert not any(isinstance(m, lora.LoraLinear) for m in model.modules())  # consumed
+    model, _ = _llama()
+    lora.add_ia3(model)
+    _perturb(model)
+    copied = _logits(lora.peft_ia3_twin(model), enc)
+    _assert_logits_close(_logits(lora.peft_ia3_twin(model, in_place=True), enc), copied, "IA³ twin in place")
