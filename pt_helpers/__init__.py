@@ -28,6 +28,8 @@ One home per idea; a module imports only modules above it in this list (no impor
     serving     one frozen model, many tasks: mixed-task batches, prompt ensembles, prompt transfer (chapter 08)
     chat        instruction-tuned models: chat templates, few-shot as a conversation, chat soft prompts (chapter 09)
     instruct    instruction tuning: FLAN-style mixture, assistant-only SFT loss, held-out zero-shot, DPO (chapter 10)
+    lora        LoRA and IA³ from their equations, their merge, PEFT twins, prefix as a gated adapter (chapter 10)
+    decision    the decision table: every way to adapt one LLM to one task, measured alike (chapter 10)
     doctor      the setup check, python -m pt_helpers.doctor (versions, device, weights, recorded times)
     results     the shared results table; plots, source (show package code by markers)
 
