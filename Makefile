@@ -5,7 +5,10 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# A CPU build of torch first: an unpinned torch pulls a multi-GB CUDA build. Override for a GPU box:
+# torch first, pinned, so the extras below cannot pull another version. On Linux, PyPI's torch==2.13.0 is the
+# CUDA build (GBs of NVIDIA libraries); a CPU-only machine can take the CPU wheel from PyTorch's index:
+#   make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+# (this project's CI machines find the CPU wheel in their local wheel folder). For a given CUDA, e.g. 12.6:
 #   make run TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
 TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
