@@ -229,9 +229,10 @@ def recorded_rows(folder, methods=None, budget: dict = RECORDED_BUDGET) -> tuple
     """The rows of a recorded comparison read back from ``folder`` (one task's ``RunStore`` files and its
     ``zero_shot.json``), without a model and without training: ``(rows, missing)``.
 
-    A method's rows are returned only when its whole sweep (seed 0) and every seed at the chosen value are
-    stored — the choice reads the selection accuracies, as ``run_method`` does; ``missing`` maps every
-    other method to the files it still lacks (``[]``-free: a method with none stored lists them all)."""
+    A method has rows once its whole sweep (seed 0) is stored — the lr is then chosen on the selection
+    accuracies, as ``run_method`` does — with one row for each seed recorded at the chosen value so far;
+    ``missing`` maps a method to the files it still lacks (its sweep's, or its seeds' at the chosen value),
+    so a table of fewer seeds than the budget's says which are not run yet."""
     folder = Path(folder)
     rows, missing = [], {}
     zero = folder / "zero_shot.json"
@@ -251,9 +252,9 @@ def recorded_rows(folder, methods=None, budget: dict = RECORDED_BUDGET) -> tuple
         chosen = max(runs, key=lambda v: runs[v]["select_accuracy"])  # the first of equal values, as run_method
         others = [folder / run_file_name(method, chosen, s) for s in options["seeds"][1:]]
         lacking = [p.name for p in others if not p.is_file()]
-        if lacking:
+        if lacking:  # the lr is chosen: the seeds recorded so far are rows, the others are listed as not run
             missing[method] = lacking
-            continue
+            others = [p for p in others if p.is_file()]
         scores = {v: r["select_accuracy"] for v, r in runs.items()}
         rows += [r | dict(sweep=scores) for r in [runs[chosen]] + [_stored_row(p, budget) for p in others]]
     return rows, missing
@@ -270,7 +271,11 @@ def recorded_table(
     n = {len(r["correct"]) for r in rows}
     header = f"{Path(folder).name} · {budget_words(budget)} · n = {', '.join(map(str, sorted(n))) or '—'}"
     if missing:
-        header += "\nnot run yet (no record): " + ", ".join(missing)
+        runs = {m: len(o["sweep"]) + len(o["seeds"]) - 1 for m in missing if m != "zero-shot"
+                for o in [recorded_options(budget, m, "")]} | {"zero-shot": 1}  # fmt: skip
+        header += "\nnot run yet (runs missing of the budget's): " + ", ".join(
+            f"{m} ({len(f)} of {runs[m]})" for m, f in missing.items()
+        )
     trained = any(r["method"] != "zero-shot" for r in rows)
     table = comparison_table(rows, n_model_parameters, compared_with) if trained else None
     return header, table, missing

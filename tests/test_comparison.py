@@ -247,9 +247,13 @@ def test_a_recorded_comparison_is_read_back_without_training(monkeypatch, tmp_pa
     assert missing["zero-shot"] == ["zero_shot.json"] and "P-tuning" not in missing
     assert missing["LoRA"] == ["LoRA-lr0.001-seed0.json", "LoRA-lr0.003-seed0.json", "LoRA-lr<chosen>-seed1.json"]
     (tmp_path / "P_tuning-lr0.03-seed1.json").unlink()  # the sweep is done, a seed at the chosen lr is not
-    assert comparison.recorded_rows(tmp_path, ("P-tuning",), budget)[1]["P-tuning"] == ["P_tuning-lr0.03-seed1.json"]
+    rows, missing = comparison.recorded_rows(tmp_path, ("P-tuning",), budget)
+    assert missing["P-tuning"] == ["P_tuning-lr0.03-seed1.json"] and [r["seed"] for r in rows] == [0]
     with pytest.raises(TrainConfigError, match="max_steps=7, not the budget's 100"):  # another budget's files
         comparison.recorded_rows(tmp_path, ("P-tuning",), comparison.RECORDED_BUDGET | dict(n_seeds=1, sweep_size=2))
     header, table, _ = comparison.recorded_table(tmp_path, 10**6, ("P-tuning",), budget | dict(n_seeds=1))
-    assert "recorded profile: 7 steps × batch 32" in header and "not run yet (no record): zero-shot" in header
+    assert (
+        "recorded profile: 7 steps × batch 32" in header
+        and "not run yet (runs missing of the budget's): zero-shot (1 of 1)" in header
+    )
     assert table.loc["P-tuning", "n"] == 5 and len(calls) == 3
