@@ -103,7 +103,12 @@ def test_the_readme_ends_with_the_section_generated_from_the_record():
 
 
 def test_the_chapters_print_the_recorded_tables():
-    for stem, name in (("05", "05_soft_prompt_tuning"), ("06", "06_deep_prompts_and_comparison")):
+    chapters = (
+        ("05", "05_soft_prompt_tuning"),
+        ("06", "06_deep_prompts_and_comparison"),
+        ("08", "08_prompt_tuning_in_practice"),
+    )
+    for stem, name in chapters:
         nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
         code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
         assert "recorded_table(" in code and "RECORDED_DIR" in code, f"{name} should print the recorded table"
@@ -111,3 +116,5 @@ def test_the_chapters_print_the_recorded_tables():
         assert "benchmarks/_decision_record.py" in prose and "benchmarks/records/ch06_recorded/" in prose
     assert "plain soft prompt vs linear probe" in _flat(_markdown("05")).lower().replace("**", "")
     assert "330 M to 10 B" in _flat(_markdown("06")) and "22.7 M" in _flat(_markdown("06"))
+    soft = comparison.RECORDED_BUDGET["soft_n_virtual_tokens"]
+    assert f"both with {soft} virtual tokens" in _flat(_markdown("08")), "08 names the recorded prompts' length"
