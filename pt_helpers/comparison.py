@@ -199,7 +199,8 @@ RECORDED_ORDER = ("soft prompt", "linear probe", "deep prompt", "full fine-tunin
 
 
 def budget_words(budget: dict = RECORDED_BUDGET) -> str:
-    """The budget a recorded table states, in words: ``"recorded profile: 100 steps × batch 32 …"``."""
+    """The budget a recorded table states, in words: ``"recorded profile: 100 steps × batch 32 …"``.
+    Defined in chapter 06."""
     b = budget
     return (
         f"recorded profile: {b['max_steps']} steps × batch {b['batch_size']} on {b['train_size']:,} training "
@@ -211,7 +212,8 @@ def budget_words(budget: dict = RECORDED_BUDGET) -> str:
 
 def recorded_options(budget: dict, method: str, init_text: str) -> dict:
     """The keyword arguments of ``run_method`` for ``method`` under ``budget`` — the same that chapter 06's
-    ``run_comparison`` passes, so the notebook and the recorder store and find the same run files."""
+    ``run_comparison`` passes, so the notebook and the recorder store and find the same run files. Defined in
+    chapter 06."""
     n = budget["deep_n_virtual_tokens"] if method.startswith("deep") else budget["soft_n_virtual_tokens"]
     seeds = list(range(budget["n_seeds"]))
     return dict(
@@ -232,7 +234,7 @@ def recorded_rows(folder, methods=None, budget: dict = RECORDED_BUDGET) -> tuple
     A method has rows once its whole sweep (seed 0) is stored — the lr is then chosen on the selection
     accuracies, as ``run_method`` does — with one row for each seed recorded at the chosen value so far;
     ``missing`` maps a method to the files it still lacks (its sweep's, or its seeds' at the chosen value),
-    so a table of fewer seeds than the budget's says which are not run yet."""
+    so a table of fewer seeds than the budget's says which are not run yet. Defined in chapter 06."""
     folder = Path(folder)
     rows, missing = [], {}
     zero = folder / "zero_shot.json"
