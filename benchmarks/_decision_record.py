@@ -120,9 +120,31 @@ def readme_section(out: Path) -> str:
         lines += ["| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
         for method, row in table.iterrows():
             lines.append(f"| {method} | " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |")
+        lines += ["", "The questions, paired on the same examples (seed 0; Δ over the seeds recorded):", ""]
+        lines += ["| question | asked in | paired test (seed 0) | Δ over seeds |", "|---|---|---|---|"]
+        for (a, b), where in QUESTIONS.items():
+            trained = tuple(m for m in (a, b) if m != "zero-shot")  # zero-shot's row is always read
+            _, pair, _ = comparison.recorded_table(folder, n_params or 1, trained, compared_with={a: b})
+            done = pair is not None and a in pair.index and pair.loc[a, "compared with"] == b
+            test = (_cell(pair.loc[a, "paired test (first seed)"]), _cell(pair.loc[a, "Δ over seeds"])) if done else (
+                "not run yet", "—")  # fmt: skip
+            lines.append(f"| {a} − {b} | {where} | {test[0]} | {test[1]} |")
         lines += ["", "Calls so far: " + "; ".join(_sessions(folder))]
     return "\n".join(lines + ["", *CLOSING]) + "\n"
 
+
+# The paired questions the chapters ask of the record: (A, B) → where; the README prints A − B for each.
+QUESTIONS = {
+    ("soft prompt", "zero-shot"): "05 (does the plain prompt learn anything?)",
+    ("soft prompt", "linear probe"): "05 (7,680 numbers at the input vs 385 on the output)",
+    ("soft prompt + pooled states", "soft prompt"): "05, 06 (what pooling the prompt's states adds)",
+    ("full fine-tuning", "soft prompt"): "05 (the upper reference)",
+    ("P-tuning", "soft prompt"): "08 §1, 06 (what the prompt encoder adds)",
+    ("deep prompt", "full fine-tuning"): "06 (P-Tuning v2's claim, at 22.7 M)",
+    ("soft prompt", "deep prompt"): "06 (what prompts at every layer add)",
+    ("deep prompt + MLP", "deep prompt"): "06 (the reparameterisation)",
+    ("LoRA", "full fine-tuning"): "06",
+}
 
 CLOSING = (
     "**Cost.** 60 training runs (per task: 7 methods × (2 sweep values + 2 more seeds), the probe's 2 values) plus",
