@@ -136,7 +136,7 @@ def readme_section(out: Path) -> str:
 # The paired questions the chapters ask of the record: (A, B) → where; the README prints A − B for each.
 QUESTIONS = {
     ("soft prompt", "zero-shot"): "05 (does the plain prompt learn anything?)",
-    ("soft prompt", "linear probe"): "05 (7,680 numbers at the input vs 385 on the output)",
+    ("soft prompt", "linear probe"): "05 (the prompt's numbers at the input vs the probe's on the output)",
     ("soft prompt + pooled states", "soft prompt"): "05, 06 (what pooling the prompt's states adds)",
     ("full fine-tuning", "soft prompt"): "05 (the upper reference)",
     ("P-tuning", "soft prompt"): "08 §1, 06 (what the prompt encoder adds)",
