@@ -107,7 +107,9 @@ def readme_section(out: Path) -> str:
         f"Budget (`comparison.RECORDED_BUDGET`): {comparison.budget_words(budget)}.",
         "Each row: the lr (probe: C) chosen on the selection split with seed 0, Wilson's 95 % interval for seed 0,",
         "the mean over the seeds recorded with its 95 % t-interval, McNemar's exact paired test against the partner",
-        "(seed 0, same examples) and the t-interval of the per-seed differences (Δ over seeds).",
+        "(seed 0, same examples) and the t-interval of the per-seed differences (Δ over seeds). The ranking rule",
+        "is the paired test: Δ over seeds measures only the training noise on these fixed examples (it says nothing",
+        "about other examples), so where it excludes 0 and the paired test does not, the two are not ranked.",
     ]
     for task in TASKS:
         folder = out / task
