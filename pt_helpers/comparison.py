@@ -258,7 +258,8 @@ def recorded_rows(folder, methods=None, budget: dict = RECORDED_BUDGET) -> tuple
             missing[method] = lacking
             others = [p for p in others if p.is_file()]
         scores = {v: r["select_accuracy"] for v, r in runs.items()}
-        rows += [r | dict(sweep=scores) for r in [runs[chosen]] + [_stored_row(p, budget) for p in others]]
+        part = dict(partial=bool(lacking))  # some seeds not recorded yet: the table pairs equal seeds only
+        rows += [r | dict(sweep=scores) | part for r in [runs[chosen]] + [_stored_row(p, budget) for p in others]]
     return rows, missing
 
 
@@ -647,7 +648,12 @@ def comparison_table(rows: Sequence[dict], n_model_parameters: int, compared_wit
             paired = str(paired_test(first["correct"], other_runs[0]["correct"], smoke=smoke))
             # seeds paired by position; a single-run row (zero-shot, the deterministic probe) pairs with every seed
             other_acc = [other_runs[min(i, len(other_runs) - 1)]["accuracy"] for i in range(len(runs))]
-            delta_seeds = str(seed_interval([r["accuracy"] - o for r, o in zip(runs, other_acc)]))
+            paired_runs = runs
+            if any(o.get("partial") for o in other_runs):  # a partly recorded method: pair equal seeds only
+                by_seed = {o["seed"]: o["accuracy"] for o in other_runs}
+                paired_runs = [r for r in runs if r["seed"] in by_seed]
+                other_acc = [by_seed[r["seed"]] for r in paired_runs]
+            delta_seeds = str(seed_interval([r["accuracy"] - o for r, o in zip(paired_runs, other_acc)]))
         best_of = f"{first['best_step']} / {first['steps_run']}" if first["steps_run"] else "—"
         lines.append(
             {
