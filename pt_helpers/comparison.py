@@ -134,6 +134,7 @@ COMPARED = {
     "deep prompt + MLP": ("deep", dict(reparameterize=True)),
     "soft prompt": ("soft", {}),
     "soft prompt + pooled states": ("soft", dict(pool_prompt=True)),
+    "P-tuning": ("p_tuning", {}),
     "linear probe": ("linear_probe", {}),
     "LoRA": ("lora", {}),
     "full fine-tuning": ("full_finetuning", {}),
@@ -157,6 +158,7 @@ COMPARED_WITH = {
     "deep prompt + MLP": "deep prompt",  # what the reparameterisation changes
     "soft prompt": "deep prompt",  # what prompts at every layer add
     "soft prompt + pooled states": "soft prompt",  # what pooling the prompt's own states adds
+    "P-tuning": "soft prompt",  # what the prompt encoder adds (chapter 08's first question)
     "linear probe": "full fine-tuning",
     "LoRA": "full fine-tuning",
     "full fine-tuning": "zero-shot",
@@ -168,10 +170,128 @@ DEFAULT_SWEEP = {
     "deep prompt + MLP": (3e-4, 1e-3, 3e-3),
     "soft prompt": (1e-2, 3e-2, 1e-1),
     "soft prompt + pooled states": (1e-2, 3e-2, 1e-1),
+    "P-tuning": (3e-3, 1e-2, 3e-2),
     "linear probe": (0.1, 1.0, 10.0),
     "LoRA": (3e-4, 1e-3, 3e-3),
     "full fine-tuning": (1e-5, 3e-5, 1e-4),
 }
+
+
+# The "recorded" profile of chapters 05, 06 and 08 (issue 28): sized so that the whole comparison (SST-2 and TREC,
+# every row of COMPARED, 3 seeds) is about 3 hours of one-thread CPU, spread over several sessions
+# (benchmarks/_decision_record.py keeps each finished run in benchmarks/records/ch06_recorded/<task>/).
+# The one home of its budget: every recorded table prints `budget_words(RECORDED_BUDGET)`.
+RECORDED_BUDGET = dict(
+    max_steps=100,  # optimisation steps per run (one pass over train_size at batch 32)
+    batch_size=32,
+    train_size=3200,  # training examples after the selection split
+    select_size=200,  # held-out training examples: the lr and the best step are chosen on them
+    checks=4,  # selection-split checks per run (every max_steps // checks steps)
+    n_seeds=3,  # seeds 0, 1, 2: seed 0 sweeps the lr, seeds 1 and 2 train at the chosen one
+    sweep_size=2,  # the last sweep_size values of DEFAULT_SWEEP (the probe: its C)
+    deep_n_virtual_tokens=10,
+    soft_n_virtual_tokens=20,  # the soft prompts and P-tuning
+)
+RECORDED_DIR = "benchmarks/records/ch06_recorded"  # relative to the repository root
+# The order the recorder trains them: the comparisons that decide the most first (05's and 06's partners).
+RECORDED_ORDER = ("soft prompt", "linear probe", "deep prompt", "full fine-tuning", "soft prompt + pooled states",
+                  "LoRA", "P-tuning", "deep prompt + MLP")  # fmt: skip
+
+
+def budget_words(budget: dict = RECORDED_BUDGET) -> str:
+    """The budget a recorded table states, in words: ``"recorded profile: 100 steps × batch 32 …"``.
+    Defined in chapter 06."""
+    b = budget
+    return (
+        f"recorded profile: {b['max_steps']} steps × batch {b['batch_size']} on {b['train_size']:,} training "
+        f"examples, lr (probe: C) chosen from {b['sweep_size']} values on {b['select_size']} held-out training "
+        f"examples with seed 0, seeds 0–{b['n_seeds'] - 1}, {b['checks']} selection checks per run, "
+        f"{b['soft_n_virtual_tokens']} soft / {b['deep_n_virtual_tokens']} deep virtual tokens"
+    )
+
+
+def recorded_options(budget: dict, method: str, init_text: str) -> dict:
+    """The keyword arguments of ``run_method`` for ``method`` under ``budget`` — the same that chapter 06's
+    ``run_comparison`` passes, so the notebook and the recorder store and find the same run files. Defined in
+    chapter 06."""
+    n = budget["deep_n_virtual_tokens"] if method.startswith("deep") else budget["soft_n_virtual_tokens"]
+    seeds = list(range(budget["n_seeds"]))
+    return dict(
+        seeds=seeds[:1] if method == "linear probe" else seeds,  # L-BFGS on fixed features: deterministic
+        sweep=DEFAULT_SWEEP[method][-budget["sweep_size"] :],
+        n_virtual_tokens=n,
+        max_steps=budget["max_steps"],
+        batch_size=budget["batch_size"],
+        init_text=init_text,
+        eval_every=max(1, budget["max_steps"] // budget["checks"]),
+    )
+
+
+def recorded_rows(folder, methods=None, budget: dict = RECORDED_BUDGET) -> tuple[list[dict], dict]:
+    """The rows of a recorded comparison read back from ``folder`` (one task's ``RunStore`` files and its
+    ``zero_shot.json``), without a model and without training: ``(rows, missing)``.
+
+    A method has rows once its whole sweep (seed 0) is stored — the lr is then chosen on the selection
+    accuracies, as ``run_method`` does — with one row for each seed recorded at the chosen value so far;
+    ``missing`` maps a method to the files it still lacks (its sweep's, or its seeds' at the chosen value),
+    so a table of fewer seeds than the budget's says which are not run yet. Defined in chapter 06."""
+    folder = Path(folder)
+    rows, missing = [], {}
+    zero = folder / "zero_shot.json"
+    if zero.is_file():
+        row = json.loads(zero.read_text())["row"]
+        rows.append(row | dict(correct=np.asarray(row["correct"], dtype=np.int8)))
+    else:
+        missing["zero-shot"] = [zero.name]
+    for method in methods or COMPARED_METHODS:
+        options = recorded_options(budget, method, "")
+        sweep_files = [folder / run_file_name(method, v, options["seeds"][0]) for v in options["sweep"]]
+        lacking = [p.name for p in sweep_files if not p.is_file()]
+        if lacking:
+            missing[method] = lacking + [run_file_name(method, "<chosen>", s) for s in options["seeds"][1:]]
+            continue
+        runs = {float(json.loads(p.read_text())["row"]["lr"]): _stored_row(p, budget) for p in sweep_files}
+        chosen = max(runs, key=lambda v: runs[v]["select_accuracy"])  # the first of equal values, as run_method
+        others = [folder / run_file_name(method, chosen, s) for s in options["seeds"][1:]]
+        lacking = [p.name for p in others if not p.is_file()]
+        if lacking:  # the lr is chosen: the seeds recorded so far are rows, the others are listed as not run
+            missing[method] = lacking
+            others = [p for p in others if p.is_file()]
+        scores = {v: r["select_accuracy"] for v, r in runs.items()}
+        part = dict(partial=bool(lacking))  # some seeds not recorded yet: the table pairs equal seeds only
+        rows += [r | dict(sweep=scores) | part for r in [runs[chosen]] + [_stored_row(p, budget) for p in others]]
+    return rows, missing
+
+
+def recorded_table(
+    folder, n_model_parameters: int, methods=None, budget: dict = RECORDED_BUDGET, compared_with: dict | None = None
+):
+    """A recorded comparison as chapters 05, 06 and 08 print it: ``(header, table, missing)`` — the header
+    names the budget, the task's n and every method that is not run yet; the table is ``comparison_table`` of
+    the finished methods (None when none has finished), each tested against its ``compared_with`` partner
+    (default ``COMPARED_WITH``). Defined in chapter 06."""
+    rows, missing = recorded_rows(folder, methods, budget)
+    n = {len(r["correct"]) for r in rows}
+    header = f"{Path(folder).name} · {budget_words(budget)} · n = {', '.join(map(str, sorted(n))) or '—'}"
+    if missing:
+        runs = {m: len(o["sweep"]) + len(o["seeds"]) - 1 for m in missing if m != "zero-shot"
+                for o in [recorded_options(budget, m, "")]} | {"zero-shot": 1}  # fmt: skip
+        header += "\nnot run yet (runs missing of the budget's): " + ", ".join(
+            f"{m} ({len(f)} of {runs[m]})" for m, f in missing.items()
+        )
+    trained = any(r["method"] != "zero-shot" for r in rows)
+    table = comparison_table(rows, n_model_parameters, compared_with) if trained else None
+    return header, table, missing
+
+
+def _stored_row(path: Path, budget: dict) -> dict:
+    saved = _renamed_record(json.loads(path.read_text()))
+    kwargs = saved["settings"]["train_kwargs"]
+    for key in ("max_steps", "batch_size"):  # a file of another budget is never read as this one
+        if kwargs.get(key) != repr(budget[key]):
+            raise TrainConfigError(f"{path} was trained with {key}={kwargs.get(key)}, not the budget's {budget[key]}")
+    row = saved["row"]
+    return row | dict(correct=np.asarray(row["correct"], dtype=np.int8), resumed=True)
 
 
 def variant(method: str, n_virtual_tokens: int | None = None, lora_rank: int = 8) -> str:
@@ -187,6 +307,8 @@ def variant(method: str, n_virtual_tokens: int | None = None, lora_rank: int = 8
         "tokens (pool_prompt=False)",
         "soft prompt + pooled states": f"notebook 05's headline: {n} input vectors, text init; the prompt's "
         "output states averaged into the embedding too (pool_prompt=True)",
+        "P-tuning": f"Liu et al. 2021: {n} input vectors = MLP(E) (PEFT's default encoder, chapter 08); "
+        "embedding = mean over the input's own tokens",
         "linear probe": "logistic regression (L-BFGS) on the frozen mean-pooled embeddings; C swept instead of lr",
         "LoRA": f"rank {lora_rank}, alpha {2 * lora_rank}, on query and value projections (PEFT)",
         "full fine-tuning": "every encoder weight, the same label-sentence head",
@@ -366,6 +488,12 @@ def evaluate_run(row: dict, predict, eval_data, extra_eval: dict | None = None) 
     return row
 
 
+def run_file_name(method: str, lr, seed: int) -> str:
+    """The file name of a stored run (``RunStore``): ``soft_prompt-lr0.03-seed0.json``."""
+    slug = "".join(c if c.isalnum() else "_" for c in method)
+    return f"{slug}-lr{lr if isinstance(lr, str) else format(float(lr), 'g')}-seed{seed}.json"
+
+
 class RunStore:
     """Finished training runs of one method, kept as JSON files in a folder, so that an interrupted sweep
     continues where it stopped (the full profile of chapter 06 trains for hours on a CPU).
@@ -392,8 +520,7 @@ class RunStore:
         )
 
     def path(self, lr: float, seed: int) -> Path:
-        slug = "".join(c if c.isalnum() else "_" for c in self.settings["method"])
-        return self.folder / f"{slug}-lr{float(lr):g}-seed{seed}.json"
+        return self.folder / run_file_name(self.settings["method"], lr, seed)
 
     def run(self, lr: float, seed: int) -> dict:
         """The row of the run at (``lr``, ``seed``): read back if it finished before, else trained, evaluated
@@ -521,7 +648,12 @@ def comparison_table(rows: Sequence[dict], n_model_parameters: int, compared_wit
             paired = str(paired_test(first["correct"], other_runs[0]["correct"], smoke=smoke))
             # seeds paired by position; a single-run row (zero-shot, the deterministic probe) pairs with every seed
             other_acc = [other_runs[min(i, len(other_runs) - 1)]["accuracy"] for i in range(len(runs))]
-            delta_seeds = str(seed_interval([r["accuracy"] - o for r, o in zip(runs, other_acc)]))
+            paired_runs = runs
+            if any(o.get("partial") for o in other_runs):  # a partly recorded method: pair equal seeds only
+                by_seed = {o["seed"]: o["accuracy"] for o in other_runs}
+                paired_runs = [r for r in runs if r["seed"] in by_seed]
+                other_acc = [by_seed[r["seed"]] for r in paired_runs]
+            delta_seeds = str(seed_interval([r["accuracy"] - o for r, o in zip(paired_runs, other_acc)]))
         best_of = f"{first['best_step']} / {first['steps_run']}" if first["steps_run"] else "—"
         lines.append(
             {

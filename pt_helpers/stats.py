@@ -607,3 +607,83 @@ def no_verdict_unless_working(working: PairedTest, what: str, alpha: float = 0.0
         f"no verdict on {what}: it presupposes a working prompt, and on the selection split the prompt is not "
         f"higher than zero-shot (Δ = {working.difference:+.3f}, p = {working.p_value:.3g}, n = {working.n})"
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# An interaction per example: does a gap between two methods change from one test set to another? (chapter 07)
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InteractionTest:
+    """(A − B on set 1) − (A − B on set 2), with a paired bootstrap within each set."""
+
+    difference: float  # gap_1 − gap_2
+    gap_1: float  # accuracy of A − accuracy of B on set 1
+    gap_2: float
+    n_1: int
+    n_2: int
+    low: float
+    high: float
+    p_value: float
+    n_resamples: int
+    confidence: float = 0.95
+    smoke: bool = False
+    n_separating: int = 0  # examples, over both sets, where A and B differ
+
+    @property
+    def degenerate(self) -> bool:
+        """True when no example of either set separates A from B."""
+        return self.n_separating == 0
+
+    def verdict(self, names: tuple[str, str] = ("set 1", "set 2"), alpha: float = 0.05) -> str:
+        """The course's one wording: which set's gap is the larger at level ``alpha``, or no detectable change."""
+        degenerate = "no example of either set separates the two methods" if self.degenerate else None
+        words = [f"the gap on {n}" for n in names]
+        return verdict_words(tuple(words), self.difference > 0, self.p_value, self.n_1 + self.n_2, alpha, degenerate,
+                             self.smoke)  # fmt: skip
+
+    def __str__(self) -> str:
+        sets = f"gaps {self.gap_1:+.3f} (n = {self.n_1}) and {self.gap_2:+.3f} (n = {self.n_2})"
+        if self.smoke:
+            return f"{PROTOCOL_CHECK} ({sets})"
+        return (
+            f"interaction Δ = {self.difference:+.3f} [{self.low:+.3f}, {self.high:+.3f}] ({sets}; "
+            f"{100 * self.confidence:g} % paired bootstrap within each set, {self.n_resamples:,} resamples), "
+            f"p = {self.p_value:.3g}"
+        )
+
+
+def interaction_test(a_1, b_1, a_2, b_2, *, n_resamples: int = 9_999, seed: int = 0, confidence: float = 0.95,
+                     smoke: bool = False) -> InteractionTest:  # fmt: skip
+    """Does method A's accuracy gap over B differ between two test sets? Per example, not over seeds.
+
+    Defined in chapter 07 (a soft prompt vs full fine-tuning on short and on long sentences). ``a_1``, ``b_1``: the
+    two methods' 0/1 outcomes on the SAME examples of set 1; ``a_2``, ``b_2``: on set 2 (other examples). The
+    statistic is (mean a_1 − mean b_1) − (mean a_2 − mean b_2). Each resample draws set 1's examples with
+    replacement, keeping each example's (A, B) pair together, and set 2's independently the same way — the two
+    sets are independent samples, the two methods on one example are not. Interval: the percentile interval of
+    the resampled statistic (order statistics, no interpolation); p-value: twice the smaller share of resamples
+    at or beyond 0 on either side (at most 1), so the interval excludes 0 when p < 1 − confidence, up to the
+    resampling's discreteness. ``smoke=True``: the gaps, printed as a protocol check.
+    """
+    a1, b1 = _pair(a_1, b_1)
+    a2, b2 = _pair(a_2, b_2)
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 99:
+        raise CourseError(f"n_resamples must be a whole number ≥ 99, got {n_resamples!r}")
+    d1, d2 = a1.astype(float) - b1, a2.astype(float) - b2  # per-example differences: −1, 0 or 1
+    rng = np.random.default_rng(seed)
+    boot = np.empty(n_resamples)
+    for start in range(0, n_resamples, 1000):  # in blocks: n_resamples × n indices at once would be large
+        k = min(1000, n_resamples - start)
+        boot[start : start + k] = d1[rng.integers(0, d1.size, (k, d1.size))].mean(1) - d2[
+            rng.integers(0, d2.size, (k, d2.size))
+        ].mean(1)
+    alpha = 1 - confidence
+    ordered = np.sort(boot)
+    low = float(ordered[max(0, int(np.floor(alpha / 2 * n_resamples)) - 1)])
+    high = float(ordered[min(n_resamples - 1, int(np.ceil((1 - alpha / 2) * n_resamples)) - 1)])
+    p = min(1.0, 2 * min(float((boot <= 0).mean()), float((boot >= 0).mean())))
+    gap_1, gap_2 = float(d1.mean()), float(d2.mean())
+    return InteractionTest(gap_1 - gap_2, gap_1, gap_2, int(d1.size), int(d2.size), low, high, p, n_resamples,
+                           confidence, smoke, int((d1 != 0).sum() + (d2 != 0).sum()))  # fmt: skip

@@ -229,3 +229,31 @@ def test_a_run_stored_before_the_renames_is_read_back_under_the_new_names(monkey
     assert len(calls) == 1 and again["resumed"]
     assert again["n_trainable"] == first["n_trainable"] and again["steps_run"] == first["steps_run"]
     assert "trained_params" not in again and "steps" not in again
+
+
+def test_a_recorded_comparison_is_read_back_without_training(monkeypatch, tmp_path):
+    """``recorded_rows`` chooses the lr as run_method does and lists every method that is not fully recorded."""
+    calls = []
+    monkeypatch.setattr(comparison, "train_method", _fake_train({3e-3: 0.9, 1e-2: 0.7, 3e-2: 0.8}, calls))
+    budget = comparison.RECORDED_BUDGET | dict(max_steps=7, n_seeds=2, sweep_size=2)
+    evaluation = (["x"] * 5, [1, 1, 0, 1, 0])
+    data = (None, None, SENTENCES, (TEXTS, LABELS), (TEXTS, LABELS), evaluation)
+    options = comparison.recorded_options(budget, "P-tuning", "init")
+    assert options["sweep"] == comparison.DEFAULT_SWEEP["P-tuning"][-2:] and options["seeds"] == [0, 1]
+    trained = comparison.run_method("P-tuning", *data, run_dir=tmp_path, **options)
+    rows, missing = comparison.recorded_rows(tmp_path, ("P-tuning", "LoRA"), budget)
+    assert [(r["seed"], r["lr"]) for r in rows] == [(r["seed"], r["lr"]) for r in trained] == [(0, 3e-2), (1, 3e-2)]
+    assert all(r["correct"].tolist() == [1, 1, 0, 1, 0] for r in rows) and rows[0]["sweep"] == {1e-2: 0.7, 3e-2: 0.8}
+    assert missing["zero-shot"] == ["zero_shot.json"] and "P-tuning" not in missing
+    assert missing["LoRA"] == ["LoRA-lr0.001-seed0.json", "LoRA-lr0.003-seed0.json", "LoRA-lr<chosen>-seed1.json"]
+    (tmp_path / "P_tuning-lr0.03-seed1.json").unlink()  # the sweep is done, a seed at the chosen lr is not
+    rows, missing = comparison.recorded_rows(tmp_path, ("P-tuning",), budget)
+    assert missing["P-tuning"] == ["P_tuning-lr0.03-seed1.json"] and [r["seed"] for r in rows] == [0]
+    with pytest.raises(TrainConfigError, match="max_steps=7, not the budget's 100"):  # another budget's files
+        comparison.recorded_rows(tmp_path, ("P-tuning",), comparison.RECORDED_BUDGET | dict(n_seeds=1, sweep_size=2))
+    header, table, _ = comparison.recorded_table(tmp_path, 10**6, ("P-tuning",), budget | dict(n_seeds=1))
+    assert (
+        "recorded profile: 7 steps × batch 32" in header
+        and "not run yet (runs missing of the budget's): zero-shot (1 of 1)" in header
+    )
+    assert table.loc["P-tuning", "n"] == 5 and len(calls) == 3
