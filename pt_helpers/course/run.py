@@ -35,6 +35,8 @@ import ast
 import difflib
 import logging
 import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -595,6 +597,126 @@ def run_many(
             first.evalue,
         )
     return records
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The executed edition (pt_helpers.course.edition): every chapter through this runner, measured from outside
+# ----------------------------------------------------------------------------------------------------------
+
+
+def measure_run(command: Sequence[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run ``command`` as a child process and measure it with ``os.wait4``: wall and CPU seconds, peak RSS.
+
+    The CPU time is user + system of the child and every descendant it waited for (papermill waits for its
+    kernel); the peak is the resident set of the largest of them (the kernel), as ``/usr/bin/time -v`` reports
+    it (:func:`parse_gnu_time`) but without needing GNU time. Also the 1-minute load average before and after.
+    """
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    proc = subprocess.Popen(list(command), env=dict(env) if env is not None else None)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    peak_mib = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
+    return dict(
+        returncode=proc.returncode,
+        seconds=round(wall, 1),
+        cpu_seconds=round(usage.ru_utime + usage.ru_stime, 1),
+        peak_rss_mib=round(peak_mib),
+        load_before=round(load_before, 2),
+        load_after=round(os.getloadavg()[0], 2),
+    )
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def _versions() -> str:
+    from importlib import metadata
+
+    parts = [f"python {sys.version.split()[0]}"]
+    for dist in ("torch", "transformers", "peft"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(parts)
+
+
+def run_edition(
+    keys: Sequence[str] = ("all",),
+    *,
+    edition_dir: str | Path | None = None,
+    notebooks_dir: str | Path = NOTEBOOKS_DIR,
+    threads: int | None = None,
+) -> dict:
+    """Build the executed edition (:mod:`pt_helpers.course.edition`): each chapter at its quick profile on the
+    default models, one at a time, through ``python -m pt_helpers.course.run NN`` (this module's runner),
+    measured by :func:`measure_run`, then stored stripped under ``edition/`` with its record and index.
+
+    A chapter that fails is recorded as failed (its earlier executed copy, if any, is kept) and the others
+    still run. Returns the record.
+    """
+    from . import edition as ed
+
+    edition_dir = Path(edition_dir or ed.EDITION_DIR)
+    threads = threads or ed.EDITION_THREADS
+    paths = list_notebooks(notebooks_dir) if list(keys) == ["all"] else [find_notebook(k, notebooks_dir) for k in keys]
+    resolve_parameters(paths, {"profile": ed.EDITION_PROFILE})  # every chapter takes a profile, checked first
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.setdefault("PT_RANDOM_FALLBACK", "1")  # as `make run`: what no real model offline can do stays a stand-in
+    _kernel_env()
+    env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    device = current_device()
+    meta = dict(
+        label=f"quick profile, default models, {threads} threads",
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        commit=_git("rev-parse", "--short=12", "HEAD"),
+        dirty=bool(_git("status", "--porcelain", "--untracked-files=no", "--", "notebooks", "pt_helpers")),
+        device=f"{device[1]}; {os.cpu_count()} CPUs",
+        device_type=device[0],
+        threads=threads,
+        profile=ed.EDITION_PROFILE,
+        versions=_versions(),
+        package_sha256=ed.package_sha256(),
+        pt_random_fallback=env["PT_RANDOM_FALLBACK"],
+        command="make edition  (python -m pt_helpers.course.edition build)",
+        load_note="chapters ran one at a time; the machine was shared with other work when the load exceeds the "
+        "threads, so wall times are inflated there (the CPU time is less so)",
+    )
+    work = Path(tempfile.mkdtemp(prefix="pt-edition-run."))
+    record: dict = {}
+    try:
+        for i, path in enumerate(paths, 1):
+            print(f"[{i}/{len(paths)}] edition: {path.name} ({threads} threads)", flush=True)
+            command = [sys.executable, "-m", "pt_helpers.course.run", str(path), "--notebooks-dir", str(notebooks_dir)]
+            command += ["-o", str(work), "--timings", str(work / "timings.json"), "--no-progress"]
+            command += ["-p", "profile", ed.EDITION_PROFILE]
+            measured = measure_run(command, env)
+            code = measured.pop("returncode")
+            measured["status"] = "completed" if code == 0 else f"exit status {code}"
+            record = ed.store_chapter(edition_dir, work / path.name, path, measured, meta)
+            ed.write_index(edition_dir, notebooks_dir)
+            print(
+                f"      {measured['status']}: {format_seconds(measured['seconds'])} wall, "
+                f"{format_seconds(measured['cpu_seconds'])} CPU, peak {measured['peak_rss_mib']} MiB, "
+                f"load {measured['load_before']} → {measured['load_after']}",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return record
 
 
 def build_parser() -> argparse.ArgumentParser:
