@@ -45,6 +45,8 @@ EDITION_PROFILE = "quick"
 BUDGET_SECONDS = 10 * 60
 BUDGET_PEAK_MIB = 3 * 1024
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+# what the committed edition may weigh (a test checks): readable on GitHub, a small part of a clone
+EDITION_MAX_BYTES = 12 * 2**20
 
 
 def source_sha256(notebook: str | Path | nbformat.NotebookNode) -> str:

@@ -24,8 +24,9 @@ type* (``cpu`` or ``cuda``), so a CPU build and a GPU build of the same course b
 map. A notebook that fails stops the run with a message naming the notebook, the cell and the error; the
 CLI then exits with status 1 (2 for bad arguments, 130 when interrupted).
 
-The real-size record (``benchmarks/real_size_profile.json``, shown on the course map) is written by
-:func:`record_real_size` from a ``/usr/bin/time -v`` measurement of a papermill run (:func:`parse_gnu_time`).
+The executed edition (``make edition``, :func:`run_edition`) runs every chapter through this runner in a child
+process measured with ``os.wait4`` (:func:`measure_run`); its record ``edition/edition.json`` is the one home
+of each chapter's measured quick-profile time and peak memory (the course map and the doctor read it).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from ..project import (
     format_seconds,
     load_timings,
 )
-from .site import FAILED_RECORD_SUFFIX, REAL_SIZE_PROFILE_FILE, load_real_size_profile
+from .site import FAILED_RECORD_SUFFIX
 
 # NN_name.failed.json (FAILED_RECORD_SUFFIX, read by the site) says what went wrong in the last run;
 # NN_name.failed.ipynb is the executed copy of that failed run
@@ -486,56 +487,6 @@ def record_timing(timings_file: str | Path, record: RunRecord) -> None:
     atomic_write_json(path, timings, sort_keys=True, default=repr)
 
 
-def parse_gnu_time(text: str) -> tuple[float, float]:
-    """(wall seconds, peak resident MiB) from the report of ``/usr/bin/time -v`` (GNU time).
-
-    The peak is "Maximum resident set size" of the largest process measured: for a papermill run, the
-    notebook's kernel (a child of papermill, waited for before papermill exits).
-    """
-    wall = peak_kib = None
-    for line in text.splitlines():
-        key, _, value = line.strip().rpartition(": ")
-        if key.startswith("Elapsed (wall clock) time"):
-            parts = [float(x) for x in value.split(":")]  # h:mm:ss or m:ss.ss
-            wall = sum(x * 60**i for i, x in enumerate(reversed(parts)))
-        elif key == "Maximum resident set size (kbytes)":
-            peak_kib = float(value)
-    if wall is None or peak_kib is None:
-        raise ParameterError(
-            "not a `/usr/bin/time -v` report: it needs the lines 'Elapsed (wall clock) time' and 'Maximum resident "
-            "set size (kbytes)'; run the notebook under /usr/bin/time -v (GNU time, not the shell's time)."
-        )
-    return wall, peak_kib / 1024
-
-
-def record_real_size(
-    notebook: str,
-    seconds: float,
-    peak_rss_mib: float,
-    status: str = "completed",
-    *,
-    record_file: str | Path = REAL_SIZE_PROFILE_FILE,
-    conditions: str | None = None,
-    **meta: Any,
-) -> dict:
-    """Store one chapter's real-size measurement (and ``meta``: device, date, versions, load, command …).
-
-    ``conditions``: how this chapter was measured when it differs from the record's ``device`` line (threads,
-    alone or beside other runs, the load); kept with the chapter and shown on the course map."""
-    if not NOTEBOOK_PATTERN.match(notebook) or seconds <= 0 or peak_rss_mib <= 0:
-        raise ParameterError(
-            f"a real-size measurement needs a notebook file name like 05_soft_prompt_tuning.ipynb and positive "
-            f"seconds and memory; got {notebook!r}, {seconds!r} s, {peak_rss_mib!r} MiB"
-        )
-    record = load_real_size_profile(record_file) or {"chapters": {}}
-    record.update(meta)
-    entry = dict(seconds=round(seconds, 1), peak_rss_mib=round(peak_rss_mib), status=status)
-    record["chapters"][notebook] = entry | ({"conditions": conditions} if conditions else {})
-    record["chapters"] = dict(sorted(record["chapters"].items()))
-    atomic_write_json(Path(record_file), record, indent=2, ensure_ascii=False)
-    return record
-
-
 def run_many(
     keys: Sequence[str],
     *,
@@ -673,7 +624,8 @@ def run_edition(
     edition_dir = Path(edition_dir or ed.EDITION_DIR)
     threads = threads or ed.EDITION_THREADS
     paths = list_notebooks(notebooks_dir) if list(keys) == ["all"] else [find_notebook(k, notebooks_dir) for k in keys]
-    resolve_parameters(paths, {"profile": ed.EDITION_PROFILE})  # every chapter takes a profile, checked first
+    # each chapter that has a profile parameter runs its quick profile (checked before the first one starts)
+    profiled = {p for p in paths if "profile" in notebook_parameters(p)}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     env.setdefault("PT_RANDOM_FALLBACK", "1")  # as `make run`: what no real model offline can do stays a stand-in
     _kernel_env()
@@ -702,7 +654,7 @@ def run_edition(
             print(f"[{i}/{len(paths)}] edition: {path.name} ({threads} threads)", flush=True)
             command = [sys.executable, "-m", "pt_helpers.course.run", str(path), "--notebooks-dir", str(notebooks_dir)]
             command += ["-o", str(work), "--timings", str(work / "timings.json"), "--no-progress"]
-            command += ["-p", "profile", ed.EDITION_PROFILE]
+            command += ["-p", "profile", ed.EDITION_PROFILE] if path in profiled else []
             measured = measure_run(command, env)
             code = measured.pop("returncode")
             measured["status"] = "completed" if code == 0 else f"exit status {code}"
