@@ -244,14 +244,14 @@ def where_model(name: str, *, verify: bool = False) -> Where:
 def expected_times(device_type: str | None) -> dict[str, Any]:
     """The quick-profile time and peak memory of each chapter as the executed edition measured them (with the
     machine, threads and date), and this build's own runs on ``device_type`` (``build/timings.json``)."""
-    from .course.edition import load_edition
-    from .errors import CourseError
     from .project import load_timings
 
-    try:
-        record = load_edition(EDITION_DIR)
-    except CourseError:  # a damaged record: the doctor reports what it can
+    try:  # read here as JSON: no module outside the course wing imports it (tests/test_course_wing.py)
+        record = json.loads((EDITION_DIR / "edition.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
         record = {}
+    if not isinstance(record, dict) or not isinstance(record.get("chapters"), dict):
+        record = {"chapters": {}}
     timings = load_timings(TIMINGS_FILE) if Path(TIMINGS_FILE).is_file() else {}
     chapters: dict[str, dict[str, Any]] = {}
     for name, entry in sorted((record.get("chapters") or {}).items()):
@@ -272,16 +272,30 @@ def expected_times(device_type: str | None) -> dict[str, Any]:
 
 
 def edition_report(notebooks_dir: str | Path = NOTEBOOKS_DIR) -> dict[str, Any]:
-    """Whether the executed edition is current: each chapter's state and a one-line summary."""
-    from .course.edition import describe_status, edition_status
-    from .errors import CourseError
+    """Whether the executed edition is current: each chapter's state and a one-line summary.
 
+    Asked of the course wing's own check (``python -m pt_helpers.course.edition check --json``) in a child
+    process, so that the one definition of "stale" stays there and no chapter-side module imports the wing.
+    """
+    import subprocess
+
+    command = [sys.executable, "-m", "pt_helpers.course.edition", "check", "--json"]
+    command += ["--edition-dir", str(EDITION_DIR), "--notebooks-dir", str(notebooks_dir)]
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
+    )
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     try:
-        states = edition_status(EDITION_DIR, notebooks_dir)
-    except CourseError as exc:
-        return {"states": {}, "summary": f"unreadable: {exc}", "current": False}
-    summary = describe_status(states) if any(s != "missing" for s in states.values()) else describe_status({})
-    return {"states": states, "summary": summary, "current": bool(states) and set(states.values()) == {"current"}}
+        answer = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        error = (done.stderr.strip().splitlines() or ["no answer"])[-1]
+        return {"states": {}, "summary": f"unreadable: {error}", "current": False}
+    states = answer["states"]
+    return {
+        "states": states,
+        "summary": answer["summary"],
+        "current": bool(states) and set(states.values()) == {"current"},
+    }
 
 
 def diagnose(*, verify: bool = False, notebooks_dir: str | Path = NOTEBOOKS_DIR) -> dict[str, Any]:

@@ -264,6 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--edition-dir", default=str(EDITION_DIR))
     p.add_argument("--notebooks-dir", default=str(NOTEBOOKS_DIR))
     p.add_argument("--threads", type=int, default=EDITION_THREADS)
+    p.add_argument("--json", action="store_true", help="check: print the states as JSON (read by the doctor)")
     args = p.parse_args(argv)
     try:
         if args.command == "build":
@@ -275,6 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "index":
             print(write_index(args.edition_dir, args.notebooks_dir))
         status = edition_status(args.edition_dir, args.notebooks_dir)
+        if args.json:
+            summary = describe_status(status if any(s != "missing" for s in status.values()) else {})
+            print(json.dumps({"states": status, "summary": summary}, ensure_ascii=False))
+            return 0
         for name, state in status.items():
             print(f"{state:>8}  {name}")
         record = load_edition(args.edition_dir)
