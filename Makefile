@@ -2,6 +2,7 @@
 #                               make test  (ruff, unit tests + every notebook executed; what CI runs)
 #                               make test-fast (ruff + the unit tests not marked slow: minutes, while you work)
 #                               make bench (the course's engines vs lm-eval and PEFT; table in benchmarks/README.md)
+#                               make edition (execute every chapter once, measured, into edition/ to commit)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
