@@ -176,3 +176,18 @@ def test_the_committed_edition_is_whole_small_and_readable():
     for name in record["chapters"]:
         assert f"]({name})" in index
     assert json.loads((ed.EDITION_DIR / ed.EDITION_RECORD).read_text(encoding="utf-8")) == record
+
+
+def test_a_changed_package_is_reported_not_counted_as_stale(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    src = _notebook(notebooks / "01_a.ipynb", ["# A", "x = 1"])
+    done = dict(seconds=1.0, cpu_seconds=1.0, peak_rss_mib=100, status="completed")
+    ed.store_chapter(tmp_path / "edition", src, src, done, {"package_sha256": ed.package_sha256()})
+    assert ed.package_changed(tmp_path / "edition") is False
+    ed.store_chapter(tmp_path / "edition", src, src, done, {"package_sha256": "0" * 64})
+    assert ed.package_changed(tmp_path / "edition") is True
+    assert ed.edition_status(tmp_path / "edition", notebooks) == {"01_a.ipynb": "current"}
+    args = ["check", "--json", "--edition-dir", str(tmp_path / "edition"), "--notebooks-dir", str(notebooks)]
+    assert ed.main(args) == 0
+    assert ed.package_changed(tmp_path / "nothing") is None

@@ -246,6 +246,12 @@ def store_chapter(
     return record
 
 
+def package_changed(edition_dir: str | Path = EDITION_DIR) -> bool | None:
+    """Whether ``pt_helpers``'s sources differ from those the edition ran with (None: no edition or no hash)."""
+    recorded = load_edition(edition_dir).get("package_sha256")
+    return None if not recorded else recorded != package_sha256()
+
+
 def describe_status(status: dict[str, str]) -> str:
     """One line per chapter that is not current, or a line saying all are."""
     odd = {n: s for n, s in status.items() if s != "current"}
@@ -276,12 +282,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "index":
             print(write_index(args.edition_dir, args.notebooks_dir))
         status = edition_status(args.edition_dir, args.notebooks_dir)
+        changed = package_changed(args.edition_dir)
+        summary = describe_status(status if any(s != "missing" for s in status.values()) else {})
+        if changed:
+            summary += "; pt_helpers changed since the edition ran (not counted as stale: rerun to refresh)"
         if args.json:
-            summary = describe_status(status if any(s != "missing" for s in status.values()) else {})
-            print(json.dumps({"states": status, "summary": summary}, ensure_ascii=False))
+            print(json.dumps({"states": status, "summary": summary, "package_changed": changed}, ensure_ascii=False))
             return 0
         for name, state in status.items():
             print(f"{state:>8}  {name}")
+        print(summary)
         record = load_edition(args.edition_dir)
         for name, c in budget_checks(record).items():
             words = {True: "holds", False: "EXCEEDED", None: "not measured"}
