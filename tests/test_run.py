@@ -389,3 +389,44 @@ def test_measure_run_sees_the_grandchild_cpu_and_peak(tmp_path):
     assert 300 <= m["peak_rss_mib"] < 450  # the largest process (the grandchild), not the sum of the two
     assert 0 < m["cpu_seconds"] and m["seconds"] > 0
     assert m["load_before"] >= 0 and m["load_after"] >= 0
+
+
+def test_an_interrupted_measurement_ends_the_runner_and_its_kernel(tmp_path):
+    """Ctrl-C during `make edition` must not leave the kernel (a grandchild) running: the group is ended."""
+    import os
+    import signal
+    import sys
+    import time
+
+    pid_file = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(120)\n"
+    )
+
+    class Interrupted(Exception):
+        pass
+
+    def _raise(*_):
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.alarm(5)  # time for the child to start its grandchild, even on a loaded machine
+    try:
+        with pytest.raises(Interrupted):
+            run.measure_run([sys.executable, "-c", code])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):  # it was sent SIGTERM; give it a moment to go
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(grandchild, signal.SIGKILL)
+        pytest.fail("the grandchild outlived the interrupted measurement")

@@ -37,12 +37,13 @@ import difflib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -564,11 +565,13 @@ def measure_run(command: Sequence[str], env: Mapping[str, str] | None = None) ->
     """
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
-    proc = subprocess.Popen(list(command), env=dict(env) if env is not None else None)
+    # its own process group, so that an interrupted build (Ctrl-C, a kill) ends the runner *and* its kernel
+    proc = subprocess.Popen(list(command), env=dict(env) if env is not None else None, start_new_session=True)
     try:
         _, status, usage = os.wait4(proc.pid, 0)
     except BaseException:
-        proc.kill()
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
         raise
     proc.returncode = os.waitstatus_to_exitcode(status)
