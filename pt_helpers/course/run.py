@@ -561,7 +561,7 @@ def measure_run(command: Sequence[str], env: Mapping[str, str] | None = None) ->
 
     The CPU time is user + system of the child and every descendant it waited for (papermill waits for its
     kernel); the peak is the resident set of the largest of them (the kernel), as ``/usr/bin/time -v`` reports
-    it (:func:`parse_gnu_time`) but without needing GNU time. Also the 1-minute load average before and after.
+    it (``Maximum resident set size``), without needing GNU time. Also the 1-minute load average before and after.
     """
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
