@@ -99,16 +99,18 @@ def test_edition_status_names_stale_missing_failed_and_removed_chapters(tmp_path
 def test_budget_checks():
     record = {
         "chapters": {
-            "01_a.ipynb": dict(seconds=599.0, peak_rss_mib=3072, status="completed"),
-            "02_b.ipynb": dict(seconds=601.0, peak_rss_mib=3073, status="completed"),
+            "01_a.ipynb": dict(seconds=599.0, cpu_seconds=600.0, peak_rss_mib=3072, status="completed"),
+            "02_b.ipynb": dict(seconds=1201.0, cpu_seconds=500.0, peak_rss_mib=3073, status="completed"),
             "03_c.ipynb": dict(seconds=5.0, peak_rss_mib=1, status="exit status 1"),
         }
     }
     assert ed.budget_checks(record) == {
-        "01_a.ipynb": {"time": True, "memory": True},
-        "02_b.ipynb": {"time": False, "memory": False},
-        "03_c.ipynb": {"time": None, "memory": None},
+        "01_a.ipynb": {"time": True, "time_cpu": True, "memory": True},
+        "02_b.ipynb": {"time": False, "time_cpu": True, "memory": False},
+        "03_c.ipynb": {"time": None, "time_cpu": None, "memory": None},
     }
+    index = ed.render_index(record)
+    assert "20 min 01 s (> 10 min wall under load; CPU time within, > 3 GB)" in index
 
 
 def test_run_edition_executes_measures_and_records(tmp_path, capsys):

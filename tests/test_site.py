@@ -234,7 +234,7 @@ def test_course_map_shows_the_editions_time_memory_budgets_and_stale_marks(tmp_p
     meta = dict(date="2026-12-07", commit="abc123", device="2-core CPU (test)", threads=2)
     measured = dict(seconds=250.0, cpu_seconds=400.0, peak_rss_mib=1434, status="completed", load_before=3.1)
     ed.store_chapter(edition, executed / "01_alpha.ipynb", notebooks / "01_alpha.ipynb", measured, meta)
-    slow = dict(measured, seconds=700.0, peak_rss_mib=3500)
+    slow = dict(measured, seconds=700.0, cpu_seconds=650.0, peak_rss_mib=3500)
     ed.store_chapter(edition, executed / "02_beta.ipynb", notebooks / "02_beta.ipynb", slow, meta)
     _executed(notebooks / "02_beta.ipynb", "02", "Beta", "贝塔 (edited)", [])  # changed since the edition ran
     index = site.build_site(

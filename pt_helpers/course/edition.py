@@ -134,12 +134,19 @@ def edition_status(edition_dir: str | Path = EDITION_DIR, notebooks_dir: str | P
 
 
 def budget_checks(record: dict) -> dict[str, dict[str, bool | None]]:
-    """Per chapter: whether its measured quick profile holds the time (≤ 10 min) and memory (≤ 3 GB) budgets."""
+    """Per chapter: whether its measured quick profile holds the time (≤ 10 min) and memory (≤ 3 GB) budgets.
+
+    ``time`` judges the wall time, which other work on a shared machine inflates; ``time_cpu`` judges the CPU
+    time (runner and kernel), which contention barely changes: at 2 threads an idle machine's wall time lies
+    between half of it (both threads busy throughout) and all of it (one thread busy), so ``time_cpu`` holding
+    means the budget holds on an idle machine of the same speed. ``None``: not measured (the run failed).
+    """
     checks = {}
     for name, entry in record.get("chapters", {}).items():
         done = entry.get("status") == "completed"
         checks[name] = {
             "time": entry["seconds"] <= BUDGET_SECONDS if done else None,
+            "time_cpu": entry["cpu_seconds"] <= BUDGET_SECONDS if done and "cpu_seconds" in entry else None,
             "memory": entry["peak_rss_mib"] <= BUDGET_PEAK_MIB if done else None,
         }
     return checks
@@ -190,6 +197,8 @@ def render_index(record: dict, status: dict[str, str] | None = None, notebooks_d
             state = f"FAILED: {entry.get('status')}"
         c = checks.get(name, {})
         over = [what for what, ok in (("> 10 min", c.get("time")), ("> 3 GB", c.get("memory"))) if ok is False]
+        if c.get("time") is False and c.get("time_cpu"):
+            over[0] = "> 10 min wall under load; CPU time within"
         lines.append(
             f"| {name[:2]} | [{name}]({name}) | {'**' + state + '**' if state != 'current' else state} "
             f"| {format_seconds(entry['seconds'])}{' (' + ', '.join(over) + ')' if over else ''} "
@@ -295,7 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = load_edition(args.edition_dir)
         for name, c in budget_checks(record).items():
             words = {True: "holds", False: "EXCEEDED", None: "not measured"}
-            print(f"budget {name}: ≤ 10 min {words[c['time']]}, ≤ 3 GB {words[c['memory']]}")
+            print(
+                f"budget {name}: ≤ 10 min wall {words[c['time']]}, ≤ 10 min CPU {words[c['time_cpu']]}, "
+                f"≤ 3 GB {words[c['memory']]}"
+            )
     except CourseError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 2
