@@ -193,3 +193,15 @@ def test_a_changed_package_is_reported_not_counted_as_stale(tmp_path):
     args = ["check", "--json", "--edition-dir", str(tmp_path / "edition"), "--notebooks-dir", str(notebooks)]
     assert ed.main(args) == 0
     assert ed.package_changed(tmp_path / "nothing") is None
+
+
+def test_the_package_hash_leaves_the_course_tooling_out(tmp_path):
+    pkg = tmp_path / "pt_helpers"
+    (pkg / "course").mkdir(parents=True)
+    (pkg / "icl.py").write_text("x = 1\n")
+    (pkg / "course" / "run.py").write_text("y = 1\n")
+    before = ed.package_sha256(pkg)
+    (pkg / "course" / "run.py").write_text("y = 2\n")
+    assert ed.package_sha256(pkg) == before
+    (pkg / "icl.py").write_text("x = 2\n")
+    assert ed.package_sha256(pkg) != before

@@ -57,10 +57,11 @@ def source_sha256(notebook: str | Path | nbformat.NotebookNode) -> str:
 
 
 def package_sha256(package_dir: str | Path = PROJECT_ROOT / "pt_helpers") -> str:
-    """SHA-256 over ``pt_helpers``'s ``*.py`` files (relative path and bytes, sorted by path)."""
+    """SHA-256 over ``pt_helpers``'s ``*.py`` files (relative path and bytes, sorted by path), leaving out the
+    course tooling (``pt_helpers/course/``: it runs the notebooks, and what they print does not depend on it)."""
     root = Path(package_dir)
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
+    for path in sorted(p for p in root.rglob("*.py") if p.relative_to(root).parts[0] != "course"):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
