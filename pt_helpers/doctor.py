@@ -10,8 +10,11 @@ Prints, without loading any model's weights:
   resolve, in :func:`pt_helpers.models.load_model`'s order: a folder, ``$PT_MODELS_DIR``, an installed
   package, the hub, or a RANDOM stand-in (``PT_RANDOM_FALLBACK=1``); files are checked by name and size
   (``--verify``: by SHA-256 too, as the resolver does before it loads them);
-* each chapter's quick-profile time as recorded: ``benchmarks/real_size_profile.json`` (the machine it was
-  measured on is printed with it), and this build's own runs (``build/timings.json``) on this device type.
+* each chapter's quick-profile time and peak memory as measured in the executed edition
+  (``edition/edition.json``, :mod:`pt_helpers.course.edition`; the machine, threads and load it was measured
+  under are printed with it), and this build's own runs (``build/timings.json``) on this device type;
+* whether the executed edition is current: which chapters changed since their executed copy was made (stale)
+  or have none (missing) — information about the committed outputs, not about this machine.
 
 Exit status 0 when the course can run here (a chapter on RANDOM stand-ins runs, but its numbers mean nothing:
 that is a warning), 1 when it cannot: a package pyproject.toml declares is missing, ``$PT_DEVICE`` is invalid
@@ -45,8 +48,9 @@ VERSION_PACKAGES = (
     ("gguf", "gguf"),
 )
 MiB = 2**20
-# the course's recorded quick-profile runs (written by pt_helpers.course.run.record_real_size, shown on the map)
-REAL_SIZE_PROFILE_FILE = PROJECT_ROOT / "benchmarks" / "real_size_profile.json"
+# the executed edition (pt_helpers.course.edition, `make edition`): its record holds each chapter's measured
+# quick profile, and is shown on the course map
+EDITION_DIR = PROJECT_ROOT / "edition"
 
 
 @dataclass
@@ -238,30 +242,59 @@ def where_model(name: str, *, verify: bool = False) -> Where:
 
 
 def expected_times(device_type: str | None) -> dict[str, Any]:
-    """The quick-profile time of each chapter as recorded: the committed real-size profile (with the machine it
-    was measured on) and this build's own runs on ``device_type`` (``build/timings.json``)."""
+    """The quick-profile time and peak memory of each chapter as the executed edition measured them (with the
+    machine, threads and date), and this build's own runs on ``device_type`` (``build/timings.json``)."""
     from .project import load_timings
 
-    try:  # read here, not through pt_helpers.course.site: no module outside the course wing imports it
-        record = json.loads(REAL_SIZE_PROFILE_FILE.read_text(encoding="utf-8"))
+    try:  # read here as JSON: no module outside the course wing imports it (tests/test_course_wing.py)
+        record = json.loads((EDITION_DIR / "edition.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         record = {}
+    if not isinstance(record, dict) or not isinstance(record.get("chapters"), dict):
+        record = {"chapters": {}}
     timings = load_timings(TIMINGS_FILE) if Path(TIMINGS_FILE).is_file() else {}
     chapters: dict[str, dict[str, Any]] = {}
     for name, entry in sorted((record.get("chapters") or {}).items()):
-        if isinstance(entry, dict) and {"seconds", "peak_rss_mib"} <= set(entry):
+        if isinstance(entry, dict) and entry.get("status") == "completed":
             chapters[name] = {"recorded_seconds": entry["seconds"], "peak_rss_mib": entry["peak_rss_mib"]}
     for name, by_device in sorted(timings.items()):
         if device_type in by_device:
             chapters.setdefault(name, {})["this_build_seconds"] = by_device[device_type].get("seconds")
+    where = EDITION_DIR / "edition.json"
     return {
-        "source": os.path.relpath(REAL_SIZE_PROFILE_FILE, PROJECT_ROOT)
-        if REAL_SIZE_PROFILE_FILE.is_relative_to(PROJECT_ROOT)
-        else str(REAL_SIZE_PROFILE_FILE),
+        "source": os.path.relpath(where, PROJECT_ROOT) if where.is_relative_to(PROJECT_ROOT) else str(where),
         "measured_on": record.get("device"),
         "label": record.get("label"),
         "date": record.get("date"),
+        "threads": record.get("threads"),
         "chapters": chapters,
+    }
+
+
+def edition_report(notebooks_dir: str | Path = NOTEBOOKS_DIR) -> dict[str, Any]:
+    """Whether the executed edition is current: each chapter's state and a one-line summary.
+
+    Asked of the course wing's own check (``python -m pt_helpers.course.edition check --json``) in a child
+    process, so that the one definition of "stale" stays there and no chapter-side module imports the wing.
+    """
+    import subprocess
+
+    command = [sys.executable, "-m", "pt_helpers.course.edition", "check", "--json"]
+    command += ["--edition-dir", str(EDITION_DIR), "--notebooks-dir", str(notebooks_dir)]
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
+    )
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    try:
+        answer = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        error = (done.stderr.strip().splitlines() or ["no answer"])[-1]
+        return {"states": {}, "summary": f"unreadable: {error}", "current": False}
+    states = answer["states"]
+    return {
+        "states": states,
+        "summary": answer["summary"],
+        "current": bool(states) and set(states.values()) == {"current"},
     }
 
 
@@ -293,6 +326,8 @@ def diagnose(*, verify: bool = False, notebooks_dir: str | Path = NOTEBOOKS_DIR)
     report["models"] = [asdict(w) for w in wheres]
     times = expected_times(report["device"].get("device_type"))
     report["expected_times"] = times
+    # about the course's committed outputs, not this machine: reported, neither a warning nor a problem
+    report["edition"] = edition_report(notebooks_dir)
     peaks = [c["peak_rss_mib"] for c in times["chapters"].values() if "peak_rss_mib" in c]
     total = report["memory_disk"]["memory_total_mib"]
     if peaks and total is not None and total < max(peaks):
@@ -330,12 +365,14 @@ def render(report: dict[str, Any]) -> str:
         if w["problem"]:
             lines.append(f"      {w['problem']}")
     t = report["expected_times"]
-    lines += ["", f"quick-profile time per chapter, recorded in {t['source']} ({t['label']}, {t['date']}):"]
+    lines += ["", f"quick-profile time per chapter, measured in {t['source']} ({t['label']}, {t['date']}):"]
     lines.append(f"  measured on: {t['measured_on']}; your machine's times will differ")
     for name, c in t["chapters"].items():
         recorded = format_seconds(c["recorded_seconds"]) if "recorded_seconds" in c else "not recorded"
+        peak = f", peak {c['peak_rss_mib'] / 1024:.1f} GB" if "peak_rss_mib" in c else ""
         here = f"; this build here: {format_seconds(c['this_build_seconds'])}" if c.get("this_build_seconds") else ""
-        lines.append(f"  {name:<42} {recorded}{here}")
+        lines.append(f"  {name:<42} {recorded}{peak}{here}")
+    lines.append(f"executed edition (edition/): {report['edition']['summary']}")
     for label, items in (("WARNING", report["warnings"]), ("PROBLEM", report["problems"])):
         lines += [f"{label}: {item}" for item in items]
     return "\n".join(lines)

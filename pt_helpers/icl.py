@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from . import packed
+from .device import float64_on
 from .errors import ContextWindowError, CourseError, DemonstrationLeakError, LabelWordError, check_texts
 from .frozen import check_model_and_tokenizer, context_length
 from .lm import bos_token_id
@@ -343,9 +344,20 @@ def score_label_words_cached(
 # ---------------------------------------------------------------------------------------------------
 
 
+def as_float64(values: torch.Tensor | Sequence) -> torch.Tensor:
+    """``values`` as float64, computed where float64 exists: on the tensor's own device, or on the CPU for a device
+    without 64-bit floats (Apple's MPS: :func:`pt_helpers.device.float64_on`). Moved first, then cast, so the
+    float64 tensor is never made on the device that refuses it; the result stays there (the CPU on MPS)."""
+    if isinstance(values, torch.Tensor):
+        return values.to(float64_on(values.device)).to(torch.float64)
+    return torch.as_tensor(values, dtype=torch.float64)
+
+
 def label_probs(label_logprobs: torch.Tensor) -> torch.Tensor:
-    """p̂: the label scores renormalised over the C labels (a softmax of the log-probs). (n, C) → (n, C)."""
-    return torch.softmax(torch.as_tensor(label_logprobs, dtype=torch.float64), dim=-1)
+    """p̂: the label scores renormalised over the C labels (a softmax of the log-probs). (n, C) → (n, C).
+
+    In float64 (:func:`as_float64`: on the CPU when the scores sit on MPS)."""
+    return torch.softmax(as_float64(label_logprobs), dim=-1)
 
 
 def content_free_distribution(content_free_logprobs: torch.Tensor) -> torch.Tensor:
@@ -354,7 +366,7 @@ def content_free_distribution(content_free_logprobs: torch.Tensor) -> torch.Tens
     As in Zhao et al.'s code: average the raw probabilities P(label | prompt with "N/A"), then normalise.
     Done in log space (logsumexp), so long multi-token labels with tiny probabilities do not underflow.
     """
-    lp = torch.as_tensor(content_free_logprobs, dtype=torch.float64)
+    lp = as_float64(content_free_logprobs)  # on the CPU when the scores sit on MPS
     if lp.dim() == 1:
         lp = lp.unsqueeze(0)
     if lp.shape[0] == 0 or lp.dim() != 2:

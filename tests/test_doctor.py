@@ -127,24 +127,55 @@ def test_a_missing_dependency_cannot_run(bare_machine, monkeypatch):
     assert any(p.startswith("not installed: scipy") for p in doctor.diagnose()["problems"])
 
 
-def test_too_little_memory_for_the_recorded_peaks_cannot_run(bare_machine, monkeypatch):
+def test_too_little_memory_for_the_recorded_peaks_cannot_run(bare_machine, monkeypatch, tmp_path):
+    monkeypatch.setattr(doctor, "EDITION_DIR", _edition(tmp_path)[0])  # a recorded peak of 1,500 MiB
     monkeypatch.setenv("PT_RANDOM_FALLBACK", "1")
     monkeypatch.setattr(doctor, "_meminfo", lambda: {"MemTotal": 512 * doctor.MiB, "MemAvailable": 256 * doctor.MiB})
     assert any("512 MiB of memory" in p for p in doctor.diagnose()["problems"])
 
 
-def test_expected_times_come_from_the_recorded_profile_and_this_builds_runs(monkeypatch, tmp_path):
-    recorded = json.loads((PROJECT_ROOT / "benchmarks" / "real_size_profile.json").read_text())
+def _edition(tmp_path, chapters=("01_chain_rule_probability.ipynb",)):
+    """A one-chapter executed edition in tmp_path/edition, made from the course's own notebook(s)."""
+    from pt_helpers.course import edition as ed
+
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir(exist_ok=True)
+    meta = dict(date="2026-12-07", device="2-core CPU (test)", threads=2, label="quick profile")
+    for i, name in enumerate(chapters):
+        (notebooks / name).write_bytes((PROJECT_ROOT / "notebooks" / name).read_bytes())
+        measured = dict(seconds=100.0 + i, cpu_seconds=150.0, peak_rss_mib=1500 + i, status="completed")
+        ed.store_chapter(tmp_path / "edition", notebooks / name, notebooks / name, measured, meta)
+    return tmp_path / "edition", notebooks
+
+
+def test_expected_times_come_from_the_edition_and_this_builds_runs(monkeypatch, tmp_path):
+    edition, _ = _edition(tmp_path, ("01_chain_rule_probability.ipynb", "02_scaled_attention.ipynb"))
+    monkeypatch.setattr(doctor, "EDITION_DIR", edition)
     timings = tmp_path / "timings.json"
     timings.write_text(json.dumps({"01_chain_rule_probability.ipynb": {"cpu": {"seconds": 12.5}}}))
     monkeypatch.setattr(doctor, "TIMINGS_FILE", timings)
     times = doctor.expected_times("cpu")
-    assert times["measured_on"] == recorded["device"] and times["date"] == recorded["date"]
-    assert {k: v["recorded_seconds"] for k, v in times["chapters"].items()} == {
-        k: v["seconds"] for k, v in recorded["chapters"].items()
+    assert times["measured_on"] == "2-core CPU (test)" and times["date"] == "2026-12-07" and times["threads"] == 2
+    assert {k: (v["recorded_seconds"], v["peak_rss_mib"]) for k, v in times["chapters"].items()} == {
+        "01_chain_rule_probability.ipynb": (100.0, 1500),
+        "02_scaled_attention.ipynb": (101.0, 1501),
     }
     assert times["chapters"]["01_chain_rule_probability.ipynb"]["this_build_seconds"] == 12.5
     assert "this_build_seconds" not in doctor.expected_times("cuda")["chapters"]["01_chain_rule_probability.ipynb"]
+
+
+def test_the_doctor_says_whether_the_edition_is_current(monkeypatch, tmp_path):
+    edition, notebooks = _edition(tmp_path)
+    monkeypatch.setattr(doctor, "EDITION_DIR", edition)
+    report = doctor.edition_report(notebooks)
+    assert report["current"] and report["summary"] == "all 1 chapters current"
+    nb = json.loads((notebooks / "01_chain_rule_probability.ipynb").read_text())
+    nb["cells"][0]["source"] = ["# changed\n"]
+    (notebooks / "01_chain_rule_probability.ipynb").write_text(json.dumps(nb))
+    report = doctor.edition_report(notebooks)
+    assert not report["current"] and "01_chain_rule_probability.ipynb: stale" in report["summary"]
+    monkeypatch.setattr(doctor, "EDITION_DIR", tmp_path / "none")
+    assert doctor.edition_report(notebooks)["summary"].startswith("no executed edition")
 
 
 def test_the_declared_requirements_are_pyprojects(monkeypatch):
@@ -167,9 +198,11 @@ def test_python_m_pt_helpers_doctor_runs(tmp_path):
     assert report["versions"]["pt_helpers"] and Path(report["data_dir"]).name == "data"
 
 
-def test_no_recorded_profile_gives_no_times_and_no_crash(monkeypatch, tmp_path):
-    monkeypatch.setattr(doctor, "REAL_SIZE_PROFILE_FILE", tmp_path / "absent.json")
+def test_no_edition_gives_no_times_and_no_crash(monkeypatch, tmp_path):
+    monkeypatch.setattr(doctor, "EDITION_DIR", tmp_path / "edition")
     monkeypatch.setattr(doctor, "TIMINGS_FILE", tmp_path / "absent-timings.json")
     assert doctor.expected_times("cpu")["chapters"] == {}
-    (tmp_path / "absent.json").write_text("{not json")
+    (tmp_path / "edition").mkdir()
+    (tmp_path / "edition" / "edition.json").write_text("{not json")
     assert doctor.expected_times("cpu")["chapters"] == {}
+    assert doctor.edition_report()["summary"].startswith("unreadable")

@@ -369,29 +369,64 @@ def test_cli_unknown_notebook_exits_2(course, capsys):
     assert "no notebook" in capsys.readouterr().err
 
 
-GNU_TIME = """\tCommand being timed: "papermill x.ipynb y.ipynb"
-\tUser time (seconds): 900.12
-\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02:03
-\tMaximum resident set size (kbytes): 1468416
-\tExit status: 0
+# a child that holds ~150 MB and starts a grandchild that holds ~300 MB and burns CPU, then waits for it
+_PARENT = """
+import subprocess, sys
+block = bytearray(150 * 2**20)
+code = "b = bytearray(300 * 2**20)\\nfor i in range(0, len(b), 4096): b[i] = 1\\nx = sum(range(3 * 10**6))"
+for i in range(0, len(block), 4096): block[i] = 1
+sys.exit(subprocess.run([sys.executable, "-c", code]).returncode + 3)
 """
 
 
-def test_real_size_record_from_gnu_time(tmp_path):
-    seconds, mib = run.parse_gnu_time(GNU_TIME)
-    assert seconds == 3723.0 and mib == 1434.0
-    assert run.parse_gnu_time(GNU_TIME.replace("1:02:03", "4:10.50"))[0] == 250.5  # m:ss.ss form
-    with pytest.raises(run.ParameterError, match="time -v"):
-        run.parse_gnu_time("real 0m1.0s")
-    record_file = tmp_path / "real.json"
-    run.record_real_size("04_x.ipynb", seconds, mib, record_file=record_file, device="cpu", date="2026-12-01")
-    run.record_real_size("01_y.ipynb", 12.0, 500.0, "stopped at cell 3", record_file=record_file)
-    record = site.load_real_size_profile(record_file)
-    assert list(record["chapters"]) == ["01_y.ipynb", "04_x.ipynb"] and record["device"] == "cpu"
-    assert record["chapters"]["04_x.ipynb"] == {"seconds": 3723.0, "peak_rss_mib": 1434, "status": "completed"}
-    run.record_real_size("05_z.ipynb", 800.0, 900.0, record_file=record_file, conditions="2 threads, alone")
-    record = site.load_real_size_profile(record_file)
-    assert record["chapters"]["05_z.ipynb"]["conditions"] == "2 threads, alone"
-    assert "2 threads, alone" in site._real_size_cell("05_z.ipynb", record)
-    with pytest.raises(run.ParameterError, match="notebook file name"):
-        run.record_real_size("notes.txt", 1.0, 1.0, record_file=record_file)
+def test_measure_run_sees_the_grandchild_cpu_and_peak(tmp_path):
+    """The edition's measurement: the papermill process waits for its kernel, so the kernel's peak and CPU
+    time are in the runner's wait4 report; the exit status comes back too."""
+    import sys
+
+    m = run.measure_run([sys.executable, "-c", _PARENT])
+    assert m["returncode"] == 3  # the child's own status
+    assert 300 <= m["peak_rss_mib"] < 450  # the largest process (the grandchild), not the sum of the two
+    assert 0 < m["cpu_seconds"] and m["seconds"] > 0
+    assert m["load_before"] >= 0 and m["load_after"] >= 0
+
+
+def test_an_interrupted_measurement_ends_the_runner_and_its_kernel(tmp_path):
+    """Ctrl-C during `make edition` must not leave the kernel (a grandchild) running: the group is ended."""
+    import os
+    import signal
+    import sys
+    import time
+
+    pid_file = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(120)\n"
+    )
+
+    class Interrupted(Exception):
+        pass
+
+    def _raise(*_):
+        raise Interrupted
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.alarm(5)  # time for the child to start its grandchild, even on a loaded machine
+    try:
+        with pytest.raises(Interrupted):
+            run.measure_run([sys.executable, "-c", code])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):  # it was sent SIGTERM; give it a moment to go
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(grandchild, signal.SIGKILL)
+        pytest.fail("the grandchild outlived the interrupted measurement")

@@ -98,7 +98,7 @@ def test_build_site_map_timings_per_device_and_glossary(tmp_path):
     assert "2 min 05 s" in page and "cpu (2 threads)" in page  # CPU and GPU timings both shown
     assert "14 s" in page and "NVIDIA H100" in page and "n_virtual_tokens=50" in page
     assert "42 s" in page and "device not recorded" in page  # papermill's own duration as fallback
-    assert "w-mixed" in page and "RANDOM weights: gpt2" in page and "w-pretrained" in page
+    assert "w-mixed" in page and "<b>stand-in</b> (random weights): gpt2" in page and "w-pretrained" in page
     assert "not executed in this build" in page and "Gamma" in page
     glossary = (html_dir / "glossary.html").read_text(encoding="utf-8")
     assert "<table" in glossary and "软提示" in glossary and "href='glossary.html'" in page
@@ -163,7 +163,7 @@ def test_build_site_shows_a_failed_chapter_and_keeps_its_last_good_page(tmp_path
     assert " class='failed'" in beta and "✗ FAILED" in beta and "2026-05-01 12:34 UTC" in beta and "cell 3" in beta
     assert "ValueError: planted failure" in beta
     assert "href='02_beta.html'" in beta and "href='02_beta.failed.html'" in beta  # old good page still linked
-    assert "last good run" in beta and "RANDOM weights: gpt2" in beta  # weights of the good run
+    assert "last good run" in beta and "(random weights): gpt2" in beta  # weights of the good run
     gamma = rows["03"]
     assert "✗ FAILED" in gamma and "href='03_gamma.html'" not in gamma and "no good run of this chapter yet" in gamma
     assert "&lt;b&gt;no&lt;/b&gt; good run" in gamma  # the error text is escaped
@@ -223,54 +223,46 @@ def test_site_without_the_mathjax_package_warns_and_falls_back_to_the_cdn(tmp_pa
     assert src == site.MATHJAX_CDN and not (tmp_path / "mathjax").exists()
 
 
-def test_course_map_shows_real_size_time_and_memory_from_the_record(tmp_path):
-    executed, notebooks, html_dir = tmp_path / "executed", tmp_path / "notebooks", tmp_path / "html"
+def test_course_map_shows_the_editions_time_memory_budgets_and_stale_marks(tmp_path):
+    from pt_helpers.course import edition as ed
+
+    executed, notebooks, html_dir, edition = (tmp_path / d for d in ("executed", "notebooks", "html", "edition"))
     executed.mkdir(), notebooks.mkdir()
-    _executed(executed / "01_alpha.ipynb", "01", "Alpha", "阿尔法", [MINILM_LINE])
-    _executed(executed / "02_beta.ipynb", "02", "Beta", "贝塔", [MINILM_LINE])
-    record = tmp_path / "real_size_profile.json"
-    record.write_text(
-        json.dumps(
-            {
-                "device": "2-core CPU (test)",
-                "date": "2026-12-01T11:00:00Z",
-                "chapters": {
-                    "01_alpha.ipynb": {"seconds": 250.0, "peak_rss_mib": 1434.0, "status": "completed"},
-                    "02_beta.ipynb": {"seconds": 30.0, "peak_rss_mib": 900.0, "status": "stopped at cell 7"},
-                },
-            }
-        )
-    )
+    for num, en, zh in (("01", "Alpha", "阿尔法"), ("02", "Beta", "贝塔"), ("03", "Gamma", "伽马")):
+        _executed(executed / f"{num}_{en.lower()}.ipynb", num, en, zh, [MINILM_LINE])
+        _executed(notebooks / f"{num}_{en.lower()}.ipynb", num, en, zh, [])
+    meta = dict(date="2026-12-07", commit="abc123", device="2-core CPU (test)", threads=2)
+    measured = dict(seconds=250.0, cpu_seconds=400.0, peak_rss_mib=1434, status="completed", load_before=3.1)
+    ed.store_chapter(edition, executed / "01_alpha.ipynb", notebooks / "01_alpha.ipynb", measured, meta)
+    slow = dict(measured, seconds=700.0, cpu_seconds=650.0, peak_rss_mib=3500)
+    ed.store_chapter(edition, executed / "02_beta.ipynb", notebooks / "02_beta.ipynb", slow, meta)
+    _executed(notebooks / "02_beta.ipynb", "02", "Beta", "贝塔 (edited)", [])  # changed since the edition ran
     index = site.build_site(
-        executed, html_dir, timings_file=tmp_path / "t.json", notebooks_dir=notebooks, real_size_file=record
+        executed, html_dir, timings_file=tmp_path / "t.json", notebooks_dir=notebooks, edition_dir=edition
     )
     page = index.read_text(encoding="utf-8")
-    assert site.REAL_SIZE_LABEL in page and "2-core CPU (test)" in page
-    assert "4 min 10 s · peak 1.4 GB" in page and "2026-12-01" in page
-    assert "30 s · peak 0.9 GB" in page and "stopped at cell 7" in page  # an unfinished run says so
+    rows = page.split("<tr")
+    alpha, beta, gamma = (next(r for r in rows if f"{n}.html'" in r) for n in ("01_alpha", "02_beta", "03_gamma"))
+    assert "4 min 10 s</b> · 1.4 GB" in alpha and "stale" not in alpha and "over" not in alpha
+    assert "11 min 40 s" in beta and "over 10 min, over 3 GB" in beta and "stale: the chapter changed" in beta
+    assert "not in the executed edition yet" in gamma
+    assert "<details><summary>How these were measured" in page and "2-core CPU (test)" in page
+    assert "01 3.1 → " in page  # each chapter's load average, in the folded note
+    # the map leads with what a learner needs: chapter, what it teaches, time, real or stand-in weights
+    headers = re.findall(r"<th>(.*?)</th>", page, flags=re.S)
+    assert [h.split("·")[0].strip() for h in headers] == ["#", "Chapter", "What it teaches", "Time", "Weights"]
+    assert page.index("<table") < page.index("<details>")  # conditions after the table, folded
     course_map = json.loads((html_dir / "course_map.json").read_text(encoding="utf-8"))
-    assert course_map[0]["real_size"]["peak_rss_mib"] == 1434.0
-    record.write_text(json.dumps({"chapters": {"01_alpha.ipynb": {"seconds": 1.0}}}))
-    with pytest.raises(site.SiteError, match="peak_rss_mib"):
-        site.load_real_size_profile(record)
-    assert site.load_real_size_profile(tmp_path / "absent.json") == {}
-    page = site.build_index([], {}, {}, False, real_size={})
-    assert "not measured" not in page  # no rows, and no note without a record
+    assert course_map[0]["edition"]["peak_rss_mib"] == 1434 and course_map[1]["edition_state"] == "stale"
+    assert "not in the executed edition" not in site.build_index([], {}, {}, False)
 
 
-def test_the_committed_real_size_record_names_real_notebooks():
-    record = site.load_real_size_profile()
-    if not record:
-        pytest.skip("no benchmarks/real_size_profile.json committed yet")
-    names = {p.name for p in site.NOTEBOOKS_DIR.glob("*.ipynb")}
-    assert set(record["chapters"]) <= names
-    assert {"device", "date", "versions", "load", "command"} <= set(record)
-    for entry in record["chapters"].values():
-        assert entry["seconds"] > 0 and entry["peak_rss_mib"] > 0
-    # the course's promise to a learner on a 2-core CPU: every quick profile at real size within 15 minutes
-    slow = {name: e["seconds"] for name, e in record["chapters"].items() if e["seconds"] > 15 * 60}
-    assert not slow, f"over 15 minutes at real size: {slow}; make the quick profile smaller or the code faster"
-    assert all(e["status"] == "completed" for e in record["chapters"].values())
+def test_pages_name_fonts_that_hold_chinese_on_the_common_systems():
+    for family in ("PingFang SC", "Microsoft YaHei", "Noto Sans CJK SC", "WenQuanYi Micro Hei"):
+        assert f'"{family}"' in site.CJK_FONT_STACK
+    assert site.CJK_FONT_STACK in site._CSS and site.CJK_FONT_STACK in site.PAGE_FONT_CSS
+    page = site.notebook_to_html(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 中文")]), "t")
+    assert site.PAGE_FONT_CSS in page  # chapter pages too, through nbconvert's font variables
 
 
 def test_model_provenance_reaches_the_site_as_data_not_text(tmp_path):

@@ -24,8 +24,9 @@ type* (``cpu`` or ``cuda``), so a CPU build and a GPU build of the same course b
 map. A notebook that fails stops the run with a message naming the notebook, the cell and the error; the
 CLI then exits with status 1 (2 for bad arguments, 130 when interrupted).
 
-The real-size record (``benchmarks/real_size_profile.json``, shown on the course map) is written by
-:func:`record_real_size` from a ``/usr/bin/time -v`` measurement of a papermill run (:func:`parse_gnu_time`).
+The executed edition (``make edition``, :func:`run_edition`) runs every chapter through this runner in a child
+process measured with ``os.wait4`` (:func:`measure_run`); its record ``edition/edition.json`` is the one home
+of each chapter's measured quick-profile time and peak memory (the course map and the doctor read it).
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ import ast
 import difflib
 import logging
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,7 +63,7 @@ from ..project import (
     format_seconds,
     load_timings,
 )
-from .site import FAILED_RECORD_SUFFIX, REAL_SIZE_PROFILE_FILE, load_real_size_profile
+from .site import FAILED_RECORD_SUFFIX
 
 # NN_name.failed.json (FAILED_RECORD_SUFFIX, read by the site) says what went wrong in the last run;
 # NN_name.failed.ipynb is the executed copy of that failed run
@@ -484,56 +488,6 @@ def record_timing(timings_file: str | Path, record: RunRecord) -> None:
     atomic_write_json(path, timings, sort_keys=True, default=repr)
 
 
-def parse_gnu_time(text: str) -> tuple[float, float]:
-    """(wall seconds, peak resident MiB) from the report of ``/usr/bin/time -v`` (GNU time).
-
-    The peak is "Maximum resident set size" of the largest process measured: for a papermill run, the
-    notebook's kernel (a child of papermill, waited for before papermill exits).
-    """
-    wall = peak_kib = None
-    for line in text.splitlines():
-        key, _, value = line.strip().rpartition(": ")
-        if key.startswith("Elapsed (wall clock) time"):
-            parts = [float(x) for x in value.split(":")]  # h:mm:ss or m:ss.ss
-            wall = sum(x * 60**i for i, x in enumerate(reversed(parts)))
-        elif key == "Maximum resident set size (kbytes)":
-            peak_kib = float(value)
-    if wall is None or peak_kib is None:
-        raise ParameterError(
-            "not a `/usr/bin/time -v` report: it needs the lines 'Elapsed (wall clock) time' and 'Maximum resident "
-            "set size (kbytes)'; run the notebook under /usr/bin/time -v (GNU time, not the shell's time)."
-        )
-    return wall, peak_kib / 1024
-
-
-def record_real_size(
-    notebook: str,
-    seconds: float,
-    peak_rss_mib: float,
-    status: str = "completed",
-    *,
-    record_file: str | Path = REAL_SIZE_PROFILE_FILE,
-    conditions: str | None = None,
-    **meta: Any,
-) -> dict:
-    """Store one chapter's real-size measurement (and ``meta``: device, date, versions, load, command …).
-
-    ``conditions``: how this chapter was measured when it differs from the record's ``device`` line (threads,
-    alone or beside other runs, the load); kept with the chapter and shown on the course map."""
-    if not NOTEBOOK_PATTERN.match(notebook) or seconds <= 0 or peak_rss_mib <= 0:
-        raise ParameterError(
-            f"a real-size measurement needs a notebook file name like 05_soft_prompt_tuning.ipynb and positive "
-            f"seconds and memory; got {notebook!r}, {seconds!r} s, {peak_rss_mib!r} MiB"
-        )
-    record = load_real_size_profile(record_file) or {"chapters": {}}
-    record.update(meta)
-    entry = dict(seconds=round(seconds, 1), peak_rss_mib=round(peak_rss_mib), status=status)
-    record["chapters"][notebook] = entry | ({"conditions": conditions} if conditions else {})
-    record["chapters"] = dict(sorted(record["chapters"].items()))
-    atomic_write_json(Path(record_file), record, indent=2, ensure_ascii=False)
-    return record
-
-
 def run_many(
     keys: Sequence[str],
     *,
@@ -595,6 +549,129 @@ def run_many(
             first.evalue,
         )
     return records
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The executed edition (pt_helpers.course.edition): every chapter through this runner, measured from outside
+# ----------------------------------------------------------------------------------------------------------
+
+
+def measure_run(command: Sequence[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run ``command`` as a child process and measure it with ``os.wait4``: wall and CPU seconds, peak RSS.
+
+    The CPU time is user + system of the child and every descendant it waited for (papermill waits for its
+    kernel); the peak is the resident set of the largest of them (the kernel), as ``/usr/bin/time -v`` reports
+    it (``Maximum resident set size``), without needing GNU time. Also the 1-minute load average before and after.
+    """
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    # its own process group, so that an interrupted build (Ctrl-C, a kill) ends the runner *and* its kernel
+    proc = subprocess.Popen(list(command), env=dict(env) if env is not None else None, start_new_session=True)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    peak_mib = usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)  # bytes on macOS, KiB on Linux
+    return dict(
+        returncode=proc.returncode,
+        seconds=round(wall, 1),
+        cpu_seconds=round(usage.ru_utime + usage.ru_stime, 1),
+        peak_rss_mib=round(peak_mib),
+        load_before=round(load_before, 2),
+        load_after=round(os.getloadavg()[0], 2),
+    )
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def _versions() -> str:
+    from importlib import metadata
+
+    parts = [f"python {sys.version.split()[0]}"]
+    for dist in ("torch", "transformers", "peft"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return ", ".join(parts)
+
+
+def run_edition(
+    keys: Sequence[str] = ("all",),
+    *,
+    edition_dir: str | Path | None = None,
+    notebooks_dir: str | Path = NOTEBOOKS_DIR,
+    threads: int | None = None,
+) -> dict:
+    """Build the executed edition (:mod:`pt_helpers.course.edition`): each chapter at its quick profile on the
+    default models, one at a time, through ``python -m pt_helpers.course.run NN`` (this module's runner),
+    measured by :func:`measure_run`, then stored stripped under ``edition/`` with its record and index.
+
+    A chapter that fails is recorded as failed (its earlier executed copy, if any, is kept) and the others
+    still run. Returns the record.
+    """
+    from . import edition as ed
+
+    edition_dir = Path(edition_dir or ed.EDITION_DIR)
+    threads = threads or ed.EDITION_THREADS
+    paths = list_notebooks(notebooks_dir) if list(keys) == ["all"] else [find_notebook(k, notebooks_dir) for k in keys]
+    # each chapter that has a profile parameter runs its quick profile (checked before the first one starts)
+    profiled = {p for p in paths if "profile" in notebook_parameters(p)}
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.setdefault("PT_RANDOM_FALLBACK", "1")  # as `make run`: what no real model offline can do stays a stand-in
+    _kernel_env()
+    env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    device = current_device()
+    meta = dict(
+        label=f"quick profile, default models, {threads} threads",
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        commit=_git("rev-parse", "--short=12", "HEAD"),
+        dirty=bool(_git("status", "--porcelain", "--untracked-files=no", "--", "notebooks", "pt_helpers")),
+        device=f"{device[1]}; {os.cpu_count()} CPUs",
+        device_type=device[0],
+        threads=threads,
+        profile=ed.EDITION_PROFILE,
+        versions=_versions(),
+        package_sha256=ed.package_sha256(),
+        pt_random_fallback=env["PT_RANDOM_FALLBACK"],
+        command="make edition  (python -m pt_helpers.course.edition build)",
+        load_note="chapters ran one at a time; the machine was shared with other work when the load exceeds the "
+        "threads, so wall times are inflated there (the CPU time is less so)",
+    )
+    work = Path(tempfile.mkdtemp(prefix="pt-edition-run."))
+    record: dict = {}
+    try:
+        for i, path in enumerate(paths, 1):
+            print(f"[{i}/{len(paths)}] edition: {path.name} ({threads} threads)", flush=True)
+            command = [sys.executable, "-m", "pt_helpers.course.run", str(path), "--notebooks-dir", str(notebooks_dir)]
+            command += ["-o", str(work), "--timings", str(work / "timings.json"), "--no-progress"]
+            command += ["-p", "profile", ed.EDITION_PROFILE] if path in profiled else []
+            measured = measure_run(command, env)
+            code = measured.pop("returncode")
+            measured["status"] = "completed" if code == 0 else f"exit status {code}"
+            record = ed.store_chapter(edition_dir, work / path.name, path, measured, meta)
+            ed.write_index(edition_dir, notebooks_dir)
+            print(
+                f"      {measured['status']}: {format_seconds(measured['seconds'])} wall, "
+                f"{format_seconds(measured['cpu_seconds'])} CPU, peak {measured['peak_rss_mib']} MiB, "
+                f"load {measured['load_before']} → {measured['load_after']}",
+                flush=True,
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return record
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,10 +12,10 @@ The course map (``index.html``) has one row per chapter, read from the notebooks
   hands over a provenance record (``project.publish_provenance``: name, pretrained or not, source …),
   so a chapter is *pretrained*, *random*, *mixed* (which model was which is listed) or *no model*.
 
-* the quick profile at the real model size on a 2-core CPU (time and peak memory) — *measured* once with
-  random weights of the real shapes (``gpt2`` 12 × 768, ``bert-base-uncased``) under ``$PT_MODELS_DIR``
-  and committed in ``benchmarks/real_size_profile.json`` (:func:`load_real_size_profile`); a chapter not
-  measured there says so;
+* the quick profile's measured time and peak memory on the default models at 2 threads — from the executed
+  edition's record ``edition/edition.json`` (:mod:`pt_helpers.course.edition`, ``make edition``), with the
+  10-minute and 3 GB budgets checked and a chapter whose source changed since marked *stale*; a chapter not in
+  the edition says so;
 * whether its last run failed — :mod:`pt_helpers.course.run` leaves ``NN_name.failed.json`` beside the executed
   copies when a run fails: the map then marks the chapter FAILED with the error and the failing cell,
   links the failed run's page (``NN_name.failed.html``, with the traceback) and keeps linking the last
@@ -64,8 +64,6 @@ from ..project import (
 
 GLOSSARY_NAME = "glossary.md"
 HTML_DIR = PROJECT_ROOT / "build" / "html"  # the default site folder, whatever the working directory
-REAL_SIZE_PROFILE_FILE = PROJECT_ROOT / "benchmarks" / "real_size_profile.json"
-REAL_SIZE_LABEL = "quick profile, real model size, 2-core CPU"
 FAILED_RECORD_SUFFIX = ".failed.json"  # written by pt_helpers.course.run beside the executed copies
 MATHJAX_PACKAGE = "django-static-mathjax"  # MathJax 3's browser files, as a wheel (no Django needed)
 MATHJAX_DIR = "mathjax"  # under the site folder
@@ -355,6 +353,7 @@ _PAGE_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- endblock html_head_js_requirejs -%}
 {%- block html_head_js_mathjax -%}
 {{ resources.pt_mathjax_head }}
+{{ resources.pt_font_css }}
 {%- endblock html_head_js_mathjax -%}
 """
 
@@ -370,7 +369,11 @@ def notebook_to_html(
 
     exporter = HTMLExporter(template_name="lab")
     exporter.raw_template = _PAGE_TEMPLATE
-    resources = {"metadata": {"name": title}, "pt_mathjax_head": mathjax_head(mathjax_src)}
+    resources = {
+        "metadata": {"name": title},
+        "pt_mathjax_head": mathjax_head(mathjax_src),
+        "pt_font_css": PAGE_FONT_CSS,
+    }
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     return body
 
@@ -443,50 +446,51 @@ def _runtime_cell(file_name: str, timings: dict, nb: nbformat.NotebookNode | Non
     return "<br>".join(lines) or "<span class='dim'>not run in this build</span>"
 
 
-def load_real_size_profile(path: str | Path = REAL_SIZE_PROFILE_FILE) -> dict:
-    """The committed real-size measurements: ``{"chapters": {file: {...}}, "device": …, …}`` ({} if absent).
+def _edition_cell(file_name: str, edition: dict, states: dict[str, str]) -> str:
+    """Time and peak memory of the chapter's quick profile in the executed edition, budgets and staleness."""
+    from .edition import budget_checks
 
-    Each chapter entry holds ``seconds`` (wall time), ``peak_rss_mib`` (peak resident memory of the kernel)
-    and ``status`` (``"completed"`` or what stopped it). A file that is not such a record is a clear error.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SiteError(f"{path} is not valid JSON ({exc}); restore it from git.") from exc
-    if not isinstance(record, dict) or not isinstance(record.get("chapters"), dict):
-        raise SiteError(f"{path} has no 'chapters' mapping of notebook file → measurement; restore it from git.")
-    for name, entry in record["chapters"].items():
-        if not isinstance(entry, dict) or not {"seconds", "peak_rss_mib", "status"} <= set(entry):
-            raise SiteError(f"{path}: the entry for {name!r} needs seconds, peak_rss_mib and status.")
-    return record
-
-
-def _real_size_cell(file_name: str, real_size: dict) -> str:
-    entry = (real_size.get("chapters") or {}).get(file_name)
+    entry = (edition.get("chapters") or {}).get(file_name)
     if entry is None:
-        return "<span class='dim'>not measured</span>"
-    text = f"{format_seconds(entry['seconds'])} · peak {entry['peak_rss_mib'] / 1024:.1f} GB"
-    if entry["status"] != "completed":
-        text += f" <span class='failed'>({html.escape(str(entry['status']))})</span>"
-    when = html.escape(str(real_size.get("date", ""))[:10])
-    if entry.get("conditions"):  # measured otherwise than the record's device line says
-        when = f"{when}; {html.escape(str(entry['conditions']))}" if when else html.escape(str(entry["conditions"]))
-    return f"{text} <span class='dim'>({when})</span>" if when else text
+        return "<span class='dim'>not in the executed edition yet</span>"
+    if entry.get("status") != "completed":
+        return f"<span class='failed'>edition run: {html.escape(str(entry.get('status')))}</span>"
+    check = budget_checks({"chapters": {file_name: entry}})[file_name]
+    over = [w for w, ok in (("over 10 min", check["time"]), ("over 3 GB", check["memory"])) if ok is False]
+    if check["time"] is False and check["time_cpu"]:  # a loaded machine's wall time; the CPU time is within
+        over[0] = f"over 10 min wall under load; CPU {format_seconds(entry['cpu_seconds'])}"
+    text = f"<b>{format_seconds(entry['seconds'])}</b> · {entry['peak_rss_mib'] / 1024:.1f} GB"
+    if over:
+        text += f" <span class='failed'>({', '.join(over)})</span>"
+    if states.get(file_name) == "stale":
+        text += " <span class='stale'>stale: the chapter changed since</span>"
+    return text
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans CJK SC","PingFang SC",sans-serif;
-max-width:1200px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
-table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #ddd;padding:.6em .5em;
-vertical-align:top;text-align:left}th{background:#f4f4f4}td p{margin:.2em 0}td ul{margin:.2em 0;padding-left:1.2em}
+# Fonts that hold Chinese glyphs on the common systems (macOS, Windows, Linux desktops, Android), after the
+# Latin system fonts: a page that names none of them shows 大语言模型 as empty boxes where the browser's default
+# font has no CJK glyphs.
+CJK_FONT_STACK = (
+    'system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,"PingFang SC","Hiragino Sans GB",'
+    '"Microsoft YaHei","Noto Sans CJK SC","Noto Sans SC","Source Han Sans SC","WenQuanYi Micro Hei",sans-serif'
+)
+_CSS = (
+    """
+body{font-family:FONTS;max-width:1240px;margin:2em auto;padding:0 1em;color:#222;line-height:1.45}
+table{border-collapse:collapse;width:100%;table-layout:fixed}th,td{border-bottom:1px solid #ddd;padding:.5em .4em;
+vertical-align:top;text-align:left;overflow-wrap:anywhere}th{background:#f4f4f4}td p{margin:.2em 0}
+td ul,td ol{margin:.2em 0;padding-left:1.2em}col.num{width:2.6em}col.chapter{width:22%}col.time{width:15%}
+col.weights{width:17%}
 .dim{color:#777;font-size:.85em}.zh{color:#555}.w-pretrained{color:#16620f}.w-random{color:#a40000}
-.w-mixed{color:#8a5a00}.num{font-weight:bold;font-size:1.3em}
-tr.failed{background:#fff3f3}div.failed,p.failed{color:#a40000;font-size:.9em;margin-top:.4em}
-div.failed code{white-space:pre-wrap;word-break:break-word}
+.w-mixed{color:#8a5a00}.num{font-weight:bold;font-size:1.3em}.stale{color:#8a5a00;font-size:.85em;display:block}
+tr.failed{background:#fff3f3}div.failed,p.failed,span.failed{color:#a40000;font-size:.9em;margin-top:.4em}
+div.failed code{white-space:pre-wrap;word-break:break-word}details{margin:.6em 0}summary{cursor:pointer}
 """
+).replace("FONTS", CJK_FONT_STACK)
+# chapter pages (nbconvert's lab template) take their fonts from these variables
+PAGE_FONT_CSS = (
+    f"<style>:root{{--jp-content-font-family:{CJK_FONT_STACK};--jp-ui-font-family:{CJK_FONT_STACK}}}</style>"
+)
 
 
 def _failure_cell(failure: dict, has_good_page: bool) -> str:
@@ -509,6 +513,18 @@ def _failure_cell(failure: dict, has_good_page: bool) -> str:
     return "<div class='failed'>" + "<br>".join(lines) + "</div>"
 
 
+def _weights_short(weights: WeightsInfo) -> str:
+    """The map's weights column: real or stand-in, and which models."""
+    if weights.status == "no model":
+        return "no model (pure computation)"
+    parts = []
+    if weights.pretrained:
+        parts.append("<b>real</b>: " + html.escape(", ".join(weights.pretrained)))
+    if weights.random:
+        parts.append("<b>stand-in</b> (random weights): " + html.escape(", ".join(weights.random)))
+    return "<br>".join(parts)
+
+
 def build_index(
     chapters: list[tuple[ChapterInfo, WeightsInfo | None, bool]],
     timings: dict,
@@ -517,16 +533,18 @@ def build_index(
     *,
     failures: dict[str, dict] | None = None,
     mathjax_src: str = f"{MATHJAX_DIR}/{MATHJAX_SCRIPT}",
-    real_size: dict | None = None,
+    edition: dict | None = None,
+    edition_states: dict[str, str] | None = None,
 ) -> str:
-    """The course map page (HTML): one row per chapter, measured times, weight provenance, failed runs.
+    """The course map page (HTML): one row per chapter — chapter, what it teaches, time, real or stand-in weights.
 
     ``failures`` maps a notebook file name to its failure record (see :func:`load_failures`), with the
-    file name of its rendered failed run under ``"page"``. ``real_size``: the record of
-    :func:`load_real_size_profile` (time and peak memory of the quick profile at the real model size).
+    file name of its rendered failed run under ``"page"``. ``edition``: the executed edition's record
+    (:func:`pt_helpers.course.edition.load_edition`: each chapter's measured quick profile), ``edition_states``
+    its chapters' states (:func:`pt_helpers.course.edition.edition_status`: current, stale, …). How the times
+    were measured is folded into a ``<details>`` note under the table.
     """
-    failures = failures or {}
-    real_size = real_size or {}
+    failures, edition, states = failures or {}, edition or {}, edition_states or {}
     rows = []
     for info, weights, has_page in chapters:
         title = (
@@ -537,19 +555,25 @@ def build_index(
         link = f"<a href='{html.escape(Path(info.file).stem)}.html'>{title}</a>" if has_page else title
         failure = failures.get(info.file)
         if weights is not None:
-            w = f"<span class='w-{weights.status.split()[0]}'>{html.escape(weights.describe())}</span>"
+            w = f"<span class='w-{weights.status.split()[0]}'>{_weights_short(weights)}</span>"
         elif failure is not None:
             w = "<span class='dim'>no successful run to read it from</span>"
         else:
             w = "<span class='dim'>not executed in this build</span>"
+        prereq = (
+            f"<div class='dim'>Prerequisites · 先修: {_markdown_html(info.prerequisites)}</div>"
+            if info.prerequisites
+            else ""
+        )
         row_class = " class='failed'" if failure else ""
         rows.append(
             f"<tr{row_class}><td class='num'>{info.number}</td><td>{link}<br>"
-            f"<span class='dim'>{html.escape(info.file)}</span>"
+            f"<span class='dim'>{html.escape(info.file)}</span>{prereq}"
             f"{_failure_cell(failure, has_page) if failure else ''}</td>"
-            f"<td>{_markdown_html(info.goals)}</td><td>{_markdown_html(info.prerequisites)}</td>"
-            f"<td>{_runtime_cell(info.file, timings, executed.get(info.file))}</td>"
-            f"<td>{_real_size_cell(info.file, real_size)}</td><td>{w}</td></tr>"
+            f"<td>{_markdown_html(info.goals)}</td>"
+            f"<td>{_edition_cell(info.file, edition, states)}"
+            f"<div class='dim'>this build: {_runtime_cell(info.file, timings, executed.get(info.file))}</div></td>"
+            f"<td>{w}</td></tr>"
         )
     glossary = (
         "<p>📖 <a href='glossary.html'>Glossary · 术语表</a> — the course's key terms in English and Chinese.</p>"
@@ -565,40 +589,56 @@ def build_index(
     built = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Prompt Tuning from First Principles · 大语言模型原理与工程实践：提示微调 — course map</title>
 <style>{_CSS}</style>
 {mathjax_head(mathjax_src)}</head><body>
-<h1>Prompt Tuning from First Principles<br><span class="zh">大语言模型原理与工程实践：提示微调</span></h1>
+<h1>Prompt Tuning from First Principles<br><span class="zh" lang="zh-CN">大语言模型原理与工程实践：提示微调</span></h1>
 <h2>Course map · 课程地图</h2>
 {glossary}
 {failed_note}
-<p class="dim">Run times were measured by <code>python -m pt_helpers.course.run</code> on the device named
-(one entry per device type, from <code>build/timings.json</code>). “Weights” is read from each executed
-notebook's own output: numbers from RANDOM weights show mechanics only and are meaningless as results.
-Built {built}.</p>
-{_real_size_note(real_size)}
-<table><thead><tr><th>#</th><th>Chapter · 章节</th><th>What it teaches · 学习目标</th>
-<th>Prerequisites · 先修</th><th>Run time (measured) · 运行时间</th>
-<th>{REAL_SIZE_LABEL} · 真实模型规模</th><th>Weights · 权重</th></tr></thead>
+<table><colgroup><col class="num"><col class="chapter"><col class="teaches"><col class="time"><col class="weights">
+</colgroup><thead><tr><th>#</th><th>Chapter · 章节</th><th>What it teaches · 学习目标</th>
+<th>Time · 时间<br><span class="dim">quick profile, 2 threads · peak memory</span></th>
+<th>Weights · 权重<br><span class="dim">real or stand-in</span></th></tr></thead>
 <tbody>
 {chr(10).join(rows)}
-</tbody></table></body></html>
+</tbody></table>
+{_measurement_note(edition, built)}
+</body></html>
 """
 
 
-def _real_size_note(real_size: dict) -> str:
-    if not real_size:
-        return ""
+def _measurement_note(edition: dict, built: str) -> str:
+    """How the times were measured, folded: a reader opens it when they compare their own times."""
     parts = [
-        f"{k}: {html.escape(str(real_size[k]))}"
-        for k in ("device", "date", "versions", "load", "models")
-        if k in real_size
+        "“Time” is the chapter's quick profile as measured in the executed edition (<code>edition/</code>, rebuilt "
+        "by <code>make edition</code>): wall time and the peak resident memory of the notebook's kernel, on the "
+        "course's default models. The budget is ≤ 10 min and ≤ 3 GB per chapter on a 2-core CPU; a chapter "
+        "marked <i>stale</i> changed after its edition run."
     ]
-    return (
-        f"<p class='dim'>“{REAL_SIZE_LABEL}”: measured once (wall time and peak resident memory of the notebook's "
-        f"kernel) with random weights of the real model shapes, from <code>benchmarks/real_size_profile.json</code>"
-        f" — {'; '.join(parts)}.</p>"
+    if edition:
+        fields = [
+            f"{k}: {html.escape(str(edition[k]))}"
+            for k in ("date", "commit", "device", "threads", "versions", "load_note")
+            if k in edition
+        ]
+        loads = [
+            f"{name[:2]} {e.get('load_before')} → {e.get('load_after')}"
+            for name, e in (edition.get("chapters") or {}).items()
+            if "load_before" in e
+        ]
+        parts.append("Edition run — " + "; ".join(fields) + ".")
+        if loads:
+            parts.append("1-minute load average before → after each chapter: " + ", ".join(loads) + ".")
+    parts.append(
+        "“this build” is the run time <code>python -m pt_helpers.course.run</code> measured for the pages of this "
+        "site, per device type (<code>build/timings.json</code>). “Weights” is read from each executed notebook's "
+        "own output: numbers from stand-in (random) weights show mechanics only and are meaningless as results. "
+        f"Built {built}."
     )
+    body = "".join(f"<p class='dim'>{p}</p>" for p in parts)
+    return f"<details><summary>How these were measured · 测量条件</summary>{body}</details>"
 
 
 def _notebook_files(folder: Path) -> list[Path]:
@@ -612,7 +652,7 @@ def build_site(
     timings_file: str | Path = TIMINGS_FILE,
     notebooks_dir: str | Path = NOTEBOOKS_DIR,
     glossary: str | Path | None = None,
-    real_size_file: str | Path = REAL_SIZE_PROFILE_FILE,
+    edition_dir: str | Path | None = None,
 ) -> Path:
     """Render every executed ``NN_*.ipynb`` to HTML, the glossary, and ``index.html``; return its path.
 
@@ -630,7 +670,11 @@ def build_site(
     html_dir.mkdir(parents=True, exist_ok=True)
     mathjax_src = install_mathjax(html_dir)
     timings = load_timings(timings_file)
-    real_size = load_real_size_profile(real_size_file)
+    from .edition import EDITION_DIR, edition_status, load_edition
+
+    edition_dir = Path(edition_dir) if edition_dir is not None else EDITION_DIR
+    edition = load_edition(edition_dir)
+    edition_states = edition_status(edition_dir, notebooks_dir) if edition else {}
     chapters = []
     for name in sorted(set(executed) | set(source_files) | set(failures)):
         failure = failures.get(name)
@@ -669,7 +713,8 @@ def build_site(
             glossary_path.is_file(),
             failures=failures,
             mathjax_src=mathjax_src,
-            real_size=real_size,
+            edition=edition,
+            edition_states=edition_states,
         ),
     )
     course_map = []
@@ -682,7 +727,8 @@ def build_site(
                 page=f"{Path(info.file).stem}.html" if has_page else None,
                 weights=None if weights is None else weights.__dict__,
                 timings=timings.get(info.file, {}),
-                real_size=(real_size.get("chapters") or {}).get(info.file),
+                edition=(edition.get("chapters") or {}).get(info.file),
+                edition_state=edition_states.get(info.file),
                 failed=None
                 if failure is None
                 else {k: failure.get(k) for k in ("failed_at", "cell_index", "ename", "evalue", "page")},
