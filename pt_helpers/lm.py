@@ -308,7 +308,7 @@ def text_scores(
 
     rows = []
     for text in texts:
-        lp = token_logprobs(model, torch.tensor([encode(tokenizer, text, start_id=start_id)]))[0].double().cpu()
+        lp = token_logprobs(model, torch.tensor([encode(tokenizer, text, start_id=start_id)]))[0].cpu().double()  # CPU first: MPS has no float64
         rows.append(
             dict(
                 n_tokens=lp.numel(),

@@ -34,7 +34,8 @@ def check_1(calibrate) -> Feedback:
             return err
         expected = contextual_calibration(lp, cf)
         try:
-            got_arr = torch.as_tensor(got, dtype=torch.float64)
+            # on the CPU before float64: a learner's tensor may live on an MPS device, which has no float64
+            got_arr = torch.as_tensor(got.detach().cpu() if torch.is_tensor(got) else got, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError):
             return wrong(f"return a tensor of probabilities, got {type(got).__name__}.")
         fb = close(got_arr.numpy(), expected.numpy(), atol=1e-4, what="the calibrated probabilities")
