@@ -110,7 +110,7 @@ def test_budget_checks():
         "03_c.ipynb": {"time": None, "time_cpu": None, "memory": None},
     }
     index = ed.render_index(record)
-    assert "20 min 01 s (> 10 min wall under load; CPU time within, > 3 GB)" in index
+    assert "20 min 01 s (> 10 min wall under load; CPU time within, > 3 GiB)" in index
 
 
 def test_run_edition_executes_measures_and_records(tmp_path, capsys):

@@ -243,8 +243,8 @@ def test_course_map_shows_the_editions_time_memory_budgets_and_stale_marks(tmp_p
     page = index.read_text(encoding="utf-8")
     rows = page.split("<tr")
     alpha, beta, gamma = (next(r for r in rows if f"{n}.html'" in r) for n in ("01_alpha", "02_beta", "03_gamma"))
-    assert "4 min 10 s</b> · 1.4 GB" in alpha and "stale" not in alpha and "over" not in alpha
-    assert "11 min 40 s" in beta and "over 10 min, over 3 GB" in beta and "stale: the chapter changed" in beta
+    assert "4 min 10 s</b> · 1.4 GiB" in alpha and "stale" not in alpha and "over" not in alpha
+    assert "11 min 40 s" in beta and "over 10 min, over 3 GiB" in beta and "stale: the chapter changed" in beta
     assert "not in the executed edition yet" in gamma
     assert "<details><summary>How these were measured" in page and "2-core CPU (test)" in page
     assert "01 3.1 → " in page  # each chapter's load average, in the folded note

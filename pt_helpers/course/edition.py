@@ -135,7 +135,7 @@ def edition_status(edition_dir: str | Path = EDITION_DIR, notebooks_dir: str | P
 
 
 def budget_checks(record: dict) -> dict[str, dict[str, bool | None]]:
-    """Per chapter: whether its measured quick profile holds the time (≤ 10 min) and memory (≤ 3 GB) budgets.
+    """Per chapter: whether its measured quick profile holds the time (≤ 10 min) and memory (≤ 3 GiB) budgets.
 
     ``time`` judges the wall time, which other work on a shared machine inflates; ``time_cpu`` judges the CPU
     time (runner and kernel), which contention barely changes: at 2 threads an idle machine's wall time lies
@@ -197,13 +197,13 @@ def render_index(record: dict, status: dict[str, str] | None = None, notebooks_d
         if entry.get("status") != "completed":
             state = f"FAILED: {entry.get('status')}"
         c = checks.get(name, {})
-        over = [what for what, ok in (("> 10 min", c.get("time")), ("> 3 GB", c.get("memory"))) if ok is False]
+        over = [what for what, ok in (("> 10 min", c.get("time")), ("> 3 GiB", c.get("memory"))) if ok is False]
         if c.get("time") is False and c.get("time_cpu"):
             over[0] = "> 10 min wall under load; CPU time within"
         lines.append(
             f"| {name[:2]} | [{name}]({name}) | {'**' + state + '**' if state != 'current' else state} "
             f"| {format_seconds(entry['seconds'])}{' (' + ', '.join(over) + ')' if over else ''} "
-            f"| {format_seconds(entry.get('cpu_seconds', 0))} | {entry['peak_rss_mib'] / 1024:.2f} GB "
+            f"| {format_seconds(entry.get('cpu_seconds', 0))} | {entry['peak_rss_mib'] / 1024:.2f} GiB "
             f"| {entry.get('load_before', '?')} → {entry.get('load_after', '?')} | {_weights_words(entry)} |"
         )
     for name, state in status.items():
@@ -215,7 +215,7 @@ def render_index(record: dict, status: dict[str, str] | None = None, notebooks_d
         "time, CPU time (user + system, runner and kernel) and peak resident memory of the largest process",
         "(the kernel). They were taken on a shared machine: compare the CPU time with the wall time and the load",
         "average before reading a wall time as what a learner's idle laptop would take. Budgets (issue 27): quick",
-        "profile ≤ 10 min and ≤ 3 GB per chapter at 2 threads on 2 cores.",
+        "profile ≤ 10 min and ≤ 3 GiB per chapter at 2 threads on 2 cores.",
         "",
         "Which chapters are stale: `python -m pt_helpers.course.edition check` (or `python -m pt_helpers.doctor`).",
         "",
@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             words = {True: "holds", False: "EXCEEDED", None: "not measured"}
             print(
                 f"budget {name}: ≤ 10 min wall {words[c['time']]}, ≤ 10 min CPU {words[c['time_cpu']]}, "
-                f"≤ 3 GB {words[c['memory']]}"
+                f"≤ 3 GiB {words[c['memory']]}"
             )
     except CourseError as exc:
         print(f"ERROR: {exc}", file=sys.stderr)

@@ -14,7 +14,7 @@ The course map (``index.html``) has one row per chapter, read from the notebooks
 
 * the quick profile's measured time and peak memory on the default models at 2 threads — from the executed
   edition's record ``edition/edition.json`` (:mod:`pt_helpers.course.edition`, ``make edition``), with the
-  10-minute and 3 GB budgets checked and a chapter whose source changed since marked *stale*; a chapter not in
+  10-minute and 3 GiB budgets checked and a chapter whose source changed since marked *stale*; a chapter not in
   the edition says so;
 * whether its last run failed — :mod:`pt_helpers.course.run` leaves ``NN_name.failed.json`` beside the executed
   copies when a run fails: the map then marks the chapter FAILED with the error and the failing cell,
@@ -456,10 +456,10 @@ def _edition_cell(file_name: str, edition: dict, states: dict[str, str]) -> str:
     if entry.get("status") != "completed":
         return f"<span class='failed'>edition run: {html.escape(str(entry.get('status')))}</span>"
     check = budget_checks({"chapters": {file_name: entry}})[file_name]
-    over = [w for w, ok in (("over 10 min", check["time"]), ("over 3 GB", check["memory"])) if ok is False]
+    over = [w for w, ok in (("over 10 min", check["time"]), ("over 3 GiB", check["memory"])) if ok is False]
     if check["time"] is False and check["time_cpu"]:  # a loaded machine's wall time; the CPU time is within
         over[0] = f"over 10 min wall under load; CPU {format_seconds(entry['cpu_seconds'])}"
-    text = f"<b>{format_seconds(entry['seconds'])}</b> · {entry['peak_rss_mib'] / 1024:.1f} GB"
+    text = f"<b>{format_seconds(entry['seconds'])}</b> · {entry['peak_rss_mib'] / 1024:.1f} GiB"
     if over:
         text += f" <span class='failed'>({', '.join(over)})</span>"
     if states.get(file_name) == "stale":
@@ -614,7 +614,7 @@ def _measurement_note(edition: dict, built: str) -> str:
     parts = [
         "“Time” is the chapter's quick profile as measured in the executed edition (<code>edition/</code>, rebuilt "
         "by <code>make edition</code>): wall time and the peak resident memory of the notebook's kernel, on the "
-        "course's default models. The budget is ≤ 10 min and ≤ 3 GB per chapter on a 2-core CPU; a chapter "
+        "course's default models. The budget is ≤ 10 min and ≤ 3 GiB per chapter on a 2-core CPU; a chapter "
         "marked <i>stale</i> changed after its edition run."
     ]
     if edition:
