@@ -308,7 +308,8 @@ def text_scores(
 
     rows = []
     for text in texts:
-        lp = token_logprobs(model, torch.tensor([encode(tokenizer, text, start_id=start_id)]))[0].cpu().double()  # CPU first: MPS has no float64
+        # to the CPU before float64: MPS has no float64
+        lp = token_logprobs(model, torch.tensor([encode(tokenizer, text, start_id=start_id)]))[0].cpu().double()
         rows.append(
             dict(
                 n_tokens=lp.numel(),
