@@ -292,3 +292,17 @@ def test_model_provenance_reaches_the_site_as_data_not_text(tmp_path):
     w = site.detect_weights(executed)
     assert (w.status, w.pretrained, w.random) == ("mixed", ["minilm"], ["gpt2"])
     assert [r["source"] for r in site.provenance_records(executed) if "source" in r] == ["random"]
+
+
+def test_the_map_links_the_guide_in_both_languages(tmp_path):
+    """Issue 31: the site links both languages — both READMEs rendered as pages, both linked from the map."""
+    (tmp_path / "README.md").write_text("# Guide\n\n`make run`\n", encoding="utf-8")
+    (tmp_path / "README.zh-CN.md").write_text("# 学习指南\n\n`make run`\n", encoding="utf-8")
+    html_dir = tmp_path / "html"
+    guides = site.render_guides(html_dir, mathjax_src="mathjax/tex-mml-chtml.js", root=tmp_path)
+    assert [page for page, _ in guides] == ["guide.html", "guide.zh-CN.html"]
+    assert "学习指南" in (html_dir / "guide.zh-CN.html").read_text(encoding="utf-8")
+    page = site.build_index([], {}, {}, False, guides=guides)
+    assert "href='guide.html'" in page and "href='guide.zh-CN.html'" in page and "学习指南（中文）" in page
+    (tmp_path / "README.zh-CN.md").unlink()  # a guide that does not exist is not linked
+    assert [page for page, _ in site.render_guides(html_dir, "mathjax/x.js", root=tmp_path)] == ["guide.html"]

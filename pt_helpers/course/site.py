@@ -378,15 +378,34 @@ def notebook_to_html(
     return body
 
 
-def render_glossary(glossary_md: str | Path, html_dir: str | Path, mathjax_src: str | None = None) -> Path:
-    """``glossary.md`` → ``glossary.html`` (a one-cell markdown notebook rendered by nbconvert)."""
-    text = Path(glossary_md).read_text(encoding="utf-8")
+def render_markdown_page(markdown: str | Path, out: str | Path, title: str, mathjax_src: str | None = None) -> Path:
+    """A markdown file → one HTML page (a one-cell markdown notebook rendered by nbconvert, like the chapters)."""
+    text = Path(markdown).read_text(encoding="utf-8")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    out = Path(html_dir) / "glossary.html"
-    src = mathjax_src or install_mathjax(html_dir)
-    atomic_write_text(out, notebook_to_html(nb, "Glossary · 术语表", src))
+    out = Path(out)
+    src = mathjax_src or install_mathjax(out.parent)
+    atomic_write_text(out, notebook_to_html(nb, title, src))
     return out
+
+
+def render_glossary(glossary_md: str | Path, html_dir: str | Path, mathjax_src: str | None = None) -> Path:
+    """``glossary.md`` → ``glossary.html``."""
+    return render_markdown_page(glossary_md, Path(html_dir) / "glossary.html", "Glossary · 术语表", mathjax_src)
+
+
+# The learner's guide in both languages (issue 31: the site links both): (markdown at the project root, page, link)
+GUIDES = (("README.md", "guide.html", "Guide (English)"), ("README.zh-CN.md", "guide.zh-CN.html", "学习指南（中文）"))
+
+
+def render_guides(html_dir: str | Path, mathjax_src: str | None = None, root: str | Path = PROJECT_ROOT):
+    """Render the guides that exist under ``root``; returns ``[(page, link text), …]`` for the course map."""
+    pages = []
+    for markdown, page, label in GUIDES:
+        if (Path(root) / markdown).is_file():
+            render_markdown_page(Path(root) / markdown, Path(html_dir) / page, label, mathjax_src)
+            pages.append((page, label))
+    return pages
 
 
 def _read_notebook(path: Path, what: str) -> nbformat.NotebookNode | None:
@@ -535,6 +554,7 @@ def build_index(
     mathjax_src: str = f"{MATHJAX_DIR}/{MATHJAX_SCRIPT}",
     edition: dict | None = None,
     edition_states: dict[str, str] | None = None,
+    guides: Sequence[tuple[str, str]] = (),
 ) -> str:
     """The course map page (HTML): one row per chapter — chapter, what it teaches, time, real or stand-in weights.
 
@@ -580,6 +600,9 @@ def build_index(
         if has_glossary
         else ""
     )
+    if guides:
+        links = " · ".join(f"<a href='{html.escape(page)}'>{html.escape(label)}</a>" for page, label in guides)
+        glossary = f"<p>📘 {links} — install, run, rerun, offline use.</p>" + glossary
     failed_note = (
         f"<p class='failed'><b>{len(failures)} chapter(s) failed in their last run</b> — marked below; rerun one "
         "with <code>python -m pt_helpers.course.run NN</code>.</p>"
@@ -703,6 +726,7 @@ def build_site(
     glossary_path = Path(glossary) if glossary else notebooks_dir / GLOSSARY_NAME
     if glossary_path.is_file():
         render_glossary(glossary_path, html_dir, mathjax_src)
+    guides = render_guides(html_dir, mathjax_src)
     index = html_dir / "index.html"
     atomic_write_text(
         index,
@@ -715,6 +739,7 @@ def build_site(
             mathjax_src=mathjax_src,
             edition=edition,
             edition_states=edition_states,
+            guides=guides,
         ),
     )
     course_map = []
